@@ -1,0 +1,1 @@
+"""Read run directories and compute the paper's metrics (no training imports)."""

@@ -1,0 +1,1 @@
+"""Replay buffers and Gymnasium environments for populations of agents."""

@@ -1,0 +1,105 @@
+"""Gymnasium environments for a population: construction, validation, seeding, snapshots."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+
+import gymnasium as gym
+import numpy as np
+
+
+class EnvError(ValueError):
+    """The requested environment cannot be used (unknown id, unsupported spaces)."""
+
+
+def check_env(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """Validate ``env_id``; return (observation size, action low, action high)."""
+    if env_id not in gym.registry:
+        close = [name for name in gym.registry if env_id.lower().split("-")[0] in name.lower()]
+        hint = f" Did you mean {', '.join(sorted(close)[:4])}?" if close else ""
+        raise EnvError(f"unknown environment {env_id!r}.{hint}")
+    try:
+        env = gym.make(env_id)
+    except Exception as error:  # missing extras such as mujoco surface here
+        raise EnvError(f"cannot create {env_id!r}: {error}") from error
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+    finally:
+        env.close()
+    if not isinstance(act_space, gym.spaces.Box):
+        raise EnvError(
+            f"{env_id} has a {type(act_space).__name__} action space; dstrl's agents need a "
+            "continuous (Box) action space"
+        )
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise EnvError(f"{env_id} needs a flat Box observation space, got {obs_space}")
+    if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
+        raise EnvError(f"{env_id} has an unbounded action space; dstrl needs finite bounds")
+    return obs_space.shape[0], act_space.low.astype(np.float32), act_space.high.astype(np.float32)
+
+
+def make_vector_env(env_id: str, members: int) -> gym.vector.SyncVectorEnv:
+    """One environment per member, reset in the same step that ends an episode.
+
+    With same-step autoreset, ``info["final_obs"]`` holds the true last observation of a finished
+    episode, which is what must be stored (and bootstrapped from, after a truncation).
+    """
+    return gym.vector.SyncVectorEnv(
+        [functools.partial(gym.make, env_id) for _ in range(members)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+
+
+def _time_limits(env: gym.Env) -> list[gym.Env]:
+    found = []
+    while isinstance(env, gym.Wrapper):
+        if hasattr(env, "_elapsed_steps"):
+            found.append(env)
+        env = env.env
+    return found
+
+
+def get_env_state(env: gym.Env) -> dict:
+    """Everything needed to continue ``env`` exactly: physics, wrapper counters, RNG."""
+    base = env.unwrapped
+    state: dict = {
+        "elapsed": [w._elapsed_steps for w in _time_limits(env)],
+        "rng": base.np_random.bit_generator.state,
+    }
+    if hasattr(base, "model") and hasattr(base, "data"):  # a MuJoCo environment
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = np.empty(mujoco.mj_stateSize(base.model, spec))
+        mujoco.mj_getState(base.model, base.data, physics, spec)
+        state["mujoco"] = physics
+    else:  # plain Python environments (classic control): their picklable plain attributes
+        plain = {}
+        for key, value in vars(base).items():
+            if key.startswith("_np_random") or isinstance(value, gym.Space):
+                continue
+            try:
+                pickle.dumps(value)
+            except Exception:
+                continue
+            plain[key] = value
+        state["attributes"] = plain
+    return state
+
+
+def set_env_state(env: gym.Env, state: dict) -> None:
+    """Inverse of ``get_env_state``."""
+    base = env.unwrapped
+    for wrapper, elapsed in zip(_time_limits(env), state["elapsed"], strict=True):
+        wrapper._elapsed_steps = elapsed
+    base.np_random.bit_generator.state = state["rng"]
+    if "mujoco" in state:
+        import mujoco
+
+        mujoco.mj_setState(
+            base.model, base.data, state["mujoco"], mujoco.mjtState.mjSTATE_INTEGRATION
+        )
+    else:
+        for key, value in state["attributes"].items():
+            setattr(base, key, value)

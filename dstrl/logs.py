@@ -1,0 +1,49 @@
+"""Run-directory logs: CSV files that survive a resume, plus optional TensorBoard events."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+class CsvLog:
+    """Append rows to a CSV file with a fixed header; on resume, drop rows past a step."""
+
+    def __init__(self, path: Path, fields: list[str]) -> None:
+        self.path, self.fields = path, fields
+        if not path.exists():
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerow(fields)
+
+    def truncate_after(self, step: int) -> None:
+        """Forget rows logged after ``step`` (they are redone by a resumed run)."""
+        with self.path.open(newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["step"]) <= step]
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, self.fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write(self, rows: list[dict]) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerows(rows)
+
+
+class TensorBoard:
+    """Scalars to TensorBoard, or nothing when disabled."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.writer = None
+        if directory is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(directory))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

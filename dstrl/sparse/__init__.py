@@ -1,0 +1,35 @@
+"""The dynamic-sparse-training core: masks, distributions, topology rules, schedules, accounting.
+
+Pure PyTorch; nothing here knows about reinforcement learning. Every tensor has leading
+"member" dimensions (independent networks trained side by side); every operation is vectorised
+over them.
+"""
+
+from dstrl.sparse.accounting import LayerShape, dense_forward_flops, forward_flops, training_flops
+from dstrl.sparse.distributions import (
+    er_densities_for_global,
+    er_densities_from_lambdas,
+    er_density,
+)
+from dstrl.sparse.engine import MaskedLayers
+from dstrl.sparse.masks import random_mask
+from dstrl.sparse.schedule import TopologySchedule
+from dstrl.sparse.target import TARGET_MODES, SparseTarget
+from dstrl.sparse.topology import SET, prune_and_grow
+
+__all__ = [
+    "LayerShape",
+    "MaskedLayers",
+    "SET",
+    "SparseTarget",
+    "TARGET_MODES",
+    "TopologySchedule",
+    "dense_forward_flops",
+    "er_densities_for_global",
+    "er_densities_from_lambdas",
+    "er_density",
+    "forward_flops",
+    "prune_and_grow",
+    "random_mask",
+    "training_flops",
+]

@@ -1,0 +1,82 @@
+"""One dataclass that says how a network is sparse and how its topology evolves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from dstrl.sparse.distributions import (
+    SparsityError,
+    er_densities_for_global,
+    er_densities_from_lambdas,
+)
+from dstrl.sparse.engine import MaskedLayers
+from dstrl.sparse.masks import random_mask
+from dstrl.sparse.schedule import TopologySchedule
+from dstrl.sparse.target import TargetMode
+from dstrl.sparse.topology import SET, DropScore
+
+Topology = Literal["static", "set"]
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """Sparse-from-scratch settings for the input and hidden layers of an MLP.
+
+    Density comes from per-layer λ (Erdős–Rényi) or from one overall ``density`` solved into ER
+    per-layer densities; give one of the two. The output layer stays dense unless
+    ``sparse_output``.
+    """
+
+    topology: Topology = "set"
+    lambdas: tuple[float, ...] | None = (7.0, 64.0)
+    density: float | None = None
+    sparse_output: bool = False
+    drop_score: DropScore = "signed"
+    schedule: TopologySchedule = TopologySchedule()
+    target: TargetMode = "magnitude"
+    cap_lambdas: bool = False
+    """Cap λ densities at 1 (the formula's min) instead of rejecting λ that exceed it."""
+
+    def sparse_layer_indices(self, n_layers: int) -> list[int]:
+        return list(range(n_layers if self.sparse_output else n_layers - 1))
+
+    def layer_densities(self, shapes: list[tuple[int, int]]) -> list[float]:
+        """Density of each sparse layer (see ``sparse_layer_indices``)."""
+        sparse = [shapes[i] for i in self.sparse_layer_indices(len(shapes))]
+        if not sparse:
+            raise SparsityError("this network has no layer that can be sparse")
+        if self.density is not None:
+            return er_densities_for_global(sparse, self.density)
+        if self.lambdas is None:
+            raise SparsityError("give either a density or λ values")
+        lambdas = list(self.lambdas)
+        # One λ for the input layer, one shared by all hidden layers, one for a sparse output.
+        wanted = 3 if self.sparse_output else 2
+        if len(lambdas) != wanted:
+            raise SparsityError(
+                f"give {wanted} λ values (input, hidden{', output' if self.sparse_output else ''})"
+            )
+        per_layer = [lambdas[0]] + [lambdas[1]] * (len(shapes) - 2)
+        if self.sparse_output:
+            per_layer.append(lambdas[2])
+        return er_densities_from_lambdas(
+            sparse, per_layer[: len(sparse)], allow_dense=self.cap_lambdas
+        )
+
+    def build(self, network: nn.Module, generator: torch.Generator) -> MaskedLayers:
+        """Draw masks for ``network`` (a StackedMLP), zero its inactive weights, wire the rule."""
+        shapes = network.shapes
+        indices = self.sparse_layer_indices(len(shapes))
+        weights = [network.weights[i] for i in indices]
+        masks = [
+            random_mask(w.shape[0], w.shape[1], w.shape[2], d, generator)
+            for w, d in zip(weights, self.layer_densities(shapes), strict=True)
+        ]
+        rule = SET(self.drop_score) if self.topology == "set" else None
+        layers = MaskedLayers(weights, masks, rule, self.schedule, generator)
+        layers.apply_masks()
+        return layers

@@ -1,0 +1,124 @@
+"""Keep one network's sparse weights, masks and optimiser state consistent.
+
+Contract (tested in tests/test_sparse_invariants.py):
+- inactive weights are exactly zero after ``apply_masks`` and after every optimiser step that
+  follows ``mask_gradients``: their gradient is zero, and so is their (coupled) weight decay;
+- a topology update keeps the number of active connections of every layer and member;
+- a grown connection starts at weight 0, and Adam's moments are zeroed at every grown and
+  every dropped position, so a regrown connection starts fresh and a dropped one cannot drift.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dstrl.sparse.schedule import TopologySchedule
+from dstrl.sparse.topology import SET, prune_and_grow
+
+
+class MaskedLayers:
+    """The sparse layers of one network (weights shaped (*members, n_out, n_in)) and their masks.
+
+    ``rule=None`` gives a static topology (masks never change).
+    """
+
+    def __init__(
+        self,
+        weights: list[nn.Parameter],
+        masks: list[Tensor],
+        rule: SET | None = None,
+        schedule: TopologySchedule | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if len(weights) != len(masks):
+            raise ValueError("one mask per sparse weight is required")
+        for w, m in zip(weights, masks, strict=True):
+            if w.shape != m.shape or m.dtype != torch.bool:
+                raise ValueError(f"mask must be boolean with the weight's shape {tuple(w.shape)}")
+        if rule is not None and (schedule is None or generator is None):
+            raise ValueError("a topology rule needs a schedule and a random generator")
+        self.weights = weights
+        self.masks = [m.to(w.device) for w, m in zip(weights, masks, strict=True)]
+        self._factors = [m.to(w.dtype) for w, m in zip(weights, self.masks, strict=True)]
+        self.rule = rule
+        self.schedule = schedule
+        self.generator = generator
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.version = 0  # incremented by every topology change
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Register the optimiser whose per-weight state must follow topology changes."""
+        self.optimizer = optimizer
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero every inactive weight."""
+        torch._foreach_mul_(self.weights, self._factors)
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        """Zero the gradient of every inactive weight (call between backward and step)."""
+        grads = [w.grad for w in self.weights if w.grad is not None]
+        if len(grads) == len(self.weights):
+            torch._foreach_mul_(grads, self._factors)
+        else:
+            for w, f in zip(self.weights, self._factors, strict=True):
+                if w.grad is not None:
+                    w.grad.mul_(f)
+
+    @property
+    def factors(self) -> list[Tensor]:
+        """The masks as 0/1 tensors of the weights' dtype (cached for per-step multiplies)."""
+        return self._factors
+
+    def active_counts(self) -> list[Tensor]:
+        """Active connections per layer, shaped like the leading member dimensions."""
+        return [m.sum(dim=(-2, -1)) for m in self.masks]
+
+    def densities(self) -> list[float]:
+        """Mean density of each layer over members."""
+        return [m.float().mean().item() for m in self.masks]
+
+    def maybe_update(self, step: int) -> list[int] | None:
+        """Run the topology rule if the schedule says so at gradient step ``step``.
+
+        Returns the number of connections replaced per layer (summed over members), or None.
+        """
+        if self.rule is None or self.schedule is None or not self.schedule.is_update_step(step):
+            return None
+        return self.update_topology(self.schedule.drop_fraction_at(step))
+
+    @torch.no_grad()
+    def update_topology(self, fraction: float) -> list[int]:
+        """Prune-and-grow every layer at once; returns connections replaced per layer."""
+        assert self.rule is not None and self.generator is not None
+        rows = [w.detach().reshape(-1, w.shape[-2] * w.shape[-1]) for w in self.weights]
+        flat_masks = [m.reshape(r.shape) for m, r in zip(self.masks, rows, strict=True)]
+        change = prune_and_grow(rows, flat_masks, fraction, self.rule, self.generator)
+        replaced = []
+        self.version += 1
+        for i, weight in enumerate(self.weights):
+            moved = (change.dropped[i] | change.grown[i]).view(weight.shape)
+            self.masks[i].copy_(change.masks[i].view(weight.shape))
+            self._factors[i].copy_(self.masks[i])
+            weight.masked_fill_(moved, 0.0)
+            self._clear_optimizer_state(weight, moved)
+            replaced.append(int(change.grown[i].sum()))
+        return replaced
+
+    def _clear_optimizer_state(self, weight: Tensor, positions: Tensor) -> None:
+        if self.optimizer is None:
+            return
+        for value in self.optimizer.state.get(weight, {}).values():
+            if isinstance(value, Tensor) and value.shape == weight.shape:
+                value.masked_fill_(positions, 0.0)
+
+    def state_dict(self) -> dict:
+        return {"masks": [m.cpu() for m in self.masks]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for mask, factor, saved in zip(self.masks, self._factors, state["masks"], strict=True):
+            mask.copy_(saved)
+            factor.copy_(saved)
+        self.version += 1

@@ -1,0 +1,23 @@
+"""Random connectivity masks with an exact number of active connections per member."""
+
+from __future__ import annotations
+
+import torch
+
+
+def active_count(density: float, n_in: int, n_out: int) -> int:
+    """Number of connections a layer of the given density keeps (at least one)."""
+    return max(1, round(density * n_in * n_out))
+
+
+def random_mask(
+    members: int, n_out: int, n_in: int, density: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Boolean mask (members, n_out, n_in), each member with the same number of active entries
+    placed uniformly at random (an Erdős–Rényi graph with a fixed edge count)."""
+    k = active_count(density, n_in, n_out)
+    scores = torch.rand(members, n_out * n_in, generator=generator, device=generator.device)
+    chosen = scores.topk(k, dim=-1).indices
+    mask = torch.zeros(members, n_out * n_in, dtype=torch.bool, device=scores.device)
+    mask.scatter_(-1, chosen, True)
+    return mask.view(members, n_out, n_in)

@@ -1,0 +1,115 @@
+"""Topology updates: drop the weakest active connections, grow as many new ones.
+
+A rule differs from another only in its drop score and grow score (lower is chosen first).
+Everything works on lists of layers with any leading member dimensions, and ranks all layers
+and members in one sort: no Python loop over members or over random draws.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+DropScore = Literal["signed", "magnitude"]
+
+
+def lowest(scores: list[Tensor], counts: list[Tensor]) -> list[Tensor]:
+    """Per row, mark the ``counts[row]`` entries with the lowest score (``inf`` is never taken).
+
+    ``scores[l]`` is (rows, n_l) and ``counts[l]`` is (rows,). The layers are padded into one
+    matrix so that a single top-k ranks every row of every layer.
+    """
+    width = max(s.shape[1] for s in scores)
+    padded = torch.cat(
+        [torch.nn.functional.pad(s, (0, width - s.shape[1]), value=math.inf) for s in scores]
+    )
+    wanted = torch.cat(counts)
+    most = int(wanted.max()) if wanted.numel() else 0
+    chosen = torch.zeros(padded.shape, dtype=torch.bool, device=padded.device)
+    if most > 0:
+        values, index = padded.topk(most, dim=1, largest=False, sorted=True)
+        take = torch.arange(most, device=padded.device) < wanted.unsqueeze(1)
+        chosen.scatter_(1, index, take & torch.isfinite(values))
+    return [
+        c[:, : s.shape[1]]
+        for c, s in zip(chosen.split([s.shape[0] for s in scores]), scores, strict=True)
+    ]
+
+
+def _inf_where_not(condition: Tensor, values: Tensor) -> Tensor:
+    return torch.where(condition, values, torch.full_like(values, math.inf))
+
+
+@dataclass(frozen=True)
+class SET:
+    """Sparse Evolutionary Training: drop by weight, grow uniformly at random.
+
+    ``drop_score="signed"`` drops the given fraction separately from the smallest non-negative
+    and the largest (closest to zero) negative weights, as the DS-TD3 release does;
+    ``"magnitude"`` drops the smallest ``|w|``.
+    """
+
+    drop_score: DropScore = "signed"
+
+    def drop(self, weights: list[Tensor], masks: list[Tensor], fraction: float) -> list[Tensor]:
+        """Boolean (rows, n) tensors of the active connections to remove."""
+        if self.drop_score == "magnitude":
+            scores = [_inf_where_not(m, w.abs()) for w, m in zip(weights, masks, strict=True)]
+            counts = [torch.round(fraction * m.sum(1)).long() for m in masks]
+            return lowest(scores, counts)
+        positive = [m & (w >= 0) for w, m in zip(weights, masks, strict=True)]
+        negative = [m & (w < 0) for w, m in zip(weights, masks, strict=True)]
+        scores = [_inf_where_not(p, w) for p, w in zip(positive, weights, strict=True)]
+        scores += [_inf_where_not(n, -w) for n, w in zip(negative, weights, strict=True)]
+        counts = [torch.round(fraction * s.sum(1)).long() for s in positive + negative]
+        chosen = lowest(scores, counts)
+        half = len(weights)
+        return [p | n for p, n in zip(chosen[:half], chosen[half:], strict=True)]
+
+    def grow_scores(
+        self, weights: list[Tensor], masks: list[Tensor], generator: torch.Generator
+    ) -> list[Tensor]:
+        """Uniform random priority for every position (lower is grown first)."""
+        return [
+            torch.rand(w.shape, generator=generator, device=generator.device).to(w.device)
+            for w in weights
+        ]
+
+
+@dataclass
+class TopologyChange:
+    """Result of one prune-and-grow: the new masks and what moved, per layer (rows, n)."""
+
+    masks: list[Tensor]
+    dropped: list[Tensor]
+    grown: list[Tensor]
+
+
+def prune_and_grow(
+    weights: list[Tensor],
+    masks: list[Tensor],
+    fraction: float,
+    rule: SET,
+    generator: torch.Generator,
+) -> TopologyChange:
+    """Drop ``fraction`` of each row's active connections and grow the same number.
+
+    Inputs are (rows, n) views (members flattened into rows, weights flattened into n). Growth
+    prefers positions that were inactive before this update; a connection just dropped is only
+    regrown when nothing else is free. The active count of every row is unchanged.
+    """
+    dropped = rule.drop(weights, masks, fraction)
+    priority = rule.grow_scores(weights, masks, generator)
+    # Positions inactive before the update come first; a just-dropped one only after all of
+    # them (its priority is shifted past every other); still-active ones never grow.
+    scores = []
+    for p, m, d in zip(priority, masks, dropped, strict=True):
+        shift = (p.amax(1, keepdim=True) - p.amin(1, keepdim=True)) + 1
+        scores.append(torch.where(d, p + shift, _inf_where_not(~m, p)))
+    grown = lowest(scores, [d.sum(1) for d in dropped])
+    new_masks = [(m & ~d) | g for m, d, g in zip(masks, dropped, grown, strict=True)]
+    return TopologyChange(new_masks, dropped, grown)

@@ -1,0 +1,297 @@
+"""The training loop: act, step, store, update, evaluate, log, checkpoint.
+
+One loop drives a population of ``seeds`` agents in lockstep (see design.md, Populations).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dstrl.agents.td3 import TD3
+from dstrl.analysis.metrics import final_return, learning_curve_area, mean_std
+from dstrl.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from dstrl.config import ConfigError, TrainConfig
+from dstrl.data.envs import check_env, get_env_state, make_vector_env, set_env_state
+from dstrl.data.replay import ReplayBuffer
+from dstrl.evaluation import evaluate
+from dstrl.logs import CsvLog, TensorBoard
+from dstrl.sparse.distributions import SparsityError
+
+EVAL_FIELDS = ["step", "member", "seed", "return"]
+
+
+@dataclass
+class Population:
+    """Everything that is built from a configuration, before any file is written."""
+
+    config: TrainConfig
+    agent: TD3
+    buffer: ReplayBuffer
+    seeds: list[int]
+
+
+def build(config: TrainConfig) -> Population:
+    """Validate the configuration and construct the agents; raises ConfigError on bad input."""
+    config.validate()
+    try:
+        device = torch.device(config.device)
+    except RuntimeError as error:
+        raise ConfigError(f"--device {config.device!r} is not a torch device ({error})") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but this machine has no usable GPU")
+    try:
+        obs_dim, low, high = check_env(config.env)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    torch.set_num_threads(config.threads)
+    generator = torch.Generator(device).manual_seed(config.seed)
+    try:
+        agent = TD3(obs_dim, low, high, config.seeds, config.td3, config.sparsity(), generator)
+    except (SparsityError, ValueError) as error:
+        raise ConfigError(str(error)) from error
+    capacity = min(config.buffer_size, config.steps)
+    buffer = ReplayBuffer(config.seeds, capacity, obs_dim, low.size, device)
+    return Population(config, agent, buffer, [config.seed + i for i in range(config.seeds)])
+
+
+@contextmanager
+def _deferred_interrupt():
+    """Turn Ctrl-C / SIGTERM into a flag, so the loop can checkpoint before it exits."""
+    caught: list[int] = []
+    handler = lambda signum, frame: caught.append(signum)  # noqa: E731
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
+    """Run (or resume) training; returns the summary, or None if stopped before the end.
+
+    ``stop_after`` ends the run early at that step with a checkpoint, as an interruption would.
+    """
+    run_dir = config.run_dir
+    if config.resume:
+        state = load_checkpoint(run_dir, map_location=config.device)
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    population = build(config)
+    agent, buffer, seeds = population.agent, population.buffer, population.seeds
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=2))
+
+    envs = make_vector_env(config.env, config.seeds)
+    eval_envs = make_vector_env(config.env, config.seeds)
+    obs, _ = envs.reset(seed=seeds)
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    step, wall, flops_so_far, eval_round = 0, 0.0, 0, 0
+    learning_wall, learning_steps = 0.0, 0  # time and steps after warm-up, evaluation excluded
+    history: list[np.ndarray] = []
+    evaluations = CsvLog(run_dir / "evaluations.csv", EVAL_FIELDS)
+    layer_names = _layer_names(agent)
+    metrics = CsvLog(
+        run_dir / "train_metrics.csv",
+        ["step", "critic_loss", "actor_loss", "flops", *layer_names, "connections_changed"],
+    )
+    if config.resume:
+        agent.load_state_dict(state["agent"])
+        buffer.load_state_dict(state["buffer"])
+        for env, env_state in zip(envs.envs, state["envs"], strict=True):
+            set_env_state(env, env_state)
+        obs = state["obs"]
+        step, wall, flops_so_far = state["step"], state["wall_seconds"], state["flops"]
+        learning_wall, learning_steps = state["learning_wall"], state["learning_steps"]
+        history = [np.asarray(h) for h in state["history"]]
+        eval_round = len(history)
+        evaluations.truncate_after(step)
+        metrics.truncate_after(step)
+
+    cost = agent.cost()
+    board = TensorBoard(run_dir / "tensorboard" if config.tensorboard else None)
+    losses: list[dict[str, float]] = []
+    changed = 0
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        disable=not config.progress,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0,
+        desc=f"{config.algo} {config.env}",
+    )
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            {
+                "agent": agent.state_dict(),
+                "buffer": buffer.state_dict(),
+                "envs": [get_env_state(env) for env in envs.envs],
+                "obs": obs,
+                "step": step,
+                "wall_seconds": wall + time.perf_counter() - started,
+                "flops": flops_so_far,
+                "learning_wall": learning_wall,
+                "learning_steps": learning_steps,
+                "history": [h.tolist() for h in history],
+            },
+            run_dir,
+        )
+
+    started = time.perf_counter()
+    end = config.steps if stop_after is None else min(stop_after, config.steps)
+    generator = agent.generator
+    with _deferred_interrupt() as interrupted:
+        while step < end and not interrupted:
+            tick = time.perf_counter()
+            # act
+            if step < config.start_steps:
+                u = torch.rand(
+                    (config.seeds, low.size), generator=generator, device=generator.device
+                )
+                action = low + u.cpu().numpy() * (high - low)
+            else:
+                action = agent.act(obs, explore=True)
+                flops_so_far += cost["inference_flops"] * config.seeds
+            # step and store (the true final observation of an episode, for bootstrapping)
+            next_obs, reward, terminated, truncated, info = envs.step(action)
+            stored_next = next_obs
+            done = terminated | truncated
+            if done.any():
+                stored_next = next_obs.copy()
+                stored_next[done] = np.stack(info["final_obs"][done])
+            buffer.add(obs, action, reward, stored_next, terminated)
+            obs = next_obs
+            step += 1
+            # learn
+            if step > config.start_steps:
+                stats = agent.update(*buffer.sample(config.td3.batch_size, generator))
+                flops_so_far += cost["train_flops"] * config.seeds
+                if stats is not None:
+                    losses.append(stats)
+                if agent.last_topology_change is not None:
+                    change = agent.last_topology_change
+                    changed += sum(change["actor"]) + sum(change["critic"])
+                learning_wall += time.perf_counter() - tick
+                learning_steps += 1
+            # log
+            if step % config.log_every == 0:
+                row = {"step": step, "flops": flops_so_far, "connections_changed": changed}
+                if losses:
+                    row["critic_loss"] = float(np.mean([s["critic_loss"] for s in losses]))
+                    row["actor_loss"] = float(np.mean([s["actor_loss"] for s in losses]))
+                row.update(zip(layer_names, _layer_densities(agent), strict=True))
+                metrics.write([row])
+                board.scalars({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
+                losses, changed = [], 0
+            if step % config.eval_every == 0 or step == config.steps:
+                returns = evaluate(
+                    lambda o: agent.act(o, explore=False),
+                    eval_envs,
+                    config.eval_episodes,
+                    seeds,
+                    eval_round,
+                )
+                eval_round += 1
+                history.append(returns)
+                evaluations.write(
+                    [
+                        {"step": step, "member": i, "seed": s, "return": float(r)}
+                        for i, (s, r) in enumerate(zip(seeds, returns, strict=True))
+                    ]
+                )
+                board.scalars({"eval/return_mean": float(returns.mean())}, step)
+                bar.set_postfix(eval_return=f"{returns.mean():.1f}", refresh=False)
+            if step % config.checkpoint_every == 0:
+                checkpoint()
+            bar.update(1)
+        checkpoint()
+    bar.close()
+    board.close()
+    wall += time.perf_counter() - started
+    envs.close()
+    eval_envs.close()
+    if step < config.steps:
+        print(f"stopped at step {step:,}; continue with: dstrl train --out {run_dir} --resume")
+        return None
+    summary = _summary(config, agent, seeds, history, wall, flops_so_far)
+    summary["learning_steps_per_second"] = (
+        learning_steps * config.seeds / learning_wall if learning_wall else None
+    )
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _layer_names(agent: TD3) -> list[str]:
+    names = []
+    for net_name, layers in (("actor", agent.actor_sparse), ("critic", agent.critic_sparse)):
+        if layers is not None:
+            names += [f"density/{net_name}{i}" for i in range(len(layers.masks))]
+    return names
+
+
+def _layer_densities(agent: TD3) -> list[float]:
+    return [
+        d
+        for layers in (agent.actor_sparse, agent.critic_sparse)
+        if layers is not None
+        for d in layers.densities()
+    ]
+
+
+def _summary(
+    config: TrainConfig,
+    agent: TD3,
+    seeds: list[int],
+    history: list[np.ndarray],
+    wall: float,
+    flops_so_far: int,
+) -> dict:
+    curves = np.stack(history, axis=1)  # (members, evaluations)
+    sparse, dense = agent.cost(), agent.cost(dense=True)
+    learning_steps = max(config.steps - config.start_steps, 0)
+    dense_run = config.seeds * (
+        dense["train_flops"] * learning_steps + dense["inference_flops"] * learning_steps
+    )
+    return {
+        "algo": config.algo,
+        "env": config.env,
+        "steps": config.steps,
+        "seeds": seeds,
+        "evaluations": curves.shape[1],
+        "final_return": mean_std([final_return(c) for c in curves]),
+        "lca": mean_std([learning_curve_area(c) for c in curves]),
+        "params": {
+            "total": sparse["params"],
+            "dense_total": dense["params"],
+            "ratio": sparse["params"] / dense["params"],
+        },
+        "flops": {
+            "train": sparse["train_flops"],
+            "dense_train": dense["train_flops"],
+            "inference": sparse["inference_flops"],
+            "dense_inference": dense["inference_flops"],
+            "run_total": flops_so_far,
+            "dense_run_total": dense_run,
+            "train_ratio": sparse["train_flops"] / dense["train_flops"],
+        },
+        "layer_density": dict(zip(_layer_names(agent), _layer_densities(agent), strict=True)),
+        "wall_seconds": wall,
+        "env_steps_per_second": config.steps * config.seeds / wall,
+    }
+
+
+def run_exists(run_dir: Path) -> bool:
+    return (run_dir / CHECKPOINT).exists()
