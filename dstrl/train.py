@@ -47,7 +47,13 @@ def build(config: TrainConfig) -> Population:
     except RuntimeError as error:
         raise ConfigError(f"--device {config.device!r} is not a torch device ({error})") from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but this machine has no usable GPU")
+        raise ConfigError(f"--device {config.device} was asked for, but this machine has no GPU")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"--device {config.device}: this machine has {torch.cuda.device_count()} GPU(s)"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {config.device}: dstrl runs on cpu or cuda")
     try:
         obs_dim, low, high = check_env(config.env)
     except ValueError as error:

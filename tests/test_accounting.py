@@ -1,0 +1,52 @@
+"""Parameter and FLOP counts worked out by hand on a tiny TD3 (obs 3, action 1, hidden 4)."""
+
+import numpy as np
+import torch
+
+from dstrl.agents.td3 import TD3, TD3Config
+from dstrl.sparse import LayerShape, forward_flops, training_flops
+from dstrl.sparse.config import SparsityConfig
+
+
+def _agent(sparsity=None):
+    return TD3(
+        3,
+        np.array([-1.0]),
+        np.array([1.0]),
+        1,
+        TD3Config(hidden_sizes=(4,), batch_size=2),
+        sparsity,
+        torch.Generator().manual_seed(0),
+    )
+
+
+def test_layer_formulas():
+    layer = LayerShape(n_in=3, n_out=4, active=5)
+    assert layer.params == 9 and layer.dense_params == 16
+    assert forward_flops([layer], batch=2) == 2 * (2 * 5 + 4)
+    assert training_flops(10) == 30
+
+
+def test_dense_td3_by_hand():
+    cost = _agent().cost()
+    # actor 3->4->1: weights 12 + 4, biases 4 + 1; critic 4->4->1: 16 + 4 + 4 + 1; two critics
+    assert cost["params"] == 21 + 2 * 25
+    # forward per sample: actor (2*12+4) + (2*4+1) = 37, critic (2*16+4) + (2*4+1) = 45
+    assert cost["inference_flops"] == 37
+    batch = 2
+    target = batch * (37 + 2 * 45)  # target actor + both target critics
+    critic_step = 2 * 3 * batch * 45  # both critics, forward + backward
+    actor_step = 3 * batch * (37 + 45)  # actor through the first critic, every 2nd step
+    assert cost["train_flops"] == target + critic_step + actor_step // 2
+
+
+def test_sparse_counts_come_from_the_masks():
+    sparsity = SparsityConfig(topology="static", lambdas=(0.5, 1.0))
+    agent = _agent(sparsity)
+    actor_in = int(agent.actor_sparse.masks[0].sum())
+    critic_in = int(agent.critic_sparse.masks[0].sum()) // 2  # per critic (2 members)
+    assert actor_in == round(0.5 * 7 / 12 * 12) and critic_in == round(0.5 * 8 / 16 * 16)
+    cost, dense = agent.cost(), agent.cost(dense=True)
+    assert cost["params"] == dense["params"] - (12 - actor_in) - 2 * (16 - critic_in)
+    assert cost["inference_flops"] == dense["inference_flops"] - 2 * (12 - actor_in)
+    assert dense == _agent().cost()

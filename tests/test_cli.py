@@ -1,0 +1,123 @@
+"""The command line as a user types it: one real MuJoCo run end to end, and bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dstrl.cli import main
+
+TINY = [
+    "--steps",
+    "300",
+    "--start-steps",
+    "100",
+    "--eval-every",
+    "300",
+    "--eval-episodes",
+    "1",
+    "--no-progress",
+    "--no-tensorboard",
+    "--td3.hidden-sizes",
+    "32",
+    "32",
+    "--td3.batch-size",
+    "16",
+    "--lambdas",
+    "2",
+    "8",
+    "--update-period",
+    "50",
+]
+
+
+def dstrl(*args, check=True):
+    result = subprocess.run(
+        [sys.executable, "-m", "dstrl.cli", *args], capture_output=True, text=True, timeout=300
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_train_then_eval_on_halfcheetah(tmp_path):
+    out = tmp_path / "run"
+    result = dstrl(
+        "train",
+        "--algo",
+        "ds-td3",
+        "--env",
+        "HalfCheetah-v5",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        *TINY,
+        "--tensorboard",
+    )
+    assert "final return" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env"] == "HalfCheetah-v5" and summary["steps"] == 300
+    assert summary["seeds"] == [0, 1]
+    assert any((out / "tensorboard").iterdir())
+    evaluation = dstrl("eval", str(out), "--episodes", "1")
+    assert "seed 0: return" in evaluation.stdout and "seed 1: return" in evaluation.stdout
+
+
+def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
+    result = dstrl("train", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "x"), check=False)
+    assert result.returncode == 2
+    assert "unknown environment 'NoSuchEnv-v0'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "CartPole-v1"], "Discrete action space"),
+        (["--density", "1.5"], "--density must be in (0, 1]"),
+        (["--density", "0"], "--density must be in (0, 1]"),
+        (["--lambdas", "300", "64"], "λ=300 gives density"),
+        (["--steps", "-5"], "--steps must be a positive integer"),
+        (["--drop-fraction", "1.2"], "--drop-fraction must be in (0, 1)"),
+        (["--algo", "td3", "--density", "0.5"], "--algo td3 is dense"),
+        (["--density", "0.5", "--lambdas", "7", "64"], "either --density or --lambdas"),
+        (["--device", "cuda:999"], "GPU"),
+        (["--device", "banana"], "is not a torch device"),
+    ],
+)
+def test_configuration_errors(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_resume_errors(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    assert main(["train", "--out", str(missing), "--resume"]) == 2
+    assert "not a dstrl run directory" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--algo", "td3"]) == 2
+    assert "--algo cannot change" in capsys.readouterr().err
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(["train", "--out", str(run), "--resume", "--steps", "400"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    (run / "checkpoint.pt").unlink()
+    assert main(["train", "--out", str(run), "--resume"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_resume_can_extend_a_finished_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--steps", "600"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 600 and summary["evaluations"] == 2

@@ -1,0 +1,89 @@
+"""The sparse core's contracts, checked over many optimiser steps and topology updates."""
+
+import pytest
+import torch
+
+from dstrl.nets import StackedMLP
+from dstrl.optim import Adam
+from dstrl.sparse.config import SparsityConfig
+from dstrl.sparse.schedule import TopologySchedule
+
+
+def _network(members=3, topology="set", drop_score="signed"):
+    g = torch.Generator().manual_seed(0)
+    net = StackedMLP(members, [6, 32, 32, 2], g)
+    config = SparsityConfig(
+        topology=topology,
+        lambdas=(2.0, 4.0),
+        drop_score=drop_score,
+        schedule=TopologySchedule(update_period=5, drop_fraction=0.2),
+    )
+    layers = config.build(net, g)
+    optimizer = Adam(net.parameters(), lr=1e-2, weight_decay=1e-2)
+    layers.attach_optimizer(optimizer)
+    return net, layers, optimizer, g
+
+
+def _train_step(net, layers, optimizer, g, step):
+    x = torch.randn(net.members, 16, 6, generator=g)
+    loss = net(x).square().mean()
+    optimizer.zero_grad()
+    loss.backward()
+    layers.mask_gradients()
+    optimizer.step()
+    return layers.maybe_update(step)
+
+
+@pytest.mark.parametrize("drop_score", ["signed", "magnitude"])
+def test_counts_constant_and_inactive_weights_exactly_zero(drop_score):
+    net, layers, optimizer, g = _network(drop_score=drop_score)
+    counts = [c.clone() for c in layers.active_counts()]
+    initial = [m.clone() for m in layers.masks]
+    updates = 0
+    for step in range(1, 101):
+        updates += _train_step(net, layers, optimizer, g, step) is not None
+        for weight, mask in zip(layers.weights, layers.masks, strict=True):
+            assert (weight[~mask] == 0).all()  # weight decay and Adam cannot revive them
+        for before, now in zip(counts, layers.active_counts(), strict=True):
+            assert torch.equal(before, now)
+    assert updates == 20
+    assert any(not torch.equal(a, b) for a, b in zip(initial, layers.masks, strict=True))
+
+
+def test_grown_weights_start_at_zero_with_zero_moments_and_dropped_moments_cleared():
+    net, layers, optimizer, g = _network()
+    for step in range(1, 5):  # four steps, no topology update yet: moments are non-zero
+        _train_step(net, layers, optimizer, g, step)
+    before = [m.clone() for m in layers.masks]
+    layers.update_topology(0.2)
+    for weight, old, new in zip(layers.weights, before, layers.masks, strict=True):
+        grown, dropped = new & ~old, old & ~new
+        assert grown.any() and dropped.any()
+        state = optimizer.state[weight]
+        assert (weight[grown] == 0).all()
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert (state[name][grown] == 0).all()
+            assert (state[name][dropped] == 0).all()
+            assert (state[name][new & old] != 0).any()  # survivors keep their moments
+    # and the next step moves grown weights (they get gradients) but not dropped ones
+    _train_step(net, layers, optimizer, g, 5 + 1)
+    for weight, old, new in zip(layers.weights, before, layers.masks, strict=True):
+        assert (weight[new & ~old] != 0).any()
+        assert (weight[old & ~new] == 0).all()
+
+
+def test_static_topology_never_changes():
+    net, layers, optimizer, g = _network(topology="static")
+    masks = [m.clone() for m in layers.masks]
+    for step in range(1, 31):
+        assert _train_step(net, layers, optimizer, g, step) is None
+    assert all(torch.equal(a, b) for a, b in zip(masks, layers.masks, strict=True))
+
+
+def test_output_layer_dense_by_default_and_sparse_on_request():
+    g = torch.Generator().manual_seed(0)
+    net = StackedMLP(1, [6, 32, 32, 2], g)
+    assert len(SparsityConfig(lambdas=(2.0, 4.0)).build(net, g).masks) == 2
+    layers = SparsityConfig(lambdas=(2.0, 4.0, 0.5), sparse_output=True).build(net, g)
+    assert len(layers.masks) == 3
+    assert layers.masks[2].float().mean().item() == pytest.approx(0.5 * 34 / 64, abs=0.01)

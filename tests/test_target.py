@@ -1,0 +1,79 @@
+"""Target-network sparsity: every option honoured; magnitude pruning equals a brute-force top-k."""
+
+import pytest
+import torch
+
+from dstrl.nets import StackedMLP
+from dstrl.sparse.config import SparsityConfig
+from dstrl.sparse.schedule import TopologySchedule
+from dstrl.sparse.target import SparseTarget, prune_to_count
+
+
+def test_prune_to_count_by_hand():
+    # support: positions 0,1,2 (3 connections); position 3 entered with |0.25| > |0.1|
+    target = torch.tensor([[[0.5, -0.1, 0.3, 0.25, 0.0]]])
+    support = torch.tensor([[[1.0, 1.0, 1.0, 0.0, 0.0]]])
+    prune_to_count(target, support)
+    assert torch.equal(target, torch.tensor([[[0.5, 0.0, 0.3, 0.25, 0.0]]]))
+    assert support.tolist() == [[[1.0, 0.0, 1.0, 1.0, 0.0]]]
+
+
+def test_prune_to_count_small_challenger_is_removed():
+    target = torch.tensor([[[0.5, -0.1, 0.3, 0.01]]])
+    support = torch.tensor([[[1.0, 1.0, 1.0, 0.0]]])
+    prune_to_count(target, support)
+    assert torch.equal(target, torch.tensor([[[0.5, -0.1, 0.3, 0.0]]]))
+    assert support.tolist() == [[[1.0, 1.0, 1.0, 0.0]]]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_prune_to_count_equals_brute_force_top_k(seed):
+    g = torch.Generator().manual_seed(seed)
+    members, n_out, n_in = 3, 12, 10
+    support = (torch.rand(members, n_out, n_in, generator=g) < 0.4).float()
+    target = torch.randn(members, n_out, n_in, generator=g) * support
+    challengers = (torch.rand(members, n_out, n_in, generator=g) < 0.2).float() * (1 - support)
+    target += challengers * torch.randn(members, n_out, n_in, generator=g) * 0.5
+    counts = support.sum(dim=(1, 2)).long()
+    expected = target.clone().view(members, -1)
+    for row, k in enumerate(counts.tolist()):  # the reference: keep the k largest |w|
+        keep = expected[row].abs().topk(k).indices
+        pruned = torch.zeros_like(expected[row])
+        pruned[keep] = expected[row][keep]
+        expected[row] = pruned
+    prune_to_count(target, support)
+    assert torch.equal(target.view(members, -1), expected)
+    assert torch.equal(support.sum(dim=(1, 2)).long(), counts)
+    assert torch.equal(support.bool(), target != 0)
+
+
+def _targets(mode):
+    g = torch.Generator().manual_seed(0)
+    net = StackedMLP(2, [4, 16, 16, 1], g)
+    config = SparsityConfig(lambdas=(2.0, 4.0), schedule=TopologySchedule(1, 0.3), target=mode)
+    layers = config.build(net, g)
+    target_net = StackedMLP(2, [4, 16, 16, 1], g)
+    target_net.load_state_dict(net.state_dict())
+    weights = [target_net.weights[i] for i in range(2)]
+    return net, layers, target_net, SparseTarget(weights, layers, mode), g
+
+
+@pytest.mark.parametrize("mode", ["magnitude", "online-mask", "dense"])
+def test_target_options_after_a_topology_change(mode):
+    net, layers, target_net, sparse_target, g = _targets(mode)
+    with torch.no_grad():
+        for _ in range(3):
+            layers.update_topology(0.3)
+            for w, m in zip(layers.weights, layers.masks, strict=True):
+                w.add_(torch.randn(w.shape, generator=g) * m)  # grown weights become non-zero
+            torch._foreach_lerp_(list(target_net.parameters()), list(net.parameters()), 0.5)
+            sparse_target.after_polyak()
+    counts = [m.sum(dim=(1, 2)) for m in layers.masks]
+    nonzero = [(w != 0).sum(dim=(1, 2)) for w in sparse_target.targets]
+    if mode == "magnitude":
+        assert all(torch.equal(c, n) for c, n in zip(counts, nonzero, strict=True))
+    elif mode == "online-mask":
+        for w, m in zip(sparse_target.targets, layers.masks, strict=True):
+            assert (w[~m] == 0).all()
+    else:
+        assert any((n > c).any() for c, n in zip(counts, nonzero, strict=True))

@@ -1,0 +1,86 @@
+"""Prune-and-grow on tiny tensors whose answers are worked out by hand."""
+
+import torch
+
+from dstrl.sparse.masks import random_mask
+from dstrl.sparse.schedule import TopologySchedule
+from dstrl.sparse.topology import SET, lowest, prune_and_grow
+
+INF = float("inf")
+
+
+def test_lowest_takes_a_different_count_per_row_and_never_inf():
+    scores = torch.tensor([[3.0, 1.0, 2.0, INF], [0.5, INF, 0.1, 0.2]])
+    (chosen,) = lowest([scores], [torch.tensor([2, 3])])
+    assert chosen.tolist() == [[False, True, True, False], [True, False, True, True]]
+
+
+def test_lowest_ranks_layers_of_different_widths_together():
+    a = torch.tensor([[5.0, 4.0]])
+    b = torch.tensor([[1.0, 9.0, 0.0]])
+    ca, cb = lowest([a, b], [torch.tensor([1]), torch.tensor([2])])
+    assert ca.tolist() == [[False, True]]
+    assert cb.tolist() == [[True, False, True]]
+
+
+def test_magnitude_drop_removes_the_smallest_absolute_weights():
+    w = torch.tensor([[0.5, -0.1, 0.3, -0.9, 0.0, 0.2, 0.0, 0.0]])
+    m = torch.tensor([[1, 1, 1, 1, 0, 1, 0, 0]], dtype=torch.bool)  # 5 active
+    (dropped,) = SET("magnitude").drop([w], [m], 0.4)  # round(0.4 * 5) = 2
+    assert dropped.tolist() == [[False, True, False, False, False, True, False, False]]
+
+
+def test_signed_drop_takes_the_fraction_from_each_sign_separately():
+    # positives 0.5, 0.3, 0.2, 0.8 (4) -> drop round(0.5*4)=2 smallest: 0.2, 0.3
+    # negatives -0.1, -0.9 (2)       -> drop round(0.5*2)=1 closest to zero: -0.1
+    w = torch.tensor([[0.5, -0.1, 0.3, -0.9, 0.2, 0.8]])
+    m = torch.ones_like(w, dtype=torch.bool)
+    (dropped,) = SET("signed").drop([w], [m], 0.5)
+    assert dropped.tolist() == [[False, True, True, False, True, False]]
+
+
+def test_grow_prefers_never_active_positions_and_keeps_the_count():
+    g = torch.Generator().manual_seed(0)
+    w = torch.tensor([[0.5, 0.01, 0.3, 0.0, 0.0]])
+    m = torch.tensor([[1, 1, 1, 0, 0]], dtype=torch.bool)
+    change = prune_and_grow([w], [m], 0.34, SET("magnitude"), g)  # drop 1: index 1
+    assert change.dropped[0].tolist() == [[False, True, False, False, False]]
+    assert change.grown[0].sum() == 1
+    assert not (change.grown[0] & m).any()  # grows among previously inactive (3 or 4)
+    assert change.masks[0].sum() == 3
+
+
+def test_a_full_layer_regrows_what_it_dropped():
+    # nothing else is free, so the dropped connection is the only place to grow
+    g = torch.Generator().manual_seed(0)
+    w = torch.tensor([[0.5, 0.01, 0.3]])
+    m = torch.ones_like(w, dtype=torch.bool)
+    change = prune_and_grow([w], [m], 0.34, SET("magnitude"), g)
+    assert change.grown[0].tolist() == change.dropped[0].tolist()
+    assert change.masks[0].all()
+
+
+def test_members_are_independent_and_counts_constant_per_row():
+    g = torch.Generator().manual_seed(1)
+    masks = random_mask(4, 16, 8, 0.3, g).view(4, -1)
+    weights = torch.randn(4, 128, generator=g) * masks
+    change = prune_and_grow([weights], [masks], 0.25, SET("signed"), g)
+    assert torch.equal(change.masks[0].sum(1), masks.sum(1))
+    assert torch.equal(change.grown[0].sum(1), change.dropped[0].sum(1))
+    assert (change.grown[0].sum(1) > 0).all()
+    assert not torch.equal(change.grown[0][0], change.grown[0][1])  # own random draws
+
+
+def test_random_mask_has_exact_counts_per_member():
+    mask = random_mask(3, 10, 20, 0.25, torch.Generator().manual_seed(0))
+    assert mask.shape == (3, 10, 20) and mask.dtype == torch.bool
+    assert mask.sum(dim=(1, 2)).tolist() == [50, 50, 50]
+
+
+def test_schedule_period_stop_and_cosine():
+    s = TopologySchedule(update_period=10, drop_fraction=0.2, stop_step=35)
+    assert [t for t in range(0, 50) if s.is_update_step(t)] == [10, 20, 30]
+    c = TopologySchedule(update_period=10, drop_fraction=0.2, decay="cosine", stop_step=40)
+    assert c.drop_fraction_at(0) == 0.2
+    assert abs(c.drop_fraction_at(20) - 0.1) < 1e-12
+    assert c.drop_fraction_at(40) < 1e-12

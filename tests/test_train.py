@@ -1,0 +1,90 @@
+"""The training loop: determinism, resume, truncation handling, run-directory contract."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dstrl.config import ConfigError
+from dstrl.train import train
+from tests.helpers import tiny_config
+
+
+def _evaluations(run_dir):
+    with (run_dir / "evaluations.csv").open() as f:
+        return [(int(r["step"]), int(r["seed"]), float(r["return"])) for r in csv.DictReader(f)]
+
+
+def test_summary_and_files(tmp_path):
+    summary = train(tiny_config(tmp_path / "run", seeds=2))
+    run = tmp_path / "run"
+    for name in ("config.json", "evaluations.csv", "train_metrics.csv", "checkpoint.pt"):
+        assert (run / name).exists()
+    assert summary == json.loads((run / "summary.json").read_text())
+    assert summary["algo"] == "ds-td3" and summary["seeds"] == [0, 1]
+    assert set(summary["final_return"]) == {"mean", "std", "per_seed"}
+    assert len(summary["final_return"]["per_seed"]) == 2
+    assert 0.3 < summary["params"]["total"] / summary["params"]["dense_total"] < 0.9
+    flops = summary["flops"]
+    assert flops["train"] < flops["dense_train"] and flops["inference"] < flops["dense_inference"]
+    assert flops["run_total"] == 2 * (300 * flops["train"] + 300 * flops["inference"])
+    assert summary["wall_seconds"] > 0 and summary["env_steps_per_second"] > 0
+    evaluations = _evaluations(run)
+    assert [(s, seed) for s, seed, _ in evaluations] == [(200, 0), (200, 1), (400, 0), (400, 1)]
+    with (run / "train_metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [100, 200, 300, 400]
+    assert sum(int(r["connections_changed"]) for r in rows) > 0
+    assert float(rows[-1]["density/critic1"]) == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("algo", ["td3", "ds-td3"])
+def test_same_seed_same_evaluations(tmp_path, algo):
+    train(tiny_config(tmp_path / "a", algo=algo))
+    train(tiny_config(tmp_path / "b", algo=algo))
+    train(tiny_config(tmp_path / "c", algo=algo, seed=5))
+    assert _evaluations(tmp_path / "a") == _evaluations(tmp_path / "b")
+    assert [r for *_, r in _evaluations(tmp_path / "a")] != [
+        r for *_, r in _evaluations(tmp_path / "c")
+    ]
+
+
+@pytest.mark.parametrize("algo", ["td3", "ds-td3"])
+def test_stop_and_resume_equals_uninterrupted(tmp_path, algo):
+    # Hopper: episodes end at different times per member, the stop falls mid-episode, and
+    # topology updates (every 50 steps) happen before and after it.
+    settings = dict(algo=algo, env="Hopper-v5", seeds=2, steps=500, eval_every=250)
+    train(tiny_config(tmp_path / "whole", **settings))
+    assert train(tiny_config(tmp_path / "parts", **settings), stop_after=333) is None
+    assert max(s for s, *_ in _evaluations(tmp_path / "parts")) == 250
+    train(tiny_config(tmp_path / "parts", **settings, resume=True))
+    assert _evaluations(tmp_path / "parts") == _evaluations(tmp_path / "whole")
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)
+    parts = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=False)
+    for name, tensor in whole["agent"]["critic"].items():
+        assert torch.equal(tensor, parts["agent"]["critic"][name])
+
+
+def test_truncation_is_stored_with_the_true_last_observation(tmp_path):
+    # Pendulum truncates every 200 steps and never terminates; no learning (start_steps = steps)
+    train(tiny_config(tmp_path / "run", steps=250, start_steps=250, eval_every=250))
+    rows = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["buffer"]["rows"][0]
+    obs, next_obs, terminated = rows[:, :3], rows[:, 5:8], rows[:, -1]  # obs, a, r, next, term
+    assert (terminated == 0).all()  # truncation is not termination: bootstrap through it
+    assert torch.equal(next_obs[:198], obs[1:199])  # within an episode
+    assert not torch.equal(next_obs[199], obs[200])  # last transition keeps the final obs
+    assert np.isclose(float(next_obs[199, :2].norm()), 1.0, atol=1e-5)  # (cos, sin) of a state
+
+
+def test_existing_run_directory_needs_resume(tmp_path):
+    train(tiny_config(tmp_path / "run", steps=200, eval_every=200))
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny_config(tmp_path / "run", steps=200))
+
+
+def test_bad_configuration_writes_nothing(tmp_path):
+    with pytest.raises(ConfigError, match="λ=100"):
+        train(tiny_config(tmp_path / "run", lambdas=(100.0, 4.0)))
+    assert not (tmp_path / "run").exists()
