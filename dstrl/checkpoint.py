@@ -27,7 +27,8 @@ def save_checkpoint(state: dict, run_dir: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(run_dir: Path) -> dict:
+    """Read ``run_dir/checkpoint.pt`` onto the CPU (random-generator states must stay there)."""
     path = run_dir / CHECKPOINT
     if not path.exists():
         raise CheckpointError(
@@ -35,7 +36,7 @@ def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> 
             "start it again without --resume (remove the directory first)"
         )
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
         raise CheckpointError(
             f"{path} is corrupt or unreadable ({error}); it cannot be resumed"

@@ -95,7 +95,7 @@ def run_eval(args: EvalArgs) -> int:
         raise ConfigError(f"--episodes must be positive, got {args.episodes}")
     config = replace(load_run_config(args.run), device=args.device, out=args.run)
     population = build(config)
-    state = load_checkpoint(args.run, map_location=args.device)
+    state = load_checkpoint(args.run)
     population.agent.load_state_dict(state["agent"])
     env = make_vector_env(config.env, config.seeds)
     returns = evaluate(

@@ -89,7 +89,7 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     """
     run_dir = config.run_dir
     if config.resume:
-        state = load_checkpoint(run_dir, map_location=config.device)
+        state = load_checkpoint(run_dir)  # on the CPU; loading copies onto the device
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
