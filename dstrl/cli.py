@@ -1,4 +1,4 @@
-"""`dstrl train | eval`: the command line. Errors a user can fix exit with code 2, no traceback."""
+"""`dstrl train | eval | report | sweep`. Errors a user can fix exit with code 2, no traceback."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from dstrl.analysis.runs import RunError
 from dstrl.checkpoint import CheckpointError, load_checkpoint
 from dstrl.config import ConfigError, TrainConfig
+from dstrl.sweep import SweepArgs, run_sweep
 
 # Options that may be given together with --resume; everything else comes from config.json.
 RESUME_OVERRIDES = {"steps", "device", "threads", "progress", "tensorboard"}
@@ -29,6 +31,18 @@ class EvalArgs:
     """Torch device."""
 
 
+@dataclass
+class ReportArgs:
+    """Turn finished runs into the paper's table (report.md, report.csv) and figures."""
+
+    runs: tyro.conf.Positional[tuple[Path, ...]]
+    """Run directories, or directories to search for runs."""
+    out: Path = Path("report")
+    """Where report.md, report.csv and the PNG figures go."""
+    baseline: str | None = None
+    """Method whose final return the others must reach (default: td3 where present)."""
+
+
 def _given_options(argv: list[str]) -> set[str]:
     names = set()
     for token in argv:
@@ -44,7 +58,7 @@ def load_run_config(run_dir: Path) -> TrainConfig:
         raise ConfigError(f"{run_dir} is not a dstrl run directory (no config.json)")
     try:
         return TrainConfig.from_json(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError) as error:
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise ConfigError(f"{path} is not a valid dstrl configuration ({error})") from error
 
 
@@ -75,42 +89,49 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
     if config.resume:
         config = resume_config(config, argv)
     summary = train(config)
-    if summary is not None:
-        final = summary["final_return"]
-        print(
-            f"{config.algo} on {config.env}: final return {final['mean']:.1f} ± {final['std']:.1f}"
-            f" over {len(summary['seeds'])} seed(s); params {summary['params']['ratio']:.2f}x"
-            f" dense, training FLOPs {summary['flops']['train_ratio']:.2f}x dense; "
-            f"{summary['env_steps_per_second']:.0f} env steps/s; results in {config.run_dir}"
-        )
+    if summary is None:
+        return 130  # stopped by a signal; the checkpoint lets --resume continue
+    final = summary["final_return"]
+    print(
+        f"{config.algo} on {config.env}: final return {final['mean']:.1f} ± {final['std']:.1f}"
+        f" over {len(summary['seeds'])} seed(s); params {summary['params']['ratio']:.2f}x"
+        f" dense, training FLOPs {summary['flops']['train_ratio']:.2f}x dense; "
+        f"{summary['env_steps_per_second']:.0f} env steps/s; results in {config.run_dir}"
+    )
     return 0
 
 
 def run_eval(args: EvalArgs) -> int:
     from dstrl.data.envs import make_vector_env
     from dstrl.evaluation import evaluate
-    from dstrl.train import build
+    from dstrl.train import build_agent, member_seeds
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be positive, got {args.episodes}")
     config = replace(load_run_config(args.run), device=args.device, out=args.run)
-    population = build(config)
+    agent = build_agent(config)
     state = load_checkpoint(args.run)
-    population.agent.load_state_dict(state["agent"])
+    agent.load_state_dict(state["agent"])
+    seeds = member_seeds(config)
     env = make_vector_env(config.env, config.seeds)
     returns = evaluate(
-        lambda o: population.agent.act(o, explore=False),
-        env,
-        args.episodes,
-        population.seeds,
-        round_index=10**6,
+        lambda o: agent.act(o, explore=False), env, args.episodes, seeds, round_index=10**6
     )
     env.close()
-    for seed, value in zip(population.seeds, returns, strict=True):
+    for seed, value in zip(seeds, returns, strict=True):
         print(
             f"seed {seed}: return {value:.1f} over {args.episodes} episodes (step {state['step']})"
         )
     print(f"mean {np.mean(returns):.1f} ± {np.std(returns):.1f}")
+    return 0
+
+
+def run_report(args: ReportArgs) -> int:
+    from dstrl.analysis.report import markdown, write_report
+
+    table = write_report(list(args.runs), args.out, args.baseline)
+    print(markdown(table))
+    print(f"\nwritten: {args.out / 'report.md'}, {args.out / 'report.csv'} and figures")
     return 0
 
 
@@ -120,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             "train": TrainConfig,
             "eval": EvalArgs,
+            "report": ReportArgs,
+            "sweep": SweepArgs,
         },
         args=argv,
         prog="dstrl",
@@ -128,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if isinstance(command, EvalArgs):
             return run_eval(command)
+        if isinstance(command, ReportArgs):
+            return run_report(command)
+        if isinstance(command, SweepArgs):
+            return run_sweep(command)
         return run_train(command, argv[1:])
-    except (ConfigError, CheckpointError) as error:
+    except (ConfigError, CheckpointError, RunError) as error:
         print(f"dstrl: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -147,6 +147,16 @@ class TrainConfig:
             raise ConfigError(f"--freeze-last must be ≥ 0, got {self.freeze_last}")
         if self.algo == "td3" and (self.density is not None or self.lambdas is not None):
             raise ConfigError("--algo td3 is dense; use static-td3 or ds-td3 for a sparse network")
+        for name in ("policy_noise", "noise_clip", "exploration_noise", "weight_decay"):
+            if getattr(self.td3, name) < 0:
+                flag = "--td3." + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be ≥ 0, got {getattr(self.td3, name)}")
+        learning = self.steps - self.start_steps
+        if self.algo == "ds-td3" and self.freeze_last is not None and learning <= self.freeze_last:
+            raise ConfigError(
+                f"--freeze-last {self.frozen_steps} leaves no learning step before the topology "
+                f"freezes (--steps {self.steps}, --start-steps {self.start_steps}); lower it"
+            )
         if not 0 < self.td3.tau <= 1:
             raise ConfigError(f"--td3.tau must be in (0, 1], got {self.td3.tau}")
         if not 0 <= self.td3.gamma <= 1:

@@ -18,7 +18,7 @@ class CsvLog:
     def truncate_after(self, step: int) -> None:
         """Forget rows logged after ``step`` (they are redone by a resumed run)."""
         with self.path.open(newline="") as f:
-            rows = [row for row in csv.DictReader(f) if int(row["step"]) <= step]
+            rows = [row for row in csv.DictReader(f) if _step(row) <= step]
         with self.path.open("w", newline="") as f:
             writer = csv.DictWriter(f, self.fields)
             writer.writeheader()
@@ -29,15 +29,24 @@ class CsvLog:
             csv.DictWriter(f, self.fields).writerows(rows)
 
 
+def _step(row: dict) -> float:
+    """A row's step; a row cut short by a crash mid-write counts as past every step."""
+    try:
+        return int(row["step"])
+    except (TypeError, ValueError):
+        return float("inf")
+
+
 class TensorBoard:
     """Scalars to TensorBoard, or nothing when disabled."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, purge_step: int = 0) -> None:
+        """``purge_step``: on resume, events logged after it (by the stopped run) are dropped."""
         self.writer = None
         if directory is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(directory))
+            self.writer = SummaryWriter(str(directory), purge_step=purge_step or None)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is not None:

@@ -9,8 +9,6 @@ import json
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +16,7 @@ from tqdm import tqdm
 
 from dstrl.agents.td3 import TD3
 from dstrl.analysis.metrics import final_return, learning_curve_area, mean_std
-from dstrl.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from dstrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dstrl.config import ConfigError, TrainConfig
 from dstrl.data.envs import check_env, get_env_state, make_vector_env, set_env_state
 from dstrl.data.replay import ReplayBuffer
@@ -27,19 +25,23 @@ from dstrl.logs import CsvLog, TensorBoard
 from dstrl.sparse.distributions import SparsityError
 
 EVAL_FIELDS = ["step", "member", "seed", "return"]
+CHECKPOINT_KEYS = {
+    "agent",
+    "buffer",
+    "envs",
+    "obs",
+    "step",
+    "wall_seconds",
+    "flops",
+    "learning_wall",
+    "learning_steps",
+    "history",
+    "changed",
+    "steps_planned",
+}
 
 
-@dataclass
-class Population:
-    """Everything that is built from a configuration, before any file is written."""
-
-    config: TrainConfig
-    agent: TD3
-    buffer: ReplayBuffer
-    seeds: list[int]
-
-
-def build(config: TrainConfig) -> Population:
+def build_agent(config: TrainConfig) -> TD3:
     """Validate the configuration and construct the agents; raises ConfigError on bad input."""
     config.validate()
     try:
@@ -61,19 +63,23 @@ def build(config: TrainConfig) -> Population:
     torch.set_num_threads(config.threads)
     generator = torch.Generator(device).manual_seed(config.seed)
     try:
-        agent = TD3(obs_dim, low, high, config.seeds, config.td3, config.sparsity(), generator)
+        return TD3(obs_dim, low, high, config.seeds, config.td3, config.sparsity(), generator)
     except (SparsityError, ValueError) as error:
         raise ConfigError(str(error)) from error
-    capacity = min(config.buffer_size, config.steps)
-    buffer = ReplayBuffer(config.seeds, capacity, obs_dim, low.size, device)
-    return Population(config, agent, buffer, [config.seed + i for i in range(config.seeds)])
+
+
+def member_seeds(config: TrainConfig) -> list[int]:
+    return [config.seed + i for i in range(config.seeds)]
 
 
 @contextmanager
 def _deferred_interrupt():
     """Turn Ctrl-C / SIGTERM into a flag, so the loop can checkpoint before it exits."""
     caught: list[int] = []
-    handler = lambda signum, frame: caught.append(signum)  # noqa: E731
+
+    def handler(signum, frame):
+        caught.append(signum)
+
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield caught
@@ -88,14 +94,23 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     ``stop_after`` ends the run early at that step with a checkpoint, as an interruption would.
     """
     run_dir = config.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file, not a directory")
     if config.resume:
         state = load_checkpoint(run_dir)  # on the CPU; loading copies onto the device
+        missing = CHECKPOINT_KEYS - set(state)
+        if missing:
+            raise CheckpointError(f"{run_dir}/checkpoint.pt lacks {sorted(missing)}; cannot resume")
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
         )
-    population = build(config)
-    agent, buffer, seeds = population.agent, population.buffer, population.seeds
+    agent = build_agent(config)
+    seeds = member_seeds(config)
+    obs_dim, act_dim = agent.actor.sizes[0], agent.actor.sizes[-1]
+    buffer = ReplayBuffer(
+        config.seeds, min(config.buffer_size, config.steps), obs_dim, act_dim, agent.device
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=2))
 
@@ -112,6 +127,7 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
         run_dir / "train_metrics.csv",
         ["step", "critic_loss", "actor_loss", "flops", *layer_names, "connections_changed"],
     )
+    changed = 0
     if config.resume:
         agent.load_state_dict(state["agent"])
         buffer.load_state_dict(state["buffer"])
@@ -121,14 +137,16 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
         step, wall, flops_so_far = state["step"], state["wall_seconds"], state["flops"]
         learning_wall, learning_steps = state["learning_wall"], state["learning_steps"]
         history = [np.asarray(h) for h in state["history"]]
+        changed = state["changed"]
+        if step == state["steps_planned"] < config.steps and step % config.eval_every:
+            history.pop()  # an extended run: its old end-of-run evaluation is off the grid
+            evaluations.truncate_after(step - 1)
         eval_round = len(history)
         evaluations.truncate_after(step)
         metrics.truncate_after(step)
 
     cost = agent.cost()
-    board = TensorBoard(run_dir / "tensorboard" if config.tensorboard else None)
-    losses: list[dict[str, float]] = []
-    changed = 0
+    board = TensorBoard(run_dir / "tensorboard" if config.tensorboard else None, purge_step=step)
     bar = tqdm(
         total=config.steps,
         initial=step,
@@ -152,6 +170,8 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
                 "learning_wall": learning_wall,
                 "learning_steps": learning_steps,
                 "history": [h.tolist() for h in history],
+                "changed": changed,
+                "steps_planned": config.steps,
             },
             run_dir,
         )
@@ -183,10 +203,8 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
             step += 1
             # learn
             if step > config.start_steps:
-                stats = agent.update(*buffer.sample(config.td3.batch_size, generator))
+                agent.update(*buffer.sample(config.td3.batch_size, generator))
                 flops_so_far += cost["train_flops"] * config.seeds
-                if stats is not None:
-                    losses.append(stats)
                 if agent.last_topology_change is not None:
                     change = agent.last_topology_change
                     changed += sum(change["actor"]) + sum(change["critic"])
@@ -195,13 +213,11 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
             # log
             if step % config.log_every == 0:
                 row = {"step": step, "flops": flops_so_far, "connections_changed": changed}
-                if losses:
-                    row["critic_loss"] = float(np.mean([s["critic_loss"] for s in losses]))
-                    row["actor_loss"] = float(np.mean([s["actor_loss"] for s in losses]))
+                row.update(agent.pop_losses())
                 row.update(zip(layer_names, _layer_densities(agent), strict=True))
                 metrics.write([row])
                 board.scalars({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
-                losses, changed = [], 0
+                changed = 0
             if step % config.eval_every == 0 or step == config.steps:
                 returns = evaluate(
                     lambda o: agent.act(o, explore=False),
@@ -223,7 +239,8 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
             if step % config.checkpoint_every == 0:
                 checkpoint()
             bar.update(1)
-        checkpoint()
+        if step % config.checkpoint_every:
+            checkpoint()
     bar.close()
     board.close()
     wall += time.perf_counter() - started
@@ -244,7 +261,7 @@ def _layer_names(agent: TD3) -> list[str]:
     names = []
     for net_name, layers in (("actor", agent.actor_sparse), ("critic", agent.critic_sparse)):
         if layers is not None:
-            names += [f"density/{net_name}{i}" for i in range(len(layers.masks))]
+            names += [f"density/{net_name}{i}" for i in layers.indices]
     return names
 
 
@@ -283,6 +300,10 @@ def _summary(
             "total": sparse["params"],
             "dense_total": dense["params"],
             "ratio": sparse["params"] / dense["params"],
+            "actor": sparse["actor_params"],
+            "dense_actor": dense["actor_params"],
+            "critics": sparse["critic_params"],
+            "dense_critics": dense["critic_params"],
         },
         "flops": {
             "train": sparse["train_flops"],
@@ -297,7 +318,3 @@ def _summary(
         "wall_seconds": wall,
         "env_steps_per_second": config.steps * config.seeds / wall,
     }
-
-
-def run_exists(run_dir: Path) -> bool:
-    return (run_dir / CHECKPOINT).exists()

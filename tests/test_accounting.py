@@ -31,6 +31,7 @@ def test_dense_td3_by_hand():
     cost = _agent().cost()
     # actor 3->4->1: weights 12 + 4, biases 4 + 1; critic 4->4->1: 16 + 4 + 4 + 1; two critics
     assert cost["params"] == 21 + 2 * 25
+    assert cost["actor_params"] == 21 and cost["critic_params"] == 50
     # forward per sample: actor (2*12+4) + (2*4+1) = 37, critic (2*16+4) + (2*4+1) = 45
     assert cost["inference_flops"] == 37
     batch = 2

@@ -87,3 +87,14 @@ def test_output_layer_dense_by_default_and_sparse_on_request():
     layers = SparsityConfig(lambdas=(2.0, 4.0, 0.5), sparse_output=True).build(net, g)
     assert len(layers.masks) == 3
     assert layers.masks[2].float().mean().item() == pytest.approx(0.5 * 34 / 64, abs=0.01)
+
+
+def test_layers_the_er_cap_makes_dense_are_left_out():
+    # input layer 6x32 with λ=20 would have density > 1: it stays dense, and SET never touches it
+    g = torch.Generator().manual_seed(0)
+    net = StackedMLP(1, [6, 32, 32, 2], g)
+    layers = SparsityConfig(lambdas=(20.0, 4.0), cap_lambdas=True).build(net, g)
+    assert layers.indices == [1]
+    before = net.weights[0].detach().clone()
+    layers.update_topology(0.2)
+    assert torch.equal(before, net.weights[0])

@@ -77,3 +77,20 @@ def test_target_options_after_a_topology_change(mode):
             assert (w[~m] == 0).all()
     else:
         assert any((n > c).any() for c, n in zip(counts, nonzero, strict=True))
+
+
+def test_a_static_topology_is_pruned_once_then_skipped():
+    net, layers, target_net, sparse_target, g = _targets("magnitude")
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target_net.parameters()), list(net.parameters()), 0.5)
+        sparse_target.after_polyak()
+        assert sparse_target._covered_at == layers.version  # supports cover the online masks
+        for _ in range(3):
+            for w, m in zip(layers.weights, layers.masks, strict=True):
+                w.add_(torch.randn(w.shape, generator=g) * m)
+            torch._foreach_lerp_(list(target_net.parameters()), list(net.parameters()), 0.5)
+            sparse_target.after_polyak()  # skipped, and still exact: nothing can enter
+        for w, m in zip(sparse_target.targets, layers.masks, strict=True):
+            assert (w[~m] == 0).all()
+        layers.update_topology(0.3)
+        assert sparse_target._covered_at != layers.version  # a change re-arms the pruning

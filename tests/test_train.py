@@ -61,10 +61,35 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path, algo):
     assert max(s for s, *_ in _evaluations(tmp_path / "parts")) == 250
     train(tiny_config(tmp_path / "parts", **settings, resume=True))
     assert _evaluations(tmp_path / "parts") == _evaluations(tmp_path / "whole")
-    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)
-    parts = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=False)
-    for name, tensor in whole["agent"]["critic"].items():
-        assert torch.equal(tensor, parts["agent"]["critic"][name])
+    for log in ("train_metrics.csv", "evaluations.csv"):
+        assert (tmp_path / "parts" / log).read_text() == (tmp_path / "whole" / log).read_text()
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["agent"]
+    parts = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=False)["agent"]
+    _assert_same(whole, parts)
+
+
+def _assert_same(a, b):
+    """Networks, targets, masks, target supports and optimiser moments, recursively."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_same(a[key], b[key])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_same(x, y)
+    else:
+        assert a == b
+
+
+def test_extending_a_run_drops_its_off_grid_end_evaluation(tmp_path):
+    train(tiny_config(tmp_path / "run", steps=300, eval_every=200))
+    assert [s for s, *_ in _evaluations(tmp_path / "run")] == [200, 300]
+    summary = train(tiny_config(tmp_path / "run", steps=400, eval_every=200, resume=True))
+    assert [s for s, *_ in _evaluations(tmp_path / "run")] == [200, 400]
+    assert summary["evaluations"] == 2
 
 
 def test_truncation_is_stored_with_the_true_last_observation(tmp_path):
@@ -88,3 +113,23 @@ def test_bad_configuration_writes_nothing(tmp_path):
     with pytest.raises(ConfigError, match="λ=100"):
         train(tiny_config(tmp_path / "run", lambdas=(100.0, 4.0)))
     assert not (tmp_path / "run").exists()
+
+
+def test_results_table_from_run_directories(tmp_path):
+    from dstrl.analysis.table import load_summaries, markdown_table
+
+    train(tiny_config(tmp_path / "a", algo="td3", steps=200, eval_every=100))
+    table = markdown_table(load_summaries([tmp_path / "a"]))
+    assert "| Pendulum-v1 | td3 | 1 | 200 |" in table and "| 1.000x (" in table
+    with pytest.raises(FileNotFoundError, match="no summary.json"):
+        load_summaries([tmp_path / "missing"])
+
+
+def test_agent_state_saved_on_another_device_loads(tmp_path):
+    from dstrl.train import build_agent
+
+    agent = build_agent(tiny_config(tmp_path / "unused"))
+    state = agent.state_dict()
+    state["generator_device"], state["generator"] = "cuda", torch.zeros(16, dtype=torch.uint8)
+    agent.load_state_dict(state)  # a CUDA generator state cannot go into a CPU generator
+    assert agent.updates == 0

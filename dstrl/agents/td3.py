@@ -87,7 +87,7 @@ class TD3:
                 (self.actor_sparse, self.actor_target),
                 (self.critic_sparse, self.critic_target),
             ):
-                weights = [target.weights[i] for i in self._sparse_indices(target)]
+                weights = [target.weights[i] for i in layers.indices]
                 self.sparse_targets.append(SparseTarget(weights, layers, sparsity.target))
         adam = dict(lr=config.learning_rate, weight_decay=config.weight_decay)
         self.actor_optimizer = Adam(self.actor.parameters(), **adam)
@@ -102,6 +102,8 @@ class TD3:
         self._targets = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
         self.updates = 0
         self.last_topology_change: dict[str, list[int]] | None = None
+        self._loss_sums = [torch.zeros((), device=device) for _ in range(2)]
+        self._loss_counts = [0, 0]
 
     # ---- acting -------------------------------------------------------------------------
     def _policy(self, net: StackedMLP, obs: Tensor) -> Tensor:
@@ -126,8 +128,8 @@ class TD3:
     # ---- learning -----------------------------------------------------------------------
     def update(
         self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminated: Tensor
-    ) -> dict[str, float] | None:
-        """One TD3 gradient step on a batch (E, B, ·); returns losses on actor steps."""
+    ) -> None:
+        """One TD3 gradient step on a batch (E, B, ·); losses accumulate for ``pop_losses``."""
         cfg = self.config
         self.updates += 1
         with torch.no_grad():
@@ -145,7 +147,8 @@ class TD3:
             self.critic_sparse.mask_gradients()
         self.critic_optimizer.step()
 
-        stats = None
+        self._loss_sums[0] += critic_loss.detach()
+        self._loss_counts[0] += 1
         if self.updates % cfg.policy_delay == 0:
             first_critic = slice(0, None, 2)
             x = torch.cat([obs, self._policy(self.actor, obs)], dim=-1)
@@ -156,22 +159,15 @@ class TD3:
                 self.actor_sparse.mask_gradients()
             self.actor_optimizer.step()
             self._update_targets()
-            stats = {
-                "critic_loss": critic_loss.item() / self.members,
-                "actor_loss": actor_loss.item() / self.members,
-            }
+            self._loss_sums[1] += actor_loss.detach()
+            self._loss_counts[1] += 1
         self._update_topology()
-        return stats
 
     @torch.no_grad()
     def _update_targets(self) -> None:
         torch._foreach_lerp_(self._targets, self._online, self.config.tau)
         for target in self.sparse_targets:
             target.after_polyak()
-
-    def _sparse_indices(self, net: StackedMLP) -> list[int]:
-        assert self.sparsity is not None
-        return self.sparsity.sparse_layer_indices(len(net.shapes))
 
     def _update_topology(self) -> None:
         self.last_topology_change = None
@@ -182,6 +178,19 @@ class TD3:
         if actor is not None or critic is not None:
             self.last_topology_change = {"actor": actor or [], "critic": critic or []}
 
+    def pop_losses(self) -> dict[str, float]:
+        """Mean critic and actor loss per agent since the last call (one sync, not one per step)."""
+        sums = [float(x) for x in self._loss_sums]
+        names = ("critic_loss", "actor_loss")
+        means = {
+            name: total / (count * self.members)
+            for name, total, count in zip(names, sums, self._loss_counts, strict=True)
+            if count
+        }
+        self._loss_sums = [torch.zeros((), device=self.device) for _ in range(2)]
+        self._loss_counts = [0, 0]
+        return means
+
     # ---- accounting ---------------------------------------------------------------------
     def layer_shapes(self) -> dict[str, list[LayerShape]]:
         """Active connections per layer of one agent's actor and of one of its critics."""
@@ -191,9 +200,8 @@ class TD3:
             ("critic", self.critic, self.critic_sparse),
         ):
             active = [n_in * n_out for n_in, n_out in net.shapes]
-            if layers is not None and self.sparsity is not None:
-                counts = layers.active_counts()
-                for i, count in zip(self._sparse_indices(net), counts, strict=True):
+            if layers is not None:
+                for i, count in zip(layers.indices, layers.active_counts(), strict=True):
                     active[i] = int(count.float().mean().round())
             result[name] = [
                 LayerShape(n_in, n_out, a)
@@ -202,7 +210,8 @@ class TD3:
         return result
 
     def cost(self, dense: bool = False) -> dict[str, int]:
-        """Per agent: parameters, FLOPs of one action, and FLOPs of one gradient step.
+        """Per agent: parameters (all, actor, both critics), FLOPs of one action, and FLOPs of one
+        gradient step.
 
         A gradient step averages the actor step over the policy delay and includes the target
         actor and target critics' forward passes (targets have the online count, except with
@@ -219,8 +228,12 @@ class TD3:
         target = forward_flops(t_actor, batch) + 2 * forward_flops(t_critic, batch)
         critic_step = 2 * training_flops(forward_flops(critic, batch))
         actor_step = training_flops(forward_flops(actor, batch) + forward_flops(critic, batch))
+        actor_params = sum(s.params for s in actor)
+        critic_params = 2 * sum(s.params for s in critic)
         return {
-            "params": sum(s.params for s in actor) + 2 * sum(s.params for s in critic),
+            "params": actor_params + critic_params,
+            "actor_params": actor_params,
+            "critic_params": critic_params,
             "inference_flops": forward_flops(actor, 1),
             "train_flops": target + critic_step + actor_step // self.config.policy_delay,
         }
@@ -235,7 +248,10 @@ class TD3:
             "actor_optimizer": self.actor_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "generator_device": self.device.type,
             "updates": self.updates,
+            "loss_sums": [float(x) for x in self._loss_sums],
+            "loss_counts": list(self._loss_counts),
         }
         if self.actor_sparse is not None and self.critic_sparse is not None:
             state["actor_masks"] = self.actor_sparse.state_dict()
@@ -250,8 +266,13 @@ class TD3:
         self.critic_target.load_state_dict(state["critic_target"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.generator.set_state(state["generator"])
+        if state["generator_device"] == self.device.type:
+            self.generator.set_state(state["generator"])
+        else:  # another device's generator state cannot be restored: a new, seeded stream
+            self.generator.manual_seed(int(state["updates"]))
         self.updates = state["updates"]
+        self._loss_sums = [torch.tensor(x, device=self.device) for x in state["loss_sums"]]
+        self._loss_counts = list(state["loss_counts"])
         if self.actor_sparse is not None and self.critic_sparse is not None:
             self.actor_sparse.load_state_dict(state["actor_masks"])
             self.critic_sparse.load_state_dict(state["critic_masks"])

@@ -64,8 +64,13 @@ class ReplayBuffer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        size = state["size"]
-        if state["rows"].shape[0] != self.members or state["rows"].shape[2] != self.width:
+        """Restore a saved buffer; into a larger one (an extended run), oldest row first."""
+        rows, size, position = state["rows"], state["size"], state["position"]
+        if rows.shape[0] != self.members or rows.shape[2] != self.width:
             raise ValueError("replay buffer in the checkpoint does not match this run's shapes")
-        self.rows[:, :size] = state["rows"].to(self.rows.device)
-        self.position, self.size = state["position"], size
+        if size > self.capacity:
+            raise ValueError(f"checkpoint holds {size} transitions, capacity is {self.capacity}")
+        if self.capacity > size and position != size:  # a wrapped buffer, now with more room
+            rows, position = torch.cat([rows[:, position:], rows[:, :position]], dim=1), size
+        self.rows[:, :size] = rows.to(self.rows.device)
+        self.position, self.size = position % self.capacity, size

@@ -68,15 +68,23 @@ class SparsityConfig:
         )
 
     def build(self, network: nn.Module, generator: torch.Generator) -> MaskedLayers:
-        """Draw masks for ``network`` (a StackedMLP), zero its inactive weights, wire the rule."""
+        """Draw masks for ``network`` (a StackedMLP), zero its inactive weights, wire the rule.
+
+        A layer whose density comes out as 1 (the ER cap) is left dense: it has no inactive
+        position to grow into, so prune-and-grow could only damage it.
+        """
         shapes = network.shapes
         indices = self.sparse_layer_indices(len(shapes))
-        weights = [network.weights[i] for i in indices]
+        densities = self.layer_densities(shapes)
+        chosen = [(i, d) for i, d in zip(indices, densities, strict=True) if d < 1.0]
+        weights = [network.weights[i] for i, _ in chosen]
         masks = [
             random_mask(w.shape[0], w.shape[1], w.shape[2], d, generator)
-            for w, d in zip(weights, self.layer_densities(shapes), strict=True)
+            for w, (_, d) in zip(weights, chosen, strict=True)
         ]
         rule = SET(self.drop_score) if self.topology == "set" else None
-        layers = MaskedLayers(weights, masks, rule, self.schedule, generator)
+        layers = MaskedLayers(
+            weights, masks, rule, self.schedule, generator, indices=[i for i, _ in chosen]
+        )
         layers.apply_masks()
         return layers

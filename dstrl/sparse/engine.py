@@ -20,7 +20,8 @@ from dstrl.sparse.topology import SET, prune_and_grow
 class MaskedLayers:
     """The sparse layers of one network (weights shaped (*members, n_out, n_in)) and their masks.
 
-    ``rule=None`` gives a static topology (masks never change).
+    ``rule=None`` gives a static topology (masks never change). ``indices`` say which of the
+    network's layers the weights are (default: the first ones, in order).
     """
 
     def __init__(
@@ -30,6 +31,7 @@ class MaskedLayers:
         rule: SET | None = None,
         schedule: TopologySchedule | None = None,
         generator: torch.Generator | None = None,
+        indices: list[int] | None = None,
     ) -> None:
         if len(weights) != len(masks):
             raise ValueError("one mask per sparse weight is required")
@@ -39,6 +41,7 @@ class MaskedLayers:
         if rule is not None and (schedule is None or generator is None):
             raise ValueError("a topology rule needs a schedule and a random generator")
         self.weights = weights
+        self.indices = list(range(len(weights))) if indices is None else indices
         self.masks = [m.to(w.device) for w, m in zip(weights, masks, strict=True)]
         self._factors = [m.to(w.dtype) for w, m in zip(weights, self.masks, strict=True)]
         self.rule = rule
@@ -91,8 +94,11 @@ class MaskedLayers:
 
     @torch.no_grad()
     def update_topology(self, fraction: float) -> list[int]:
-        """Prune-and-grow every layer at once; returns connections replaced per layer."""
+        """Prune-and-grow every layer at once; returns connections replaced per layer (a
+        connection dropped and regrown in the same place does not count)."""
         assert self.rule is not None and self.generator is not None
+        if not self.weights:
+            return []
         rows = [w.detach().reshape(-1, w.shape[-2] * w.shape[-1]) for w in self.weights]
         flat_masks = [m.reshape(r.shape) for m, r in zip(self.masks, rows, strict=True)]
         change = prune_and_grow(rows, flat_masks, fraction, self.rule, self.generator)
@@ -104,7 +110,7 @@ class MaskedLayers:
             self._factors[i].copy_(self.masks[i])
             weight.masked_fill_(moved, 0.0)
             self._clear_optimizer_state(weight, moved)
-            replaced.append(int(change.grown[i].sum()))
+            replaced.append(int((change.grown[i] & ~change.dropped[i]).sum()))
         return replaced
 
     def _clear_optimizer_state(self, weight: Tensor, positions: Tensor) -> None:

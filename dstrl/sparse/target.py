@@ -47,7 +47,7 @@ def prune_to_count(target: Tensor, support: Tensor) -> None:
         return
     entered = challenger.sign_()
     pool = entered + below.sign_()
-    best = (magnitude * pool + pool - 1).topk(most, dim=1).indices  # outside the pool: -1
+    best = torch.addcmul(pool - 1, magnitude, pool).topk(most, dim=1).indices  # others: -1
     kept = torch.zeros_like(pool).scatter_(
         1, best, (torch.arange(most, device=flat.device) < contested.unsqueeze(1)).to(pool.dtype)
     )
@@ -68,7 +68,7 @@ class SparseTarget:
         if mode not in TARGET_MODES:
             raise ValueError(f"unknown target sparsity {mode!r}; choose one of {TARGET_MODES}")
         self.targets, self.layers, self.mode = targets, layers, mode
-        self.supports = [(t != 0).to(t.dtype) for t in targets]
+        self.supports = [f.clone() for f in layers.factors]
         self._covered_at: int | None = None  # online version whose masks the supports cover
 
     @torch.no_grad()
@@ -78,7 +78,7 @@ class SparseTarget:
         if self.mode == "online-mask":
             torch._foreach_mul_(self.targets, self.layers.factors)
             return
-        if self._covered_at == self.layers.version:
+        if self._covered_at == self.layers.version or not self.targets:
             return
         for target, support in zip(self.targets, self.supports, strict=True):
             prune_to_count(target, support)

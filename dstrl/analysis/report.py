@@ -1,0 +1,220 @@
+"""`dstrl report`: the paper's table and figures from any set of finished runs.
+
+Runs are grouped by task (environment) and method (algorithm plus whatever setting tells runs
+of that algorithm apart); seeds from several run directories of one method are pooled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from dstrl.analysis.metrics import (
+    final_return,
+    iqm,
+    learning_curve_area,
+    steps_to_threshold,
+    stratified_bootstrap_ci,
+)
+from dstrl.analysis.runs import Run, RunError, find_runs, label_methods, load_run
+
+DENSE_ALGOS = ("td3",)
+
+
+@dataclass
+class MethodCurves:
+    """All seeds of one method on one task."""
+
+    env: str
+    method: str
+    algo: str
+    steps: np.ndarray  # evaluation steps
+    returns: np.ndarray  # (seeds, evaluations)
+    runs: list[Run]
+
+    @property
+    def finals(self) -> np.ndarray:
+        return np.array([final_return(curve) for curve in self.returns])
+
+    @property
+    def budget(self) -> int:
+        return self.runs[0].config["steps"]
+
+    def ratio(self, section: str, key: str, dense_key: str) -> float:
+        return float(
+            np.mean([r.summary[section][key] / r.summary[section][dense_key] for r in self.runs])
+        )
+
+
+def collect(runs: list[Run]) -> list[MethodCurves]:
+    """Pool the seeds of every (task, method); evaluation grids and budgets must agree."""
+    label_methods(runs)
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.env, run.method), []).append(run)
+    results = []
+    for (env, method), group in sorted(groups.items()):
+        curves = [run.curves() for run in group]
+        steps = curves[0][0]
+        for run, (s, _) in zip(group, curves, strict=True):
+            if not np.array_equal(s, steps):
+                raise RunError(
+                    f"{method} on {env}: {run.path} was evaluated at other steps than "
+                    f"{group[0].path}; runs of one method must share --steps and --eval-every"
+                )
+        returns = np.concatenate([r for _, r in curves])
+        results.append(MethodCurves(env, method, group[0].config["algo"], steps, returns, group))
+    for env in {r.env for r in results}:
+        budgets = {r.method: r.budget for r in results if r.env == env}
+        if len(set(budgets.values())) > 1:
+            listed = ", ".join(f"{m}: {b:,}" for m, b in budgets.items())
+            raise RunError(
+                f"runs on {env} have different step budgets ({listed}); compare like with like"
+            )
+    return results
+
+
+def _baseline(results: list[MethodCurves], env: str, name: str | None) -> MethodCurves | None:
+    candidates = [r for r in results if r.env == env]
+    if name is not None:
+        for r in candidates:
+            if r.method == name:
+                return r
+        methods = ", ".join(r.method for r in candidates)
+        raise RunError(f"baseline {name!r} has no runs on {env}; methods there: {methods}")
+    dense = [r for r in candidates if r.algo in DENSE_ALGOS]
+    return dense[0] if dense else None
+
+
+def summary_table(results: list[MethodCurves], baseline: str | None = None) -> pd.DataFrame:
+    """One row per task and method with the paper's metrics and robust aggregates."""
+    rows = []
+    for r in results:
+        finals = r.finals
+        low, high = stratified_bootstrap_ci([finals])
+        lca = np.array([learning_curve_area(curve) for curve in r.returns])
+        row = {
+            "env": r.env,
+            "method": r.method,
+            "seeds": len(finals),
+            "steps": r.budget,
+            "final_mean": finals.mean(),
+            "final_std": finals.std(),
+            "final_iqm": iqm(finals),
+            "iqm_ci_low": low,
+            "iqm_ci_high": high,
+            "lca_mean": lca.mean(),
+            "lca_std": lca.std(),
+            "params_ratio": r.ratio("params", "total", "dense_total"),
+            "train_flops_ratio": r.ratio("flops", "train", "dense_train"),
+            "baseline": None,
+            "steps_to_baseline": None,
+            "baseline_steps": None,
+            "step_saving_pct": None,
+        }
+        base = _baseline(results, r.env, baseline)
+        if base is not None:
+            threshold = base.finals.mean()
+            reached = steps_to_threshold(r.steps, r.returns.mean(axis=0), threshold)
+            own = steps_to_threshold(base.steps, base.returns.mean(axis=0), threshold)
+            row.update(baseline=base.method, steps_to_baseline=reached, baseline_steps=own)
+            if reached is not None and own:
+                row["step_saving_pct"] = 100 * (1 - reached / own)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The table as the paper prints it."""
+    lines = [
+        "| task | method | seeds | steps | final return (mean ± std) | IQM [95% CI] | LCA | "
+        "steps to baseline's final return | saving | params | train FLOPs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in table.itertuples():
+        reached = (
+            "never"
+            if row.steps_to_baseline is None or pd.isna(row.steps_to_baseline)
+            else f"{int(row.steps_to_baseline):,}"
+        )
+        if row.baseline is None:
+            reached = "–"
+        saving = (
+            "–"
+            if row.step_saving_pct is None or pd.isna(row.step_saving_pct)
+            else f"{row.step_saving_pct:.0f}%"
+        )
+        lines.append(
+            f"| {row.env} | {row.method} | {row.seeds} | {row.steps:,} "
+            f"| {row.final_mean:.0f} ± {row.final_std:.0f} "
+            f"| {row.final_iqm:.0f} [{row.iqm_ci_low:.0f}, {row.iqm_ci_high:.0f}] "
+            f"| {row.lca_mean:.3f} ± {row.lca_std:.3f} | {reached} | {saving} "
+            f"| {row.params_ratio:.2f}x | {row.train_flops_ratio:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def plot_curves(results: list[MethodCurves], env: str, path: Path) -> None:
+    """Mean evaluation return with a band of ± one std over seeds, one line per method."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for r in (r for r in results if r.env == env):
+        mean, std = r.returns.mean(axis=0), r.returns.std(axis=0)
+        ax.plot(r.steps, mean, label=f"{r.method} ({len(r.returns)} seeds)")
+        ax.fill_between(r.steps, mean - std, mean + std, alpha=0.2)
+    ax.set(title=env, xlabel="environment steps", ylabel="evaluation return")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_topology(results: list[MethodCurves], env: str, path: Path) -> bool:
+    """Per-layer density and connections changed over time for the sparse methods."""
+    sparse = [
+        r
+        for r in results
+        if r.env == env
+        and r.runs[0].metrics is not None
+        and any(c.startswith("density/") for c in r.runs[0].metrics.columns)
+    ]
+    if not sparse:
+        return False
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    for r in sparse:
+        metrics = r.runs[0].metrics
+        for column in (c for c in metrics.columns if c.startswith("density/")):
+            axes[0].plot(metrics["step"], metrics[column], label=f"{r.method} {column[8:]}")
+        axes[1].plot(metrics["step"], metrics["connections_changed"], label=r.method)
+    axes[0].set(title=f"{env}: density per layer", xlabel="environment steps", ylabel="density")
+    axes[1].set(title="connections changed per log interval", xlabel="environment steps")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def write_report(paths: list[Path], out: Path, baseline: str | None = None) -> pd.DataFrame:
+    """Find the runs under ``paths`` and write report.md, report.csv and figures into ``out``."""
+    runs = [load_run(p) for p in find_runs(paths)]
+    results = collect(runs)
+    table = summary_table(results, baseline)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "report.csv", index=False)
+    sections = ["# dstrl report", "", markdown(table), ""]
+    for env in sorted({r.env for r in results}):
+        slug = env.replace("/", "_")
+        plot_curves(results, env, out / f"curves_{slug}.png")
+        sections.append(f"![{env} learning curves](curves_{slug}.png)")
+        if plot_topology(results, env, out / f"topology_{slug}.png"):
+            sections.append(f"![{env} topology](topology_{slug}.png)")
+    sections += ["", "Runs:", *(f"- `{r.path}` ({r.method})" for r in runs)]
+    (out / "report.md").write_text("\n".join(sections) + "\n")
+    return table

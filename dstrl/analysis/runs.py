@@ -1,0 +1,116 @@
+"""Find and read run directories written by ``dstrl train``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# Configuration fields that never make two runs different methods.
+NOT_A_METHOD = {
+    "seed",
+    "seeds",
+    "out",
+    "resume",
+    "device",
+    "threads",
+    "progress",
+    "tensorboard",
+    "checkpoint_every",
+    "log_every",
+}
+
+
+class RunError(ValueError):
+    """A set of runs cannot be analysed as asked; the message says why."""
+
+
+@dataclass
+class Run:
+    """One finished run directory."""
+
+    path: Path
+    config: dict
+    summary: dict
+    evaluations: pd.DataFrame  # step, member, seed, return
+    metrics: pd.DataFrame | None = None  # train_metrics.csv, if present
+    method: str = field(default="")
+
+    @property
+    def env(self) -> str:
+        return self.config["env"]
+
+    def curves(self) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, returns[seeds, evaluations]) of this run's members."""
+        table = self.evaluations.pivot_table(index="seed", columns="step", values="return")
+        return table.columns.to_numpy(), table.to_numpy()
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Every directory at or below ``paths`` that holds a config.json written by dstrl train."""
+    found = []
+    for path in paths:
+        if not path.exists():
+            raise RunError(f"{path} does not exist")
+        candidates = [path] if (path / "config.json").exists() else []
+        candidates += [p.parent for p in sorted(path.rglob("config.json")) if p.parent != path]
+        found += [
+            c
+            for c in candidates
+            if (c / "evaluations.csv").exists() or (c / "checkpoint.pt").exists()
+        ]
+    unique = sorted(set(found))
+    if not unique:
+        raise RunError(f"no dstrl runs found under {', '.join(map(str, paths))}")
+    return unique
+
+
+def load_run(path: Path) -> Run:
+    """Read one run; an unfinished or damaged run is an error that names the missing file."""
+    summary_path = path / "summary.json"
+    if not summary_path.exists():
+        raise RunError(f"{path} is not finished (no summary.json); resume it or leave it out")
+    try:
+        config = json.loads((path / "config.json").read_text())
+        summary = json.loads(summary_path.read_text())
+        evaluations = pd.read_csv(path / "evaluations.csv")
+    except (OSError, ValueError) as error:
+        raise RunError(f"{path}: cannot read its files ({error})") from error
+    if evaluations.empty:
+        raise RunError(f"{path}/evaluations.csv has no evaluations")
+    metrics_path = path / "train_metrics.csv"
+    metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
+    return Run(path, config, summary, evaluations, metrics)
+
+
+def label_methods(runs: list[Run]) -> None:
+    """Name each run's method: its algo, plus any setting in which runs of that algo differ."""
+    by_algo: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        by_algo.setdefault((run.env, run.config["algo"]), []).append(run)
+    for (_, algo), group in by_algo.items():
+        flat = [_flatten(r.config) for r in group]
+        keys = sorted({k for f in flat for k in f} - NOT_A_METHOD - {"steps"})
+        varying = [k for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
+        for run, f in zip(group, flat, strict=True):
+            extra = ", ".join(f"{k}={_short(f.get(k))}" for k in varying)
+            run.method = f"{algo} ({extra})" if extra else algo
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _short(value) -> str:
+    if isinstance(value, list):
+        return "x".join(map(str, value))
+    return str(value)

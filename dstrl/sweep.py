@@ -1,0 +1,218 @@
+"""`dstrl sweep`: a grid of independent `dstrl train` runs, resumable, on this machine or on Ray.
+
+Each cell (env, algo, seed) is one run directory ``OUT/<env>/<algo>/seed<seed>``. A finished
+run (summary.json) is skipped, a stopped one (checkpoint.pt) is resumed, anything else starts
+afresh; every run uses one torch thread. Ray is optional: ``pip install -e '.[ray]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from dstrl.config import Algo, ConfigError
+
+# Options that the sweep sets itself for every run.
+RESERVED = {"--algo", "--env", "--seed", "--seeds", "--steps", "--out", "--resume", "--threads"}
+
+
+@dataclass
+class SweepArgs:
+    """Run envs x algos x seeds as independent training runs, then write a report."""
+
+    envs: tuple[str, ...] = ("HalfCheetah-v5",)
+    """Gymnasium environment ids."""
+    algos: tuple[Algo, ...] = ("td3", "static-td3", "ds-td3")
+    """Algorithms to compare."""
+    seeds: int = 3
+    """Seeds per (env, algo): --seed, --seed + 1, ..."""
+    seed: int = 0
+    """First seed."""
+    steps: int = 1_000_000
+    """Environment steps per run."""
+    out: Path = Path("runs/sweep")
+    """Directory of the grid; run directories go below it, the report into OUT/report."""
+    workers: int | None = None
+    """Runs at a time (default: this machine's CPU cores)."""
+    backend: Literal["local", "ray"] = "local"
+    """local: processes on this machine; ray: tasks on a Ray cluster."""
+    address: str | None = None
+    """Ray cluster address (default: start a local Ray runtime)."""
+    train_args: str = ""
+    """Further `dstrl train` options for every run, e.g. "--start-steps 10000 --density 0.1"."""
+    report: bool = True
+    """Write OUT/report when every run has finished."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    env: str
+    algo: str
+    seed: int
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.env} {self.algo} seed {self.seed}"
+
+
+def plan(args: SweepArgs) -> list[Cell]:
+    """The grid's runs, after checking what can be checked before anything starts."""
+    if args.seeds < 1 or args.steps < 1:
+        raise ConfigError("--seeds and --steps must be positive")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be positive, got {args.workers}")
+    if not args.envs or not args.algos:
+        raise ConfigError("give at least one --envs and one --algos")
+    extra = shlex.split(args.train_args)
+    clash = sorted({a.split("=")[0] for a in extra} & RESERVED)
+    if clash:
+        raise ConfigError(f"--train-args cannot set {', '.join(clash)}: the sweep sets them")
+    from dstrl.config import TrainConfig
+
+    try:  # the same parser as dstrl train, so a typo fails now and not in every run
+        tyro.cli(TrainConfig, args=extra, console_outputs=False)
+    except SystemExit as error:
+        raise ConfigError(
+            f"--train-args {args.train_args!r} is not valid for dstrl train"
+        ) from error
+    from dstrl.data.envs import EnvError, check_env
+
+    for env in args.envs:
+        try:
+            check_env(env)
+        except EnvError as error:
+            raise ConfigError(str(error)) from error
+    return [
+        Cell(env, algo, seed, args.out / env / algo / f"seed{seed}")
+        for env in args.envs
+        for algo in args.algos
+        for seed in range(args.seed, args.seed + args.seeds)
+    ]
+
+
+def command(cell: Cell, args: SweepArgs) -> list[str] | None:
+    """The `dstrl train` command that finishes ``cell``; None if it is already finished."""
+    base = [
+        sys.executable,
+        "-m",
+        "dstrl.cli",
+        "train",
+        "--out",
+        str(cell.path),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--steps",
+        str(args.steps),
+    ]
+    summary = cell.path / "summary.json"
+    if summary.exists() and json.loads(summary.read_text())["steps"] >= args.steps:
+        return None
+    if (cell.path / "checkpoint.pt").exists():  # stopped, or finished with fewer steps
+        return [*base, "--resume"]
+    if cell.path.exists():  # started, but stopped before its first checkpoint: nothing to keep
+        shutil.rmtree(cell.path)
+    return [
+        *base,
+        "--algo",
+        cell.algo,
+        "--env",
+        cell.env,
+        "--seed",
+        str(cell.seed),
+        *shlex.split(args.train_args),
+    ]
+
+
+def execute(cmd: list[str]) -> tuple[int, str]:
+    """Run one training process; (exit code, the last lines it wrote to stderr)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    tail = [line for line in result.stderr.splitlines() if line.strip()][-3:]
+    return result.returncode, " | ".join(tail)
+
+
+def _outcome(cell: Cell, code: int, error: str, started: float) -> str:
+    if code != 0:
+        return f"FAILED {cell.name} (exit {code}): {error or 'no message'}"
+    summary = json.loads((cell.path / "summary.json").read_text())
+    final = summary["final_return"]["mean"]
+    return f"done {cell.name}: final return {final:.1f} ({time.time() - started:.0f} s)"
+
+
+def run_sweep(args: SweepArgs) -> int:
+    """Run the grid; prints a line per run as it finishes. Exit code 0 when all succeeded."""
+    cells = plan(args)
+    todo = []
+    for cell in cells:
+        cmd = command(cell, args)
+        if cmd is None:
+            print(f"skip {cell.name}: already finished", flush=True)
+        else:
+            todo.append((cell, cmd))
+    workers = args.workers or os.cpu_count() or 1
+    print(
+        f"{len(todo)} of {len(cells)} runs to do, {workers} at a time ({args.backend})", flush=True
+    )
+    runner = _run_ray if args.backend == "ray" else _run_local
+    failures = runner(todo, workers, args.address)
+    if failures:
+        print(f"{failures} run(s) failed; fix the cause and rerun the same command to continue")
+        return 1
+    if args.report:
+        from dstrl.analysis.report import write_report
+
+        write_report([args.out], args.out / "report")
+        print(f"report: {args.out / 'report' / 'report.md'}")
+    return 0
+
+
+def _run_local(todo: list[tuple[Cell, list[str]]], workers: int, address: str | None) -> int:
+    failures = 0
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(execute, cmd): cell for cell, cmd in todo}
+        for i, future in enumerate(as_completed(futures), 1):
+            code, error = future.result()
+            failures += code != 0
+            print(
+                f"[{i}/{len(todo)}] {_outcome(futures[future], code, error, started)}", flush=True
+            )
+    return failures
+
+
+def _run_ray(todo: list[tuple[Cell, list[str]]], workers: int, address: str | None) -> int:
+    try:
+        import ray
+    except ImportError as error:
+        raise ConfigError("--backend ray needs Ray: pip install -e '.[ray]'") from error
+    if address is None:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(execute)
+        futures = {remote.remote(cmd): cell for cell, cmd in todo}
+        failures, done, started = 0, 0, time.time()
+        while futures:
+            ready, _ = ray.wait(list(futures), num_returns=1)
+            cell = futures.pop(ready[0])
+            code, error = ray.get(ready[0])
+            failures += code != 0
+            done += 1
+            print(f"[{done}/{len(todo)}] {_outcome(cell, code, error, started)}", flush=True)
+        return failures
+    finally:
+        ray.shutdown()

@@ -1,0 +1,122 @@
+"""Metrics against hand-computed values, and the report on synthetic run directories."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dstrl.analysis.metrics import (
+    final_return,
+    iqm,
+    learning_curve_area,
+    steps_to_threshold,
+    stratified_bootstrap_ci,
+)
+from dstrl.analysis.report import write_report
+from dstrl.analysis.runs import RunError
+from dstrl.config import TrainConfig
+
+
+def test_final_return_and_lca_by_hand():
+    curve = np.arange(1.0, 13.0)  # 12 evaluations: 1..12
+    assert final_return(curve) == np.mean(np.arange(3.0, 13.0))  # the last 10: 3..12 -> 7.5
+    assert learning_curve_area(np.full(200, 5_000.0)) == 1.0  # 200 x 5000 / 1e6
+
+
+def test_iqm_drops_the_outer_quartiles():
+    assert iqm(np.array([0.0, 10.0, 20.0, 1000.0])) == 15.0  # mean of the middle two
+    assert iqm(np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])) == 4.5  # mean of 3..6
+
+
+def test_bootstrap_interval_bounds():
+    low, high = stratified_bootstrap_ci([np.full(5, 3.0)])
+    assert low == high == 3.0  # no spread, no width
+    values = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    low, high = stratified_bootstrap_ci([values], statistic=np.mean, resamples=20_000)
+    assert low < 3.5 < high
+    assert low >= 0.0 and high <= 7.0  # inside the data's range
+    assert high - low == pytest.approx(2 * 1.96 * values.std() / np.sqrt(8), rel=0.15)
+
+
+def test_stratified_bootstrap_keeps_each_group_whole():
+    # two tasks with 2 and 6 seeds: every resample has 2 values near 0 and 6 near 100
+    low, high = stratified_bootstrap_ci([np.zeros(2), np.full(6, 100.0)], statistic=np.mean)
+    assert low == high == 75.0
+
+
+def test_steps_to_threshold_including_never():
+    steps = np.array([10, 20, 30, 40])
+    assert steps_to_threshold(steps, np.array([1.0, 5.0, 4.0, 9.0]), 5.0) == 20
+    assert steps_to_threshold(steps, np.array([1.0, 2.0, 3.0, 4.0]), 5.0) is None
+
+
+def synthetic_run(path, algo, seed, curve, env="Toy-v0", steps=400, params_ratio=1.0):
+    """A run directory as dstrl train writes it, with a given evaluation curve."""
+    path.mkdir(parents=True)
+    config = TrainConfig(algo=algo, env=env, steps=steps, seed=seed, out=path).to_json()
+    (path / "config.json").write_text(json.dumps(config))
+    grid = np.linspace(steps / len(curve), steps, len(curve)).astype(int)
+    pd.DataFrame({"step": grid, "member": 0, "seed": seed, "return": curve}).to_csv(
+        path / "evaluations.csv", index=False
+    )
+    summary = {
+        "algo": algo,
+        "env": env,
+        "steps": steps,
+        "seeds": [seed],
+        "params": {"total": 100 * params_ratio, "dense_total": 100},
+        "flops": {"train": 10 * params_ratio, "dense_train": 10},
+    }
+    (path / "summary.json").write_text(json.dumps(summary))
+    metrics = {"step": grid, "connections_changed": 5, "density/actor0": params_ratio}
+    pd.DataFrame(metrics).to_csv(path / "train_metrics.csv", index=False)
+
+
+def test_report_table_and_figures(tmp_path):
+    runs = tmp_path / "runs"
+    dense = [[0, 10, 20, 30], [0, 20, 40, 50]]  # final returns (all 4 evaluations): 15, 27.5
+    sparse = [[0, 30, 40, 40], [10, 30, 50, 50]]  # mean curve 5, 30, 45, 45
+    for seed, curve in enumerate(dense):
+        synthetic_run(runs / "td3" / f"s{seed}", "td3", seed, curve)
+    for seed, curve in enumerate(sparse):
+        synthetic_run(runs / "ds" / f"s{seed}", "ds-td3", seed, curve, params_ratio=0.5)
+    table = write_report([runs], tmp_path / "report").set_index("method")
+    assert table.loc["td3", "seeds"] == 2 and table.loc["td3", "final_mean"] == 21.25
+    assert table.loc["ds-td3", "final_mean"] == pytest.approx((27.5 + 35) / 2)
+    # dense threshold 21.25: the dense mean curve (0, 15, 30, 40) reaches it at step 300,
+    # the sparse one (5, 30, 45, 45) at step 200: one third fewer steps
+    assert table.loc["ds-td3", "steps_to_baseline"] == 200
+    assert table.loc["td3", "steps_to_baseline"] == 300
+    assert table.loc["ds-td3", "step_saving_pct"] == pytest.approx(100 / 3)
+    assert table.loc["ds-td3", "params_ratio"] == 0.5
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| Toy-v0 | ds-td3 | 2 | 400 | 31 ± 4 |" in report and "33%" in report
+    for name in ("curves_Toy-v0.png", "topology_Toy-v0.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 10_000
+    assert len(pd.read_csv(tmp_path / "report" / "report.csv")) == 2
+
+
+def test_report_names_methods_by_what_differs(tmp_path):
+    synthetic_run(tmp_path / "a", "ds-td3", 0, [1, 2])
+    synthetic_run(tmp_path / "b", "ds-td3", 0, [1, 3])
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    config["drop_fraction"] = 0.2
+    (tmp_path / "b" / "config.json").write_text(json.dumps(config))
+    table = write_report([tmp_path], tmp_path / "report")
+    assert sorted(table["method"]) == ["ds-td3 (drop_fraction=0.05)", "ds-td3 (drop_fraction=0.2)"]
+    assert table["baseline"].isna().all()  # no dense run: no steps-to-baseline
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(RunError, match="no dstrl runs found"):
+        write_report([tmp_path], tmp_path / "report")
+    synthetic_run(tmp_path / "a", "td3", 0, [1, 2], steps=400)
+    synthetic_run(tmp_path / "b", "ds-td3", 0, [1, 2], steps=800)
+    with pytest.raises(RunError, match="different step budgets"):
+        write_report([tmp_path], tmp_path / "report")
+    (tmp_path / "b" / "summary.json").unlink()
+    with pytest.raises(RunError, match="not finished"):
+        write_report([tmp_path], tmp_path / "report")
+    with pytest.raises(RunError, match="baseline 'sac' has no runs"):
+        write_report([tmp_path / "a"], tmp_path / "report", baseline="sac")
