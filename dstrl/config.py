@@ -25,7 +25,8 @@ class TrainConfig:
     """Train ``seeds`` independent agents in lockstep and write a run directory."""
 
     algo: Algo = "ds-td3"
-    """td3: dense; static-td3: sparse, fixed ER topology; ds-td3: sparse, SET prune-and-grow."""
+    """td3: dense (sparsity options are ignored); static-td3: sparse, fixed ER topology;
+    ds-td3: sparse, SET prune-and-grow."""
     env: str = "HalfCheetah-v5"
     """Gymnasium environment id (continuous Box actions)."""
     steps: int = 1_000_000
@@ -145,8 +146,6 @@ class TrainConfig:
             raise ConfigError(f"--drop-fraction must be in (0, 1), got {self.drop_fraction}")
         if self.freeze_last is not None and self.freeze_last < 0:
             raise ConfigError(f"--freeze-last must be ≥ 0, got {self.freeze_last}")
-        if self.algo == "td3" and (self.density is not None or self.lambdas is not None):
-            raise ConfigError("--algo td3 is dense; use static-td3 or ds-td3 for a sparse network")
         for name in ("policy_noise", "noise_clip", "exploration_noise", "weight_decay"):
             if getattr(self.td3, name) < 0:
                 flag = "--td3." + name.replace("_", "-")

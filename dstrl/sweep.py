@@ -50,7 +50,7 @@ class SweepArgs:
     address: str | None = None
     """Ray cluster address (default: start a local Ray runtime)."""
     train_args: str = ""
-    """Further `dstrl train` options for every run, e.g. "--start-steps 10000 --density 0.1"."""
+    """More `dstrl train` options for every run, given with "=": --train-args="--density 0.1"."""
     report: bool = True
     """Write OUT/report when every run has finished."""
 

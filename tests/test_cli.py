@@ -82,7 +82,6 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
         (["--lambdas", "300", "64"], "λ=300 gives density"),
         (["--steps", "-5"], "--steps must be a positive integer"),
         (["--drop-fraction", "1.2"], "--drop-fraction must be in (0, 1)"),
-        (["--algo", "td3", "--density", "0.5"], "--algo td3 is dense"),
         (["--density", "0.5", "--lambdas", "7", "64"], "either --density or --lambdas"),
         (["--device", "cuda:999"], "GPU"),
         (["--device", "banana"], "is not a torch device"),

@@ -1,0 +1,116 @@
+"""`dstrl sweep` end to end: a 2 x 2 grid locally (killed and resumed) and on a real Ray runtime."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+TRAIN_ARGS = (
+    "--start-steps 100 --eval-every 100 --eval-episodes 1 --td3.hidden-sizes 32 32 "
+    "--td3.batch-size 16 --density 0.5 --update-period 50 --checkpoint-every 100 --no-tensorboard"
+)
+
+
+def sweep(out, *extra, steps=300, popen=False):
+    cmd = [
+        sys.executable,
+        "-m",
+        "dstrl.cli",
+        "sweep",
+        "--envs",
+        "Pendulum-v1",
+        "--algos",
+        "td3",
+        "ds-td3",
+        "--seeds",
+        "2",
+        "--steps",
+        str(steps),
+        "--out",
+        str(out),
+        f"--train-args={TRAIN_ARGS}",
+        *extra,
+    ]
+    if popen:
+        return subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def cells(out):
+    return [out / "Pendulum-v1" / algo / f"seed{s}" for algo in ("td3", "ds-td3") for s in (0, 1)]
+
+
+def test_local_sweep_survives_a_kill_and_resumes(tmp_path):
+    out = tmp_path / "grid"
+    process = sweep(out, "--workers", "1", steps=400, popen=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:  # wait for one stopped mid-run
+        done = [c for c in cells(out) if (c / "summary.json").exists()]
+        running = [
+            c
+            for c in cells(out)
+            if (c / "checkpoint.pt").exists() and not (c / "summary.json").exists()
+        ]
+        if done and running:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the sweep ended before it could be interrupted"
+    os.killpg(process.pid, signal.SIGKILL)  # the sweep and its training process, no clean-up
+    process.wait()
+    interrupted = running[0]
+
+    result = sweep(out, "--workers", "2", steps=400)
+    assert result.returncode == 0, result.stderr
+    assert f"skip Pendulum-v1 {done[0].parent.name} seed {done[0].name[4:]}" in result.stdout
+    for cell in cells(out):
+        summary = json.loads((cell / "summary.json").read_text())
+        assert summary["steps"] == 400 and summary["evaluations"] == 4
+    steps = [line.split(",")[0] for line in (interrupted / "evaluations.csv").read_text().split()]
+    assert steps[1:] == ["100", "200", "300", "400"]  # resumed, nothing evaluated twice
+    report = (out / "report" / "report.md").read_text()
+    assert "| Pendulum-v1 | ds-td3 | 2 | 400 |" in report and "| Pendulum-v1 | td3 | 2 |" in report
+
+
+def test_bad_sweeps_fail_before_running(tmp_path):
+    result = sweep(tmp_path / "grid", "--envs", "NoSuch-v0")
+    assert result.returncode == 2 and "unknown environment 'NoSuch-v0'" in result.stderr
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dstrl.cli",
+            "sweep",
+            "--out",
+            str(tmp_path / "g"),
+            "--train-args=--seed 3",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "--train-args cannot set --seed" in result.stderr
+    assert not (tmp_path / "grid").exists() and not (tmp_path / "g").exists()
+
+
+def test_ray_sweep_runs_skips_and_resumes(tmp_path):
+    pytest.importorskip("ray", reason="Ray is installed with the dev extra")
+    out = tmp_path / "grid"
+    result = sweep(out, "--backend", "ray", "--workers", "2", steps=200)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("done Pendulum-v1") == 4
+    finished, stopped, lost = cells(out)[0], cells(out)[1], cells(out)[2]
+    (stopped / "summary.json").unlink()  # as if stopped after its last checkpoint
+    for path in lost.iterdir():
+        path.unlink()
+    lost.rmdir()
+    result = sweep(out, "--backend", "ray", "--workers", "2", steps=300)
+    assert result.returncode == 0, result.stderr
+    assert "already finished" not in result.stdout  # 200 < 300 steps: all continue or start
+    for cell in cells(out):
+        assert json.loads((cell / "summary.json").read_text())["steps"] == 300
+    assert (out / "report" / "report.md").exists() and finished.exists()
