@@ -6,6 +6,7 @@ repeated, and the medians are reported as ratios, so machine speed cancels out.
 
     python benchmarks/throughput.py                 # batch 100 and 256, 3 repetitions
     python benchmarks/throughput.py --steps 500 --repeats 1 --batch-sizes 100   # a quick look
+    python benchmarks/throughput.py --contenders td3 ds-td3 ds-td3:online-mask   # no SB3
 
 Targets (issue "DS-TD3 end to end"): ds-td3 >= 0.95x dstrl td3; dstrl td3 >= 1.2x SB3 TD3.
 Stable-Baselines3 is an optional extra: pip install -e '.[bench]'.
@@ -30,10 +31,13 @@ ENV = "HalfCheetah-v5"
 WARMUP = 1_000
 
 
-def dstrl_steps_per_second(algo: str, batch: int, steps: int) -> float:
+def dstrl_steps_per_second(contender: str, batch: int, steps: int) -> float:
+    """``contender`` is an algo, optionally with a target-sparsity option: ds-td3:online-mask."""
+    algo, _, target = contender.partition(":")
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(
             algo=algo,
+            target_sparsity=target or "magnitude",
             env=ENV,
             steps=WARMUP + steps,
             start_steps=WARMUP,
@@ -43,7 +47,6 @@ def dstrl_steps_per_second(algo: str, batch: int, steps: int) -> float:
             progress=False,
             tensorboard=False,
             checkpoint_every=10**9,
-            update_period=200,
             td3=TD3Config(batch_size=batch),
         )
         summary = train(config)
@@ -88,11 +91,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2_000, help="learning steps per measurement")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 256])
-    parser.add_argument("--no-sb3", action="store_true", help="skip Stable-Baselines3")
+    parser.add_argument(
+        "--contenders",
+        nargs="+",
+        default=["td3", "static-td3", "ds-td3", "sb3-td3"],
+        help="dstrl algos (optionally algo:target-sparsity, e.g. ds-td3:online-mask) and sb3-td3",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    contenders = ["td3", "static-td3", "ds-td3"] + ([] if args.no_sb3 else ["sb3-td3"])
+    contenders = args.contenders
     results: dict[int, dict[str, list[float]]] = {}
     for batch in args.batch_sizes:
         results[batch] = {name: [] for name in contenders}
@@ -109,10 +117,10 @@ def main() -> None:
         median = {name: statistics.median(rates) for name, rates in by_name.items()}
         line = ", ".join(f"{name} {rate:.0f}" for name, rate in median.items())
         print(f"batch {batch}: {line}")
-        print(f"  ds-td3 / td3     = {median['ds-td3'] / median['td3']:.3f}  (target >= 0.95)")
-        print(f"  static-td3 / td3 = {median['static-td3'] / median['td3']:.3f}")
+        for name in (n for n in contenders if n not in ("td3", "sb3-td3")):
+            print(f"  {name} / td3 = {median[name] / median['td3']:.3f}  (ds-td3 target >= 0.95)")
         if "sb3-td3" in median:
-            print(f"  td3 / SB3 TD3    = {median['td3'] / median['sb3-td3']:.3f}  (target >= 1.2)")
+            print(f"  td3 / sb3-td3 = {median['td3'] / median['sb3-td3']:.3f}  (target >= 1.2)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

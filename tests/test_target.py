@@ -94,3 +94,14 @@ def test_a_static_topology_is_pruned_once_then_skipped():
             assert (w[~m] == 0).all()
         layers.update_topology(0.3)
         assert sparse_target._covered_at != layers.version  # a change re-arms the pruning
+
+
+@pytest.mark.parametrize(
+    ("n_out", "n_in", "k"), [(16, 16, 3), (7, 23, 40), (5, 3, 15), (64, 64, 1)]
+)
+def test_block_top_k_equals_top_k(n_out, n_in, k):
+    from dstrl.sparse.target import _top_indices
+
+    score = torch.randn(3, n_out * n_in, generator=torch.Generator().manual_seed(k))
+    expected = score.topk(k, dim=1).indices.sort(dim=1).values
+    assert torch.equal(_top_indices(score, k).sort(dim=1).values, expected)
