@@ -129,10 +129,15 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     )
     changed = 0
     if config.resume:
-        agent.load_state_dict(state["agent"])
-        buffer.load_state_dict(state["buffer"])
-        for env, env_state in zip(envs.envs, state["envs"], strict=True):
-            set_env_state(env, env_state)
+        try:
+            agent.load_state_dict(state["agent"])
+            buffer.load_state_dict(state["buffer"])
+            for env, env_state in zip(envs.envs, state["envs"], strict=True):
+                set_env_state(env, env_state)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(
+                f"{run_dir}/checkpoint.pt does not fit the run's config.json ({error})"
+            ) from error
         obs = state["obs"]
         step, wall, flops_so_far = state["step"], state["wall_seconds"], state["flops"]
         learning_wall, learning_steps = state["learning_wall"], state["learning_steps"]

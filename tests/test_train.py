@@ -115,16 +115,6 @@ def test_bad_configuration_writes_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_results_table_from_run_directories(tmp_path):
-    from dstrl.analysis.table import load_summaries, markdown_table
-
-    train(tiny_config(tmp_path / "a", algo="td3", steps=200, eval_every=100))
-    table = markdown_table(load_summaries([tmp_path / "a"]))
-    assert "| Pendulum-v1 | td3 | 1 | 200 |" in table and "| 1.000x (" in table
-    with pytest.raises(FileNotFoundError, match="no summary.json"):
-        load_summaries([tmp_path / "missing"])
-
-
 def test_agent_state_saved_on_another_device_loads(tmp_path):
     from dstrl.train import build_agent
 
