@@ -53,6 +53,9 @@ class TrainConfig:
     """Fraction η of each layer's connections replaced per topology update."""
     drop_score: Literal["signed", "magnitude"] = "signed"
     """Drop by sign-separated weight (as the release) or by |w|."""
+    grow: Literal["random", "gradient"] = "random"
+    """Grow new connections at random (SET, the paper) or where the dense gradient is largest
+    (RigL; the dense gradient is taken at topology-update steps only)."""
     update_period: int = 1_000
     """Gradient steps between topology updates (e)."""
     decay: Literal["constant", "cosine"] = "constant"
@@ -109,6 +112,7 @@ class TrainConfig:
             density=self.density,
             sparse_output=self.sparse_output,
             drop_score=self.drop_score,
+            grow=self.grow,
             schedule=schedule,
             target=self.target_sparsity,
             # The default λ fit the MuJoCo tasks; on a tiny input layer they may exceed density 1,
@@ -155,6 +159,12 @@ class TrainConfig:
             raise ConfigError(
                 f"--freeze-last {self.frozen_steps} leaves no learning step before the topology "
                 f"freezes (--steps {self.steps}, --start-steps {self.start_steps}); lower it"
+            )
+        if self.grow == "gradient" and self.update_period % self.td3.policy_delay:
+            raise ConfigError(
+                f"--grow gradient needs the actor's gradient at topology updates: make "
+                f"--update-period ({self.update_period}) a multiple of --td3.policy-delay "
+                f"({self.td3.policy_delay})"
             )
         if not 0 < self.td3.tau <= 1:
             raise ConfigError(f"--td3.tau must be in (0, 1], got {self.td3.tau}")

@@ -83,6 +83,7 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
         (["--steps", "-5"], "--steps must be a positive integer"),
         (["--drop-fraction", "1.2"], "--drop-fraction must be in (0, 1)"),
         (["--density", "0.5", "--lambdas", "7", "64"], "either --density or --lambdas"),
+        (["--grow", "gradient", "--update-period", "51"], "multiple of --td3.policy-delay"),
         (["--device", "cuda:999"], "GPU"),
         (["--device", "banana"], "is not a torch device"),
     ],

@@ -9,13 +9,14 @@ from dstrl.sparse.config import SparsityConfig
 from dstrl.sparse.schedule import TopologySchedule
 
 
-def _network(members=3, topology="set", drop_score="signed"):
+def _network(members=3, topology="set", drop_score="signed", grow="random"):
     g = torch.Generator().manual_seed(0)
     net = StackedMLP(members, [6, 32, 32, 2], g)
     config = SparsityConfig(
         topology=topology,
         lambdas=(2.0, 4.0),
         drop_score=drop_score,
+        grow=grow,
         schedule=TopologySchedule(update_period=5, drop_fraction=0.2),
     )
     layers = config.build(net, g)
@@ -29,14 +30,16 @@ def _train_step(net, layers, optimizer, g, step):
     loss = net(x).square().mean()
     optimizer.zero_grad()
     loss.backward()
-    layers.mask_gradients()
+    layers.mask_gradients(step)
     optimizer.step()
     return layers.maybe_update(step)
 
 
-@pytest.mark.parametrize("drop_score", ["signed", "magnitude"])
-def test_counts_constant_and_inactive_weights_exactly_zero(drop_score):
-    net, layers, optimizer, g = _network(drop_score=drop_score)
+@pytest.mark.parametrize(
+    ("drop_score", "grow"), [("signed", "random"), ("magnitude", "random"), ("signed", "gradient")]
+)
+def test_counts_constant_and_inactive_weights_exactly_zero(drop_score, grow):
+    net, layers, optimizer, g = _network(drop_score=drop_score, grow=grow)
     counts = [c.clone() for c in layers.active_counts()]
     initial = [m.clone() for m in layers.masks]
     updates = 0
@@ -50,12 +53,14 @@ def test_counts_constant_and_inactive_weights_exactly_zero(drop_score):
     assert any(not torch.equal(a, b) for a, b in zip(initial, layers.masks, strict=True))
 
 
-def test_grown_weights_start_at_zero_with_zero_moments_and_dropped_moments_cleared():
-    net, layers, optimizer, g = _network()
+@pytest.mark.parametrize("grow", ["random", "gradient"])
+def test_grown_weights_start_at_zero_with_zero_moments_and_dropped_moments_cleared(grow):
+    net, layers, optimizer, g = _network(grow=grow)
     for step in range(1, 5):  # four steps, no topology update yet: moments are non-zero
         _train_step(net, layers, optimizer, g, step)
     before = [m.clone() for m in layers.masks]
-    layers.update_topology(0.2)
+    _train_step(net, layers, optimizer, g, 5)  # step 5 updates the topology after its step
+    assert layers.version == 1
     for weight, old, new in zip(layers.weights, before, layers.masks, strict=True):
         grown, dropped = new & ~old, old & ~new
         assert grown.any() and dropped.any()
@@ -66,7 +71,7 @@ def test_grown_weights_start_at_zero_with_zero_moments_and_dropped_moments_clear
             assert (state[name][dropped] == 0).all()
             assert (state[name][new & old] != 0).any()  # survivors keep their moments
     # and the next step moves grown weights (they get gradients) but not dropped ones
-    _train_step(net, layers, optimizer, g, 5 + 1)
+    _train_step(net, layers, optimizer, g, 6)
     for weight, old, new in zip(layers.weights, before, layers.masks, strict=True):
         assert (weight[new & ~old] != 0).any()
         assert (weight[old & ~new] == 0).all()

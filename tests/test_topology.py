@@ -84,3 +84,25 @@ def test_schedule_period_stop_and_cosine():
     assert c.drop_fraction_at(0) == 0.2
     assert abs(c.drop_fraction_at(20) - 0.1) < 1e-12
     assert c.drop_fraction_at(40) < 1e-12
+
+
+def test_rigl_grows_where_the_dense_gradient_is_largest():
+    from dstrl.sparse.topology import RigL
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.tensor([[0.5, 0.01, 0.3, 0.0, 0.0, 0.0]])
+    m = torch.tensor([[1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    grad = torch.tensor([[9.0, 9.0, 9.0, 0.1, -0.7, 0.4]])  # inactive: |0.1|, |-0.7|, |0.4|
+    change = prune_and_grow([w], [m], 0.67, RigL("magnitude"), g, [grad])  # drop 2: 0.01, 0.3
+    assert change.dropped[0].tolist() == [[False, True, True, False, False, False]]
+    assert change.grown[0].tolist() == [[False, False, False, False, True, True]]
+
+
+def test_rigl_without_gradients_is_an_error():
+    import pytest
+
+    from dstrl.sparse.topology import RigL
+
+    w, m = torch.ones(1, 4), torch.tensor([[1, 1, 0, 0]], dtype=torch.bool)
+    with pytest.raises(ValueError, match="dense gradients are required"):
+        prune_and_grow([w], [m], 0.5, RigL(), torch.Generator())

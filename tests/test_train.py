@@ -123,3 +123,13 @@ def test_agent_state_saved_on_another_device_loads(tmp_path):
     state["generator_device"], state["generator"] = "cuda", torch.zeros(16, dtype=torch.uint8)
     agent.load_state_dict(state)  # a CUDA generator state cannot go into a CPU generator
     assert agent.updates == 0
+
+
+def test_gradient_growth_trains_and_counts_its_dense_gradients(tmp_path):
+    rigl = train(tiny_config(tmp_path / "rigl", grow="gradient"))
+    random = train(tiny_config(tmp_path / "random"))
+    assert rigl["params"] == random["params"]
+    # the dense weight gradients at each of the topology updates (every 50 steps) cost extra
+    assert random["flops"]["train"] < rigl["flops"]["train"] < random["flops"]["dense_train"]
+    with (tmp_path / "rigl" / "train_metrics.csv").open() as f:
+        assert sum(int(r["connections_changed"]) for r in csv.DictReader(f)) > 0

@@ -144,7 +144,7 @@ class TD3:
         self.critic_optimizer.zero_grad(set_to_none=False)
         critic_loss.backward()
         if self.critic_sparse is not None:
-            self.critic_sparse.mask_gradients()
+            self.critic_sparse.mask_gradients(self.updates)
         self.critic_optimizer.step()
 
         self._loss_sums[0] += critic_loss.detach()
@@ -156,7 +156,7 @@ class TD3:
             self.actor_optimizer.zero_grad(set_to_none=False)
             actor_loss.backward(inputs=list(self.actor.parameters()))
             if self.actor_sparse is not None:
-                self.actor_sparse.mask_gradients()
+                self.actor_sparse.mask_gradients(self.updates)
             self.actor_optimizer.step()
             self._update_targets()
             self._loss_sums[1] += actor_loss.detach()
@@ -215,7 +215,9 @@ class TD3:
 
         A gradient step averages the actor step over the policy delay and includes the target
         actor and target critics' forward passes (targets have the online count, except with
-        ``target=dense``, where they are counted dense).
+        ``target=dense``, where they are counted dense). With gradient growth (RigL), the dense
+        weight gradients of each topology update (2·inactive·batch per layer) are spread over
+        the update period.
         """
         shapes = self.layer_shapes()
         if dense:
@@ -228,6 +230,13 @@ class TD3:
         target = forward_flops(t_actor, batch) + 2 * forward_flops(t_critic, batch)
         critic_step = 2 * training_flops(forward_flops(critic, batch))
         actor_step = training_flops(forward_flops(actor, batch) + forward_flops(critic, batch))
+        train = target + critic_step + actor_step // self.config.policy_delay
+        if self.sparsity is not None and self.sparsity.grow == "gradient" and not dense:
+            # RigL: at each topology update the weight gradients are computed densely
+            missing = sum(s.dense().active - s.active for s in actor) + 2 * sum(
+                s.dense().active - s.active for s in critic
+            )
+            train += 2 * missing * batch // self.sparsity.schedule.update_period
         actor_params = sum(s.params for s in actor)
         critic_params = 2 * sum(s.params for s in critic)
         return {
@@ -235,7 +244,7 @@ class TD3:
             "actor_params": actor_params,
             "critic_params": critic_params,
             "inference_flops": forward_flops(actor, 1),
-            "train_flops": target + critic_step + actor_step // self.config.policy_delay,
+            "train_flops": train,
         }
 
     # ---- persistence --------------------------------------------------------------------

@@ -15,11 +15,12 @@ from dstrl.sparse.engine import MaskedLayers
 from dstrl.sparse.masks import random_mask
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.target import TARGET_MODES, SparseTarget
-from dstrl.sparse.topology import SET, prune_and_grow
+from dstrl.sparse.topology import SET, RigL, prune_and_grow
 
 __all__ = [
     "LayerShape",
     "MaskedLayers",
+    "RigL",
     "SET",
     "SparseTarget",
     "TARGET_MODES",

@@ -17,9 +17,10 @@ from dstrl.sparse.engine import MaskedLayers
 from dstrl.sparse.masks import random_mask
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.target import TargetMode
-from dstrl.sparse.topology import SET, DropScore
+from dstrl.sparse.topology import SET, DropScore, RigL
 
 Topology = Literal["static", "set"]
+Growth = Literal["random", "gradient"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class SparsityConfig:
     density: float | None = None
     sparse_output: bool = False
     drop_score: DropScore = "signed"
+    grow: Growth = "random"
+    """random: SET (the paper); gradient: RigL."""
     schedule: TopologySchedule = TopologySchedule()
     target: TargetMode = "magnitude"
     cap_lambdas: bool = False
@@ -82,7 +85,9 @@ class SparsityConfig:
             random_mask(w.shape[0], w.shape[1], w.shape[2], d, generator)
             for w, (_, d) in zip(weights, chosen, strict=True)
         ]
-        rule = SET(self.drop_score) if self.topology == "set" else None
+        rule = None
+        if self.topology == "set":
+            rule = RigL(self.drop_score) if self.grow == "gradient" else SET(self.drop_score)
         layers = MaskedLayers(
             weights, masks, rule, self.schedule, generator, indices=[i for i, _ in chosen]
         )

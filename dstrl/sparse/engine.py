@@ -49,6 +49,7 @@ class MaskedLayers:
         self.generator = generator
         self.optimizer: torch.optim.Optimizer | None = None
         self.version = 0  # incremented by every topology change
+        self._dense_gradients: list[Tensor] | None = None  # for rules that grow by gradient
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Register the optimiser whose per-weight state must follow topology changes."""
@@ -60,8 +61,20 @@ class MaskedLayers:
         torch._foreach_mul_(self.weights, self._factors)
 
     @torch.no_grad()
-    def mask_gradients(self) -> None:
-        """Zero the gradient of every inactive weight (call between backward and step)."""
+    def mask_gradients(self, step: int | None = None) -> None:
+        """Zero the gradient of every inactive weight (call between backward and step).
+
+        At a topology-update ``step`` of a rule that grows by gradient, the dense gradient is
+        kept first: the only steps that pay for a copy of it.
+        """
+        if (
+            step is not None
+            and self.rule is not None
+            and self.rule.needs_gradients
+            and self.schedule is not None
+            and self.schedule.is_update_step(step)
+        ):
+            self._dense_gradients = [w.grad.detach().clone() for w in self.weights]
         grads = [w.grad for w in self.weights if w.grad is not None]
         if len(grads) == len(self.weights):
             torch._foreach_mul_(grads, self._factors)
@@ -101,7 +114,17 @@ class MaskedLayers:
             return []
         rows = [w.detach().reshape(-1, w.shape[-2] * w.shape[-1]) for w in self.weights]
         flat_masks = [m.reshape(r.shape) for m, r in zip(self.masks, rows, strict=True)]
-        change = prune_and_grow(rows, flat_masks, fraction, self.rule, self.generator)
+        gradients = None
+        if self.rule.needs_gradients:
+            if self._dense_gradients is None:
+                raise RuntimeError(
+                    "this rule grows by gradient: call mask_gradients(step) at the update step"
+                )
+            gradients = [
+                g.reshape(r.shape) for g, r in zip(self._dense_gradients, rows, strict=True)
+            ]
+            self._dense_gradients = None
+        change = prune_and_grow(rows, flat_masks, fraction, self.rule, self.generator, gradients)
         replaced = []
         self.version += 1
         for i, weight in enumerate(self.weights):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -54,6 +54,7 @@ class SET:
     """
 
     drop_score: DropScore = "signed"
+    needs_gradients: ClassVar[bool] = False
 
     def drop(self, weights: list[Tensor], masks: list[Tensor], fraction: float) -> list[Tensor]:
         """Boolean (rows, n) tensors of the active connections to remove."""
@@ -71,13 +72,37 @@ class SET:
         return [p | n for p, n in zip(chosen[:half], chosen[half:], strict=True)]
 
     def grow_scores(
-        self, weights: list[Tensor], masks: list[Tensor], generator: torch.Generator
+        self,
+        weights: list[Tensor],
+        masks: list[Tensor],
+        generator: torch.Generator,
+        gradients: list[Tensor] | None = None,
     ) -> list[Tensor]:
         """Uniform random priority for every position (lower is grown first)."""
         return [
             torch.rand(w.shape, generator=generator, device=generator.device).to(w.device)
             for w in weights
         ]
+
+
+@dataclass(frozen=True)
+class RigL(SET):
+    """Rigged Lottery (Evci et al., 2020): drop as SET, grow where the dense gradient of the loss
+    is largest in magnitude. New weights still start at zero."""
+
+    needs_gradients: ClassVar[bool] = True
+
+    def grow_scores(
+        self,
+        weights: list[Tensor],
+        masks: list[Tensor],
+        generator: torch.Generator,
+        gradients: list[Tensor] | None = None,
+    ) -> list[Tensor]:
+        """``-|∂L/∂w|`` (lower is grown first) from the dense gradients of the update step."""
+        if gradients is None:
+            raise ValueError("RigL grows by gradient: the dense gradients are required")
+        return [-g.abs() for g in gradients]
 
 
 @dataclass
@@ -95,15 +120,17 @@ def prune_and_grow(
     fraction: float,
     rule: SET,
     generator: torch.Generator,
+    gradients: list[Tensor] | None = None,
 ) -> TopologyChange:
     """Drop ``fraction`` of each row's active connections and grow the same number.
 
     Inputs are (rows, n) views (members flattened into rows, weights flattened into n). Growth
     prefers positions that were inactive before this update; a connection just dropped is only
     regrown when nothing else is free. The active count of every row is unchanged.
+    ``gradients`` (same views, dense) are needed by rules that grow by gradient.
     """
     dropped = rule.drop(weights, masks, fraction)
-    priority = rule.grow_scores(weights, masks, generator)
+    priority = rule.grow_scores(weights, masks, generator, gradients)
     # Positions inactive before the update come first; a just-dropped one only after all of
     # them (its priority is shifted past every other); still-active ones never grow.
     scores = []
