@@ -45,6 +45,8 @@ class TrainConfig:
     """Episodes per evaluation, on separate evaluation environments."""
     density: float | None = None
     """Overall density of the sparse layers, spread over them as Erdős–Rényi (instead of λ)."""
+    distribution: Literal["er", "uniform"] = "er"
+    """How --density is spread over the sparse layers: Erdős–Rényi (ERK) or uniformly."""
     lambdas: tuple[float, ...] | None = None
     """ER λ of the input and hidden layers (plus output with --sparse-output); default 7 64."""
     sparse_output: bool = False
@@ -110,6 +112,7 @@ class TrainConfig:
             topology="set" if self.algo == "ds-td3" else "static",
             lambdas=lambdas,
             density=self.density,
+            distribution=self.distribution,
             sparse_output=self.sparse_output,
             drop_score=self.drop_score,
             grow=self.grow,

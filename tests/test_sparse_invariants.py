@@ -103,3 +103,19 @@ def test_layers_the_er_cap_makes_dense_are_left_out():
     before = net.weights[0].detach().clone()
     layers.update_topology(0.2)
     assert torch.equal(before, net.weights[0])
+
+
+@pytest.mark.parametrize(
+    ("distribution", "density"), [("er", 0.01), ("uniform", 0.01), ("er", 0.1)]
+)
+def test_global_density_up_to_99_percent_sparsity(distribution, density):
+    g = torch.Generator().manual_seed(0)
+    net = StackedMLP(1, [17, 256, 256, 6], g)
+    layers = SparsityConfig(lambdas=None, density=density, distribution=distribution).build(net, g)
+    active = sum(int(m.sum()) for m in layers.masks)
+    assert active == pytest.approx(density * (17 * 256 + 256 * 256), abs=2)
+    densities = layers.densities()
+    if distribution == "uniform":
+        assert densities == pytest.approx([density, density], abs=1e-3)
+    else:
+        assert densities[0] > densities[1]  # ER: the small input layer is denser

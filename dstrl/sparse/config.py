@@ -35,6 +35,9 @@ class SparsityConfig:
     topology: Topology = "set"
     lambdas: tuple[float, ...] | None = (7.0, 64.0)
     density: float | None = None
+    distribution: Literal["er", "uniform"] = "er"
+    """How an overall ``density`` is spread: Erdős–Rényi (ERK for fully connected layers) or
+    the same density in every sparse layer."""
     sparse_output: bool = False
     drop_score: DropScore = "signed"
     grow: Growth = "random"
@@ -53,6 +56,10 @@ class SparsityConfig:
         if not sparse:
             raise SparsityError("this network has no layer that can be sparse")
         if self.density is not None:
+            if self.distribution == "uniform":
+                if not 0 < self.density <= 1:
+                    raise SparsityError(f"density must be in (0, 1], got {self.density}")
+                return [self.density] * len(sparse)
             return er_densities_for_global(sparse, self.density)
         if self.lambdas is None:
             raise SparsityError("give either a density or λ values")
