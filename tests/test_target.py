@@ -99,9 +99,29 @@ def test_a_static_topology_is_pruned_once_then_skipped():
 @pytest.mark.parametrize(
     ("n_out", "n_in", "k"), [(16, 16, 3), (7, 23, 40), (5, 3, 15), (64, 64, 1)]
 )
-def test_block_top_k_equals_top_k(n_out, n_in, k):
-    from dstrl.sparse.target import _top_indices
+@pytest.mark.parametrize("largest", [True, False])
+def test_block_top_k_equals_top_k(n_out, n_in, k, largest):
+    from dstrl.sparse.target import _block_top
 
     score = torch.randn(3, n_out * n_in, generator=torch.Generator().manual_seed(k))
-    expected = score.topk(k, dim=1).indices.sort(dim=1).values
-    assert torch.equal(_top_indices(score, k).sort(dim=1).values, expected)
+    values, indices = _block_top(score, k, largest)
+    expected = score.topk(k, dim=1, largest=largest)
+    assert torch.equal(values, expected.values)
+    assert torch.equal(score.gather(1, indices), expected.values)
+
+
+def test_prune_to_count_with_more_swaps_than_its_first_window():
+    g = torch.Generator().manual_seed(7)
+    order = torch.randperm(400, generator=g)
+    support = torch.zeros(400)
+    support[order[:200]] = 1.0
+    target = torch.zeros(400)
+    target[order[:200]] = torch.rand(200, generator=g) * 1e-3  # small connections
+    target[order[200:350]] = 1.0 + torch.rand(150, generator=g)  # 150 large challengers
+    expected = torch.zeros(400)
+    keep = target.abs().topk(200).indices
+    expected[keep] = target[keep]
+    target, support = target.view(1, 20, 20), support.view(1, 20, 20)
+    prune_to_count(target, support)
+    assert torch.equal(target.view(-1), expected)
+    assert support.sum() == 200 and torch.equal(support.bool(), target != 0)

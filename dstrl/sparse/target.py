@@ -22,17 +22,20 @@ TargetMode = Literal["magnitude", "online-mask", "dense"]
 TARGET_MODES: tuple[str, ...] = ("magnitude", "online-mask", "dense")
 
 
-def _top_indices(score: Tensor, k: int) -> Tensor:
-    """Indices of the ``k`` largest entries of each row, via the ``k`` blocks with the largest
-    maxima: the top k of a row lie in those blocks, so the final top-k runs over k blocks
-    instead of the whole row (several times faster when k is small against the row)."""
-    rows, n = score.shape
+def _block_top(values: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest (or smallest) entries of each row, sorted, with their indices.
+
+    The row is cut into blocks: the top k lie in the k blocks with the most extreme block
+    values, so the final top-k runs over k blocks instead of the whole row.
+    """
+    rows, n = values.shape
     size = math.gcd(n, 64)
-    blocks = score.view(rows, n // size, size)
-    chosen = blocks.amax(dim=2).topk(min(k, n // size), dim=1).indices  # (rows, blocks)
+    blocks = values.view(rows, n // size, size)
+    extreme = blocks.amax(dim=2) if largest else blocks.amin(dim=2)
+    chosen = extreme.topk(min(k, n // size), dim=1, largest=largest).indices
     candidates = blocks.gather(1, chosen.unsqueeze(2).expand(-1, -1, size)).view(rows, -1)
-    local = candidates.topk(k, dim=1).indices
-    return chosen.gather(1, local // size) * size + local % size
+    top, local = candidates.topk(k, dim=1, largest=largest)
+    return top, chosen.gather(1, local // size) * size + local % size
 
 
 @torch.no_grad()
@@ -40,35 +43,36 @@ def prune_to_count(target: Tensor, support: Tensor) -> bool:
     """After a Polyak step, keep per member the largest-magnitude entries of ``target``, as many
     as ``support`` (0/1 floats: the target's connections before the step) holds; both in place.
 
-    Exact, and cheap: only entries outside ``support`` (challengers: online connections the
-    target did not have) can have entered. A supported entry larger than every challenger is
-    certainly kept, so the selection runs over the pool of challengers and the few supported
-    entries below the largest challenger, keeping as many of the pool as there are such
-    supported entries. Float arithmetic only: boolean kernels are many times slower on CPU.
-    Returns whether any challenger had entered.
+    Exact, and cheap. Only entries outside ``support`` (challengers: online connections the
+    target did not have) can have entered, so keeping the top k of the union is a merge: the
+    j-th largest challenger replaces the j-th smallest supported entry for as long as it is
+    larger. Both ends come from a blocked top-k of a few entries (doubled until the merge stops
+    inside it); the full-size work is a handful of float passes (boolean kernels are many times
+    slower on CPU). Returns whether any challenger had entered.
     """
     flat = target.view(-1, target.shape[-2] * target.shape[-1])
     keep = support.view(flat.shape)
     magnitude = flat.abs()
-    challenger = torch.addcmul(magnitude, magnitude, keep, value=-1.0)
-    bound = challenger.amax(dim=1, keepdim=True)
-    if not bool(bound.any()):
+    challenger = torch.addcmul(magnitude, magnitude, keep, value=-1.0)  # |θ'| outside support
+    largest = challenger.amax(dim=1)
+    if not bool(largest.any()):
         return False  # nothing entered
-    # 1 where a supported entry lies under the bound (sign of a clamped difference: float ops)
-    below = (bound - magnitude).clamp_min_(0.0).mul_(keep).sign_()
-    contested = below.sum(dim=1)
-    most = int(contested.max())
-    if most == 0:  # every challenger is smaller than every supported entry
-        flat.mul_(keep)
+    # supported magnitudes; every other entry is pushed beyond any challenger
+    supported = torch.add(magnitude, 1.0 - keep, alpha=torch.finfo(flat.dtype).max / 2)
+    if not bool((largest > supported.amin(dim=1)).any()):
+        flat.mul_(keep)  # no challenger beats the smallest connection: all of them leave
         return True
-    entered = challenger.sign_()
-    pool = entered.add(below)  # challengers and contested entries
-    best = _top_indices(torch.addcmul(pool - 1, magnitude, pool), most)  # others score -1
-    rank = torch.arange(most, device=flat.device, dtype=flat.dtype)
-    kept = torch.zeros_like(pool).scatter_(1, best, (rank < contested.unsqueeze(1)).to(flat.dtype))
-    removed = pool.sub_(kept)
-    flat.addcmul_(flat, removed, value=-1.0)
-    keep.add_(entered).sub_(removed)
+    k, n = min(16, flat.shape[1]), flat.shape[1]
+    while True:
+        entering, entering_at = _block_top(challenger, k, largest=True)
+        leaving, leaving_at = _block_top(supported, k, largest=False)
+        swap = (entering > leaving).to(flat.dtype)  # a prefix of each row
+        if k == n or not bool(swap[:, -1].any()):
+            break
+        k = min(2 * k, n)
+    keep.scatter_(1, entering_at, keep.gather(1, entering_at).maximum(swap))
+    keep.scatter_(1, leaving_at, keep.gather(1, leaving_at) * (1 - swap))
+    flat.mul_(keep)  # zeroes the replaced entries and every challenger that did not enter
     return True
 
 
