@@ -12,18 +12,18 @@ from dstrl.sparse.target import SparseTarget, prune_to_count
 def test_prune_to_count_by_hand():
     # support: positions 0,1,2 (3 connections); position 3 entered with |0.25| > |0.1|
     target = torch.tensor([[[0.5, -0.1, 0.3, 0.25, 0.0]]])
-    support = torch.tensor([[[1.0, 1.0, 1.0, 0.0, 0.0]]])
-    prune_to_count(target, support)
+    outside = 1 - torch.tensor([[[1.0, 1.0, 1.0, 0.0, 0.0]]])
+    prune_to_count(target, outside)
     assert torch.equal(target, torch.tensor([[[0.5, 0.0, 0.3, 0.25, 0.0]]]))
-    assert support.tolist() == [[[1.0, 0.0, 1.0, 1.0, 0.0]]]
+    assert (1 - outside).tolist() == [[[1.0, 0.0, 1.0, 1.0, 0.0]]]
 
 
 def test_prune_to_count_small_challenger_is_removed():
     target = torch.tensor([[[0.5, -0.1, 0.3, 0.01]]])
-    support = torch.tensor([[[1.0, 1.0, 1.0, 0.0]]])
-    prune_to_count(target, support)
+    outside = 1 - torch.tensor([[[1.0, 1.0, 1.0, 0.0]]])
+    prune_to_count(target, outside)
     assert torch.equal(target, torch.tensor([[[0.5, -0.1, 0.3, 0.0]]]))
-    assert support.tolist() == [[[1.0, 1.0, 1.0, 0.0]]]
+    assert (1 - outside).tolist() == [[[1.0, 1.0, 1.0, 0.0]]]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -41,10 +41,11 @@ def test_prune_to_count_equals_brute_force_top_k(seed):
         pruned = torch.zeros_like(expected[row])
         pruned[keep] = expected[row][keep]
         expected[row] = pruned
-    prune_to_count(target, support)
+    outside = 1 - support
+    prune_to_count(target, outside)
     assert torch.equal(target.view(members, -1), expected)
-    assert torch.equal(support.sum(dim=(1, 2)).long(), counts)
-    assert torch.equal(support.bool(), target != 0)
+    assert torch.equal((1 - outside).sum(dim=(1, 2)).long(), counts)
+    assert torch.equal(outside == 0, target != 0)
 
 
 def _targets(mode):
@@ -101,10 +102,12 @@ def test_a_static_topology_is_pruned_once_then_skipped():
 )
 @pytest.mark.parametrize("largest", [True, False])
 def test_block_top_k_equals_top_k(n_out, n_in, k, largest):
-    from dstrl.sparse.target import _block_top
+    from dstrl.sparse.target import _Blocks
 
     score = torch.randn(3, n_out * n_in, generator=torch.Generator().manual_seed(k))
-    values, indices = _block_top(score, k, largest)
+    blocks = _Blocks(score, largest)
+    values, indices = blocks.top(k)
+    assert torch.equal(blocks.row_extreme(), score.amax(1) if largest else score.amin(1))
     expected = score.topk(k, dim=1, largest=largest)
     assert torch.equal(values, expected.values)
     assert torch.equal(score.gather(1, indices), expected.values)
@@ -121,7 +124,7 @@ def test_prune_to_count_with_more_swaps_than_its_first_window():
     expected = torch.zeros(400)
     keep = target.abs().topk(200).indices
     expected[keep] = target[keep]
-    target, support = target.view(1, 20, 20), support.view(1, 20, 20)
-    prune_to_count(target, support)
+    target, outside = target.view(1, 20, 20), 1 - support.view(1, 20, 20)
+    prune_to_count(target, outside)
     assert torch.equal(target.view(-1), expected)
-    assert support.sum() == 200 and torch.equal(support.bool(), target != 0)
+    assert outside.sum() == 200 and torch.equal(outside == 0, target != 0)

@@ -22,57 +22,66 @@ TargetMode = Literal["magnitude", "online-mask", "dense"]
 TARGET_MODES: tuple[str, ...] = ("magnitude", "online-mask", "dense")
 
 
-def _block_top(values: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
-    """The ``k`` largest (or smallest) entries of each row, sorted, with their indices.
+class _Blocks:
+    """A row-wise view of a tensor cut into blocks, with each block's max or min: the top k of
+    a row lie in the k blocks with the most extreme values, so a top-k runs over k blocks
+    instead of the whole row. The extremes also give each row's max (min) for free."""
 
-    The row is cut into blocks: the top k lie in the k blocks with the most extreme block
-    values, so the final top-k runs over k blocks instead of the whole row.
-    """
-    rows, n = values.shape
-    size = math.gcd(n, 64)
-    blocks = values.view(rows, n // size, size)
-    extreme = blocks.amax(dim=2) if largest else blocks.amin(dim=2)
-    chosen = extreme.topk(min(k, n // size), dim=1, largest=largest).indices
-    candidates = blocks.gather(1, chosen.unsqueeze(2).expand(-1, -1, size)).view(rows, -1)
-    top, local = candidates.topk(k, dim=1, largest=largest)
-    return top, chosen.gather(1, local // size) * size + local % size
+    def __init__(self, values: Tensor, largest: bool) -> None:
+        rows, n = values.shape
+        self.size, self.largest = math.gcd(n, 64), largest
+        self.blocks = values.view(rows, n // self.size, self.size)
+        self.extreme = self.blocks.amax(dim=2) if largest else self.blocks.amin(dim=2)
+
+    def row_extreme(self) -> Tensor:
+        return self.extreme.amax(dim=1) if self.largest else self.extreme.amin(dim=1)
+
+    def top(self, k: int) -> tuple[Tensor, Tensor]:
+        """The ``k`` most extreme entries of each row, sorted, and their indices."""
+        rows, count, size = self.blocks.shape
+        chosen = self.extreme.topk(min(k, count), dim=1, largest=self.largest).indices
+        candidates = self.blocks.gather(1, chosen.unsqueeze(2).expand(-1, -1, size))
+        top, local = candidates.view(rows, -1).topk(k, dim=1, largest=self.largest)
+        return top, chosen.gather(1, local // size) * size + local % size
 
 
 @torch.no_grad()
-def prune_to_count(target: Tensor, support: Tensor) -> bool:
+def prune_to_count(target: Tensor, outside: Tensor) -> bool:
     """After a Polyak step, keep per member the largest-magnitude entries of ``target``, as many
-    as ``support`` (0/1 floats: the target's connections before the step) holds; both in place.
+    as it had connections before the step; ``outside`` (0/1 floats) marks the positions that
+    were not connections. Both are updated in place.
 
-    Exact, and cheap. Only entries outside ``support`` (challengers: online connections the
+    Exact, and cheap. Only entries outside the connections (challengers: online connections the
     target did not have) can have entered, so keeping the top k of the union is a merge: the
-    j-th largest challenger replaces the j-th smallest supported entry for as long as it is
-    larger. Both ends come from a blocked top-k of a few entries (doubled until the merge stops
-    inside it); the full-size work is a handful of float passes (boolean kernels are many times
-    slower on CPU). Returns whether any challenger had entered.
+    j-th largest challenger replaces the j-th smallest connection for as long as it is larger.
+    Both ends come from a blocked top-k of a few entries (doubled until the merge stops inside
+    it); the full-size work is six float passes, which matters because the target is cold in
+    cache (boolean kernels would be many times slower on CPU). Returns whether any challenger
+    had entered.
     """
     flat = target.view(-1, target.shape[-2] * target.shape[-1])
-    keep = support.view(flat.shape)
+    out = outside.view(flat.shape)
     magnitude = flat.abs()
-    challenger = torch.addcmul(magnitude, magnitude, keep, value=-1.0)  # |θ'| outside support
-    largest = challenger.amax(dim=1)
-    if not bool(largest.any()):
+    challengers = _Blocks(magnitude * out, largest=True)  # |θ'| outside the connections
+    strongest = challengers.row_extreme()
+    if not bool(strongest.any()):
         return False  # nothing entered
-    # supported magnitudes; every other entry is pushed beyond any challenger
-    supported = torch.add(magnitude, 1.0 - keep, alpha=torch.finfo(flat.dtype).max / 2)
-    if not bool((largest > supported.amin(dim=1)).any()):
-        flat.mul_(keep)  # no challenger beats the smallest connection: all of them leave
+    # connections' magnitudes; every other entry is pushed beyond any challenger
+    connections = _Blocks(torch.add(magnitude, out, alpha=torch.finfo(flat.dtype).max / 2), False)
+    if bool((strongest <= connections.row_extreme()).all()):
+        flat.addcmul_(flat, out, value=-1.0)  # no challenger beats the weakest: all leave
         return True
     k, n = min(16, flat.shape[1]), flat.shape[1]
     while True:
-        entering, entering_at = _block_top(challenger, k, largest=True)
-        leaving, leaving_at = _block_top(supported, k, largest=False)
+        entering, entering_at = challengers.top(k)
+        leaving, leaving_at = connections.top(k)
         swap = (entering > leaving).to(flat.dtype)  # a prefix of each row
         if k == n or not bool(swap[:, -1].any()):
             break
         k = min(2 * k, n)
-    keep.scatter_(1, entering_at, keep.gather(1, entering_at).maximum(swap))
-    keep.scatter_(1, leaving_at, keep.gather(1, leaving_at) * (1 - swap))
-    flat.mul_(keep)  # zeroes the replaced entries and every challenger that did not enter
+    out.scatter_(1, entering_at, out.gather(1, entering_at) * (1 - swap))
+    out.scatter_(1, leaving_at, out.gather(1, leaving_at).maximum(swap))
+    flat.addcmul_(flat, out, value=-1.0)  # zero the replaced and every challenger that lost
     return True
 
 
@@ -88,8 +97,8 @@ class SparseTarget:
         if mode not in TARGET_MODES:
             raise ValueError(f"unknown target sparsity {mode!r}; choose one of {TARGET_MODES}")
         self.targets, self.layers, self.mode = targets, layers, mode
-        self.supports = [f.clone() for f in layers.factors]
-        self._covered_at: int | None = None  # online version whose masks the supports cover
+        self.outside = [1.0 - f for f in layers.factors]  # positions that are not connections
+        self._covered_at: int | None = None  # online version whose masks the connections cover
 
     @torch.no_grad()
     def after_polyak(self) -> None:
@@ -100,20 +109,17 @@ class SparseTarget:
             return
         if self._covered_at == self.layers.version or not self.targets:
             return
-        entered = [prune_to_count(t, s) for t, s in zip(self.targets, self.supports, strict=True)]
+        entered = [prune_to_count(t, o) for t, o in zip(self.targets, self.outside, strict=True)]
         if any(entered):
             return  # still settling after a topology change
-        uncovered = [
-            torch.addcmul(f, f, s, value=-1.0).any()
-            for f, s in zip(self.layers.factors, self.supports, strict=True)
-        ]
+        uncovered = [(f * o).any() for f, o in zip(self.layers.factors, self.outside, strict=True)]
         if not bool(torch.stack(uncovered).any()):
             self._covered_at = self.layers.version
 
     def state_dict(self) -> dict:
-        return {"supports": [s.cpu() for s in self.supports]}
+        return {"outside": [o.cpu() for o in self.outside]}
 
     def load_state_dict(self, state: dict) -> None:
-        for support, saved in zip(self.supports, state["supports"], strict=True):
-            support.copy_(saved)
+        for outside, saved in zip(self.outside, state["outside"], strict=True):
+            outside.copy_(saved)
         self._covered_at = None
