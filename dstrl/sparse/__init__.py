@@ -5,7 +5,7 @@ Pure PyTorch; nothing here knows about reinforcement learning. Every tensor has 
 over them.
 """
 
-from dstrl.sparse.accounting import LayerShape, dense_forward_flops, forward_flops, training_flops
+from dstrl.sparse.accounting import LayerShape, forward_flops, training_flops
 from dstrl.sparse.distributions import (
     er_densities_for_global,
     er_densities_from_lambdas,
@@ -25,7 +25,6 @@ __all__ = [
     "SparseTarget",
     "TARGET_MODES",
     "TopologySchedule",
-    "dense_forward_flops",
     "er_densities_for_global",
     "er_densities_from_lambdas",
     "er_density",

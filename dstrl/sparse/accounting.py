@@ -36,11 +36,6 @@ def forward_flops(layers: list[LayerShape], batch: int = 1) -> int:
     return batch * sum(2 * layer.active + layer.n_out for layer in layers)
 
 
-def dense_forward_flops(layers: list[LayerShape], batch: int = 1) -> int:
-    """The same MLP's forward FLOPs had every layer been dense."""
-    return forward_flops([layer.dense() for layer in layers], batch)
-
-
 def training_flops(forward: int) -> int:
     """FLOPs of a forward pass plus its backward pass (``3x`` forward)."""
     return 3 * forward
