@@ -98,7 +98,8 @@ class TD3:
         ):
             if layers is not None:
                 layers.attach_optimizer(optimizer)
-        self._online = list(self.actor.parameters()) + list(self.critic.parameters())
+        self._actor_params = list(self.actor.parameters())
+        self._online = self._actor_params + list(self.critic.parameters())
         self._targets = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
         self.updates = 0
         self.last_topology_change: dict[str, list[int]] | None = None
@@ -147,19 +148,19 @@ class TD3:
             self.critic_sparse.mask_gradients(self.updates)
         self.critic_optimizer.step()
 
-        self._loss_sums[0] += critic_loss.detach()
+        self._loss_sums[0].add_(critic_loss.detach())
         self._loss_counts[0] += 1
         if self.updates % cfg.policy_delay == 0:
             first_critic = slice(0, None, 2)
             x = torch.cat([obs, self._policy(self.actor, obs)], dim=-1)
             actor_loss = -self.critic(x, members=first_critic).mean(dim=(1, 2)).sum()
             self.actor_optimizer.zero_grad(set_to_none=False)
-            actor_loss.backward(inputs=list(self.actor.parameters()))
+            actor_loss.backward(inputs=self._actor_params)
             if self.actor_sparse is not None:
                 self.actor_sparse.mask_gradients(self.updates)
             self.actor_optimizer.step()
             self._update_targets()
-            self._loss_sums[1] += actor_loss.detach()
+            self._loss_sums[1].add_(actor_loss.detach())
             self._loss_counts[1] += 1
         self._update_topology()
 
