@@ -40,7 +40,8 @@ class ReportArgs:
     out: Path = Path("report")
     """Where report.md, report.csv and the PNG figures go."""
     baseline: str | None = None
-    """Method whose final return the others must reach (default: td3 where present)."""
+    """Method whose final return the others must reach (default: the dense algorithm of each
+    method's family, td3 or sac, where present)."""
 
 
 def _given_options(argv: list[str]) -> set[str]:

@@ -7,13 +7,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from dstrl.agents.sac import SACConfig
 from dstrl.agents.td3 import TD3Config
 from dstrl.sparse.config import SparsityConfig
 from dstrl.sparse.schedule import TopologySchedule
 
-Algo = Literal["td3", "static-td3", "ds-td3"]
-ALGOS: tuple[str, ...] = ("td3", "static-td3", "ds-td3")
+# An algorithm is a family (td3, sac) with a topology prefix: none (dense), static-, ds- (prune
+# and grow, the paper's name), prune- (gradual magnitude pruning).
+Algo = Literal[
+    "td3", "static-td3", "ds-td3", "prune-td3", "sac", "static-sac", "ds-sac", "prune-sac"
+]
+ALGOS: tuple[str, ...] = Algo.__args__
+TOPOLOGIES = {"": "dense", "static": "static", "ds": "set", "prune": "prune"}
 DEFAULT_LAMBDAS = (7.0, 64.0)
+# λ (input, hidden) of the DS-SAC appendix, per task; other tasks use DEFAULT_LAMBDAS.
+SAC_LAMBDAS = {
+    "HalfCheetah": (12.0, 80.0),
+    "Walker2d": (12.0, 80.0),
+    "Hopper": (7.0, 20.0),
+    "Ant": (30.0, 64.0),
+    "Humanoid": (61.0, 64.0),
+}
+FAMILY_DEFAULTS = {  # start steps, drop fraction
+    "td3": (25_000, 0.05),
+    "sac": (10_000, 0.1),
+}
 
 
 class ConfigError(ValueError):
@@ -25,8 +43,9 @@ class TrainConfig:
     """Train ``seeds`` independent agents in lockstep and write a run directory."""
 
     algo: Algo = "ds-td3"
-    """td3: dense (sparsity options are ignored); static-td3: sparse, fixed ER topology;
-    ds-td3: sparse, SET prune-and-grow."""
+    """Family (td3, sac) with a topology prefix: none = dense (sparsity options are ignored);
+    static- = fixed sparse topology; ds- = dynamic sparse training (prune and grow, the paper's
+    DS-TD3 / DS-SAC); prune- = gradual magnitude pruning from dense."""
     env: str = "HalfCheetah-v5"
     """Gymnasium environment id (continuous Box actions)."""
     steps: int = 1_000_000
@@ -37,33 +56,43 @@ class TrainConfig:
     """Seed of the first agent; agent i uses seed + i."""
     out: Path | None = None
     """Run directory (default: runs/<env>-<algo>-s<seed>)."""
-    start_steps: int = 25_000
-    """Uniformly random actions before learning starts."""
+    start_steps: int | None = None
+    """Uniformly random actions before learning starts (default: 25,000 TD3, 10,000 SAC)."""
     eval_every: int = 5_000
     """Evaluate the deterministic policy every this many steps."""
     eval_episodes: int = 10
     """Episodes per evaluation, on separate evaluation environments."""
     density: float | None = None
-    """Overall density of the sparse layers, spread over them as Erdős–Rényi (instead of λ)."""
+    """Overall density of the sparse layers (1 - sparsity), spread by --distribution (instead of
+    λ)."""
     distribution: Literal["er", "uniform"] = "er"
     """How --density is spread over the sparse layers: Erdős–Rényi (ERK) or uniformly."""
     lambdas: tuple[float, ...] | None = None
-    """ER λ of the input and hidden layers (plus output with --sparse-output); default 7 64."""
+    """ER λ of the input and hidden layers (plus output with --sparse-output); default 7 64, and
+    for SAC the DS-SAC appendix's per-task values (HalfCheetah 12 80, Hopper 7 20, ...)."""
+    nm: str | None = None
+    """N:M structured masks instead of ER, e.g. 2:4 (N of every M consecutive inputs); layers
+    whose fan-in is not a multiple of M stay dense."""
     sparse_output: bool = False
     """Make the output layer sparse too (the paper keeps it dense)."""
-    drop_fraction: float = 0.05
-    """Fraction η of each layer's connections replaced per topology update."""
+    drop_fraction: float | None = None
+    """Fraction η of each layer's connections replaced per topology update (default: 0.05 TD3,
+    0.1 SAC)."""
     drop_score: Literal["signed", "magnitude"] = "signed"
     """Drop by sign-separated weight (as the release) or by |w|."""
     grow: Literal["random", "gradient"] = "random"
     """Grow new connections at random (SET, the paper) or where the dense gradient is largest
     (RigL; the dense gradient is taken at topology-update steps only)."""
     update_period: int = 1_000
-    """Gradient steps between topology updates (e)."""
+    """Gradient steps between topology updates (e; for prune-: between pruning steps)."""
     decay: Literal["constant", "cosine"] = "constant"
     """How the drop fraction evolves until the topology freezes."""
     freeze_last: int | None = None
     """Steps at the end with a frozen topology (default: 50,000, at most 5% of --steps)."""
+    prune_start: float = 0.2
+    """prune-: fraction of the learning steps (after warm-up) at which pruning starts."""
+    prune_end: float = 0.8
+    """prune-: fraction of the learning steps at which the final density is reached."""
     target_sparsity: Literal["magnitude", "online-mask", "dense"] = "magnitude"
     """Keep target networks sparse by magnitude pruning (the release), the online mask, or not."""
     buffer_size: int = 1_000_000
@@ -84,8 +113,53 @@ class TrainConfig:
     """Also write TensorBoard event files."""
     td3: TD3Config = field(default_factory=TD3Config)
     """TD3 hyperparameters."""
+    sac: SACConfig = field(default_factory=SACConfig)
+    """SAC hyperparameters."""
+
+    def __post_init__(self) -> None:
+        start_steps, drop_fraction = FAMILY_DEFAULTS[self.family]
+        if self.start_steps is None:
+            self.start_steps = start_steps
+        if self.drop_fraction is None:
+            self.drop_fraction = drop_fraction
 
     # ---- derived ------------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        """td3 or sac."""
+        return self.algo.rsplit("-", 1)[-1]
+
+    @property
+    def topology(self) -> str:
+        """dense, static, set or prune."""
+        prefix = self.algo.rsplit("-", 1)[0] if "-" in self.algo else ""
+        return TOPOLOGIES[prefix]
+
+    @property
+    def agent(self) -> TD3Config | SACConfig:
+        """The hyperparameters of this run's algorithm family."""
+        return self.sac if self.family == "sac" else self.td3
+
+    @property
+    def learning_steps(self) -> int:
+        return max(self.steps - self.start_steps, 0)
+
+    def default_lambdas(self) -> tuple[float, ...]:
+        if self.family == "sac":
+            return SAC_LAMBDAS.get(self.env.split("-")[0], DEFAULT_LAMBDAS)
+        return DEFAULT_LAMBDAS
+
+    def nm_pattern(self) -> tuple[int, int] | None:
+        if self.nm is None:
+            return None
+        try:
+            n, m = (int(x) for x in self.nm.split(":"))
+        except ValueError as error:
+            raise ConfigError(f"--nm takes N:M, for example 2:4; got {self.nm!r}") from error
+        if not 0 < n < m:
+            raise ConfigError(f"--nm {self.nm}: N:M needs 0 < N < M")
+        return n, m
+
     @property
     def run_dir(self) -> Path:
         return self.out or Path("runs") / f"{self.env}-{self.algo}-s{self.seed}"
@@ -98,18 +172,21 @@ class TrainConfig:
 
     def sparsity(self) -> SparsityConfig | None:
         """The sparse-training configuration implied by ``algo`` and the sparsity options."""
-        if self.algo == "td3":
+        if self.topology == "dense":
             return None
         stop = self.steps - self.frozen_steps - self.start_steps
+        prune_start, prune_end = self._prune_steps()
+        if self.topology == "prune":
+            stop = prune_end + 1
         schedule = TopologySchedule(
             update_period=self.update_period,
             drop_fraction=self.drop_fraction,
             decay=self.decay,
             stop_step=max(stop, 0),
         )
-        lambdas = None if self.density is not None else (self.lambdas or DEFAULT_LAMBDAS)
+        lambdas = None if self.density is not None else (self.lambdas or self.default_lambdas())
         return SparsityConfig(
-            topology="set" if self.algo == "ds-td3" else "static",
+            topology=self.topology,
             lambdas=lambdas,
             density=self.density,
             distribution=self.distribution,
@@ -121,10 +198,22 @@ class TrainConfig:
             # The default λ fit the MuJoCo tasks; on a tiny input layer they may exceed density 1,
             # which the ER formula caps. λ typed by the user are checked instead.
             cap_lambdas=self.lambdas is None,
+            nm=self.nm_pattern(),
+            prune_start=prune_start,
+            prune_end=prune_end,
         )
+
+    def _prune_steps(self) -> tuple[int, int]:
+        """Pruning's first and last gradient step, on the topology-update grid."""
+        period = self.update_period
+        start = round(self.prune_start * self.learning_steps / period) * period
+        end = round(self.prune_end * self.learning_steps / period) * period
+        return start, end
 
     def validate(self) -> None:
         """Raise ConfigError for anything a user can fix before a run starts."""
+        prefix = f"--{self.family}."
+        agent = self.agent
         positive = {
             "steps": self.steps,
             "seeds": self.seeds,
@@ -135,9 +224,12 @@ class TrainConfig:
             "checkpoint-every": self.checkpoint_every,
             "log-every": self.log_every,
             "threads": self.threads,
-            "td3.batch-size": self.td3.batch_size,
-            "td3.policy-delay": self.td3.policy_delay,
+            f"{self.family}.batch-size": agent.batch_size,
         }
+        if isinstance(agent, TD3Config):
+            positive["td3.policy-delay"] = agent.policy_delay
+        else:
+            positive["sac.target-update-interval"] = agent.target_update_interval
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"--{name} must be a positive integer, got {value}")
@@ -145,6 +237,11 @@ class TrainConfig:
             raise ConfigError(f"--start-steps must be ≥ 0, got {self.start_steps}")
         if self.density is not None and self.lambdas is not None:
             raise ConfigError("give either --density or --lambdas, not both")
+        if self.nm is not None and (self.density is not None or self.lambdas is not None):
+            raise ConfigError("--nm fixes each layer's density at N/M; drop --density/--lambdas")
+        self.nm_pattern()
+        if self.nm is not None and self.topology == "prune":
+            raise ConfigError("--nm cannot be combined with gradual pruning (prune-*)")
         if self.density is not None and not 0 < self.density <= 1:
             raise ConfigError(f"--density must be in (0, 1], got {self.density}")
         if self.lambdas is not None and any(lam <= 0 for lam in self.lambdas):
@@ -153,30 +250,54 @@ class TrainConfig:
             raise ConfigError(f"--drop-fraction must be in (0, 1), got {self.drop_fraction}")
         if self.freeze_last is not None and self.freeze_last < 0:
             raise ConfigError(f"--freeze-last must be ≥ 0, got {self.freeze_last}")
-        for name in ("policy_noise", "noise_clip", "exploration_noise", "weight_decay"):
-            if getattr(self.td3, name) < 0:
-                flag = "--td3." + name.replace("_", "-")
-                raise ConfigError(f"{flag} must be ≥ 0, got {getattr(self.td3, name)}")
-        learning = self.steps - self.start_steps
-        if self.algo == "ds-td3" and self.freeze_last is not None and learning <= self.freeze_last:
+        nonnegative = ["weight_decay"]
+        if isinstance(agent, TD3Config):
+            nonnegative += ["policy_noise", "noise_clip", "exploration_noise"]
+        else:
+            nonnegative += ["alpha"]
+        for name in nonnegative:
+            if getattr(agent, name) < 0:
+                flag = prefix + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be ≥ 0, got {getattr(agent, name)}")
+        if isinstance(agent, SACConfig) and agent.alpha == 0 and agent.autotune:
+            raise ConfigError("--sac.autotune tunes log α: start from --sac.alpha > 0")
+        if (
+            self.topology == "set"
+            and self.freeze_last is not None
+            and self.learning_steps <= self.freeze_last
+        ):
             raise ConfigError(
                 f"--freeze-last {self.frozen_steps} leaves no learning step before the topology "
                 f"freezes (--steps {self.steps}, --start-steps {self.start_steps}); lower it"
             )
-        if self.grow == "gradient" and self.update_period % self.td3.policy_delay:
+        if self.topology == "prune":
+            if not 0 <= self.prune_start < self.prune_end <= 1:
+                raise ConfigError(
+                    f"--prune-start and --prune-end must satisfy 0 ≤ start < end ≤ 1, got "
+                    f"{self.prune_start} and {self.prune_end}"
+                )
+            start, end = self._prune_steps()
+            if end <= start:
+                raise ConfigError(
+                    f"pruning from step {start} to {end} (of {self.learning_steps} learning "
+                    f"steps, every --update-period {self.update_period}) has no room: train "
+                    f"longer or lower --update-period"
+                )
+        delay = agent.policy_delay if isinstance(agent, TD3Config) else 1
+        if self.grow == "gradient" and self.update_period % delay:
             raise ConfigError(
                 f"--grow gradient needs the actor's gradient at topology updates: make "
                 f"--update-period ({self.update_period}) a multiple of --td3.policy-delay "
-                f"({self.td3.policy_delay})"
+                f"({delay})"
             )
-        if not 0 < self.td3.tau <= 1:
-            raise ConfigError(f"--td3.tau must be in (0, 1], got {self.td3.tau}")
-        if not 0 <= self.td3.gamma <= 1:
-            raise ConfigError(f"--td3.gamma must be in [0, 1], got {self.td3.gamma}")
-        if self.td3.learning_rate <= 0:
-            raise ConfigError(f"--td3.learning-rate must be positive, got {self.td3.learning_rate}")
-        if any(width < 1 for width in self.td3.hidden_sizes) or not self.td3.hidden_sizes:
-            raise ConfigError("--td3.hidden-sizes must be one or more positive widths")
+        if not 0 < agent.tau <= 1:
+            raise ConfigError(f"{prefix}tau must be in (0, 1], got {agent.tau}")
+        if not 0 <= agent.gamma <= 1:
+            raise ConfigError(f"{prefix}gamma must be in [0, 1], got {agent.gamma}")
+        if agent.learning_rate <= 0:
+            raise ConfigError(f"{prefix}learning-rate must be positive, got {agent.learning_rate}")
+        if any(width < 1 for width in agent.hidden_sizes) or not agent.hidden_sizes:
+            raise ConfigError(f"{prefix}hidden-sizes must be one or more positive widths")
 
     # ---- persistence --------------------------------------------------------------------
     def to_json(self) -> dict:
@@ -187,8 +308,12 @@ class TrainConfig:
     @classmethod
     def from_json(cls, data: dict) -> TrainConfig:
         data = dict(data)
-        td3 = dict(data.pop("td3"))
-        td3["hidden_sizes"] = tuple(td3["hidden_sizes"])
+        agents = {}
+        for name, kind in (("td3", TD3Config), ("sac", SACConfig)):
+            if name in data:
+                settings = dict(data.pop(name))
+                settings["hidden_sizes"] = tuple(settings["hidden_sizes"])
+                agents[name] = kind(**settings)
         if data.get("lambdas") is not None:
             data["lambdas"] = tuple(data["lambdas"])
         data["out"] = Path(data["out"])
@@ -196,4 +321,4 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"config.json has unknown fields {sorted(unknown)}")
-        return cls(**data, td3=TD3Config(**td3))
+        return cls(**data, **agents)

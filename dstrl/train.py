@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dstrl.agents.base import ActorCritic
+from dstrl.agents.sac import SAC
 from dstrl.agents.td3 import TD3
 from dstrl.analysis.metrics import final_return, learning_curve_area, mean_std
 from dstrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -41,7 +43,7 @@ CHECKPOINT_KEYS = {
 }
 
 
-def build_agent(config: TrainConfig) -> TD3:
+def build_agent(config: TrainConfig) -> ActorCritic:
     """Validate the configuration and construct the agents; raises ConfigError on bad input."""
     config.validate()
     try:
@@ -63,7 +65,8 @@ def build_agent(config: TrainConfig) -> TD3:
     torch.set_num_threads(config.threads)
     generator = torch.Generator(device).manual_seed(config.seed)
     try:
-        return TD3(obs_dim, low, high, config.seeds, config.td3, config.sparsity(), generator)
+        kind = SAC if config.family == "sac" else TD3
+        return kind(obs_dim, low, high, config.seeds, config.agent, config.sparsity(), generator)
     except (SparsityError, ValueError) as error:
         raise ConfigError(str(error)) from error
 
@@ -107,7 +110,7 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
         )
     agent = build_agent(config)
     seeds = member_seeds(config)
-    obs_dim, act_dim = agent.actor.sizes[0], agent.actor.sizes[-1]
+    obs_dim, act_dim = agent.actor.sizes[0], agent.act_dim
     buffer = ReplayBuffer(
         config.seeds, min(config.buffer_size, config.steps), obs_dim, act_dim, agent.device
     )
@@ -208,11 +211,12 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
             step += 1
             # learn
             if step > config.start_steps:
-                agent.update(*buffer.sample(config.td3.batch_size, generator))
+                agent.update(*buffer.sample(config.agent.batch_size, generator))
                 flops_so_far += cost["train_flops"] * config.seeds
                 if agent.last_topology_change is not None:
                     change = agent.last_topology_change
                     changed += sum(change["actor"]) + sum(change["critic"])
+                    cost = agent.cost()  # pruning changes the connection count
                 learning_wall += time.perf_counter() - tick
                 learning_steps += 1
             # log
@@ -262,7 +266,7 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     return summary
 
 
-def _layer_names(agent: TD3) -> list[str]:
+def _layer_names(agent: ActorCritic) -> list[str]:
     names = []
     for net_name, layers in (("actor", agent.actor_sparse), ("critic", agent.critic_sparse)):
         if layers is not None:
@@ -270,7 +274,7 @@ def _layer_names(agent: TD3) -> list[str]:
     return names
 
 
-def _layer_densities(agent: TD3) -> list[float]:
+def _layer_densities(agent: ActorCritic) -> list[float]:
     return [
         d
         for layers in (agent.actor_sparse, agent.critic_sparse)
@@ -281,7 +285,7 @@ def _layer_densities(agent: TD3) -> list[float]:
 
 def _summary(
     config: TrainConfig,
-    agent: TD3,
+    agent: ActorCritic,
     seeds: list[int],
     history: list[np.ndarray],
     wall: float,
@@ -318,6 +322,7 @@ def _summary(
             "run_total": flops_so_far,
             "dense_run_total": dense_run,
             "train_ratio": sparse["train_flops"] / dense["train_flops"],
+            "run_ratio": flops_so_far / dense_run if dense_run else None,
         },
         "layer_density": dict(zip(_layer_names(agent), _layer_densities(agent), strict=True)),
         "wall_seconds": wall,

@@ -66,7 +66,7 @@ def synthetic_run(path, algo, seed, curve, env="Toy-v0", steps=400, params_ratio
         "steps": steps,
         "seeds": [seed],
         "params": {"total": 100 * params_ratio, "dense_total": 100},
-        "flops": {"train": 10 * params_ratio, "dense_train": 10},
+        "flops": {"run_total": 10 * params_ratio, "dense_run_total": 10},
     }
     (path / "summary.json").write_text(json.dumps(summary))
     metrics = {"step": grid, "connections_changed": 5, "density/actor0": params_ratio}

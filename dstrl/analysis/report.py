@@ -22,8 +22,6 @@ from dstrl.analysis.metrics import (
 )
 from dstrl.analysis.runs import Run, RunError, find_runs, label_methods, load_run
 
-DENSE_ALGOS = ("td3",)
-
 
 @dataclass
 class MethodCurves:
@@ -78,7 +76,11 @@ def collect(runs: list[Run]) -> list[MethodCurves]:
     return results
 
 
-def _baseline(results: list[MethodCurves], env: str, name: str | None) -> MethodCurves | None:
+def _baseline(
+    results: list[MethodCurves], method: MethodCurves, name: str | None
+) -> MethodCurves | None:
+    """The named method, or else the dense algorithm of ``method``'s family (td3, sac)."""
+    env = method.env
     candidates = [r for r in results if r.env == env]
     if name is not None:
         for r in candidates:
@@ -86,7 +88,8 @@ def _baseline(results: list[MethodCurves], env: str, name: str | None) -> Method
                 return r
         methods = ", ".join(r.method for r in candidates)
         raise RunError(f"baseline {name!r} has no runs on {env}; methods there: {methods}")
-    dense = [r for r in candidates if r.algo in DENSE_ALGOS]
+    family = method.algo.rsplit("-", 1)[-1]
+    dense = [r for r in candidates if r.algo == family]
     return dense[0] if dense else None
 
 
@@ -110,13 +113,14 @@ def summary_table(results: list[MethodCurves], baseline: str | None = None) -> p
             "lca_mean": lca.mean(),
             "lca_std": lca.std(),
             "params_ratio": r.ratio("params", "total", "dense_total"),
-            "train_flops_ratio": r.ratio("flops", "train", "dense_train"),
+            # over the whole run, so pruning's dense phase and RigL's dense gradients count
+            "train_flops_ratio": r.ratio("flops", "run_total", "dense_run_total"),
             "baseline": None,
             "steps_to_baseline": None,
             "baseline_steps": None,
             "step_saving_pct": None,
         }
-        base = _baseline(results, r.env, baseline)
+        base = _baseline(results, r, baseline)
         if base is not None:
             threshold = base.finals.mean()
             reached = steps_to_threshold(r.steps, r.returns.mean(axis=0), threshold)
@@ -132,7 +136,7 @@ def markdown(table: pd.DataFrame) -> str:
     """The table as the paper prints it."""
     lines = [
         "| task | method | seeds | steps | final return (mean ± std) | IQM [95% CI] | LCA | "
-        "steps to baseline's final return | saving | params | train FLOPs |",
+        "steps to baseline's final return | saving | params | FLOPs (run) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in table.itertuples():

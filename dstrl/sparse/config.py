@@ -14,22 +14,24 @@ from dstrl.sparse.distributions import (
     er_densities_from_lambdas,
 )
 from dstrl.sparse.engine import MaskedLayers
-from dstrl.sparse.masks import random_mask
+from dstrl.sparse.masks import nm_mask, random_mask
+from dstrl.sparse.pruning import GradualPruning
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.target import TargetMode
 from dstrl.sparse.topology import SET, DropScore, RigL
 
-Topology = Literal["static", "set"]
+Topology = Literal["static", "set", "prune"]
 Growth = Literal["random", "gradient"]
 
 
 @dataclass(frozen=True)
 class SparsityConfig:
-    """Sparse-from-scratch settings for the input and hidden layers of an MLP.
+    """How the input and hidden layers of an MLP are sparse and how their topology evolves.
 
-    Density comes from per-layer λ (Erdős–Rényi) or from one overall ``density`` solved into ER
-    per-layer densities; give one of the two. The output layer stays dense unless
-    ``sparse_output``.
+    Density comes from per-layer λ (Erdős–Rényi), from one overall ``density`` spread by
+    ``distribution``, or from an N:M pattern (``nm``). The output layer stays dense unless
+    ``sparse_output``. ``topology``: static masks, SET/RigL prune-and-grow, or gradual magnitude
+    pruning from dense down to the same densities (between ``prune_start`` and ``prune_end``).
     """
 
     topology: Topology = "set"
@@ -46,6 +48,21 @@ class SparsityConfig:
     target: TargetMode = "magnitude"
     cap_lambdas: bool = False
     """Cap λ densities at 1 (the formula's min) instead of rejecting λ that exceed it."""
+    nm: tuple[int, int] | None = None
+    """N:M masks: N connections in every group of M consecutive inputs. Layers whose fan-in is
+    not a multiple of M stay dense."""
+    prune_start: int = 0
+    """Gradient step at which gradual pruning starts."""
+    prune_end: int = 1
+    """Gradient step at which gradual pruning reaches the final densities."""
+
+    def __post_init__(self) -> None:
+        if self.nm is not None:
+            n, m = self.nm
+            if not 0 < n < m:
+                raise SparsityError(f"N:M needs 0 < N < M, got {n}:{m}")
+            if self.topology == "prune":
+                raise SparsityError("gradual pruning cannot keep an N:M pattern; use static or SET")
 
     def sparse_layer_indices(self, n_layers: int) -> list[int]:
         return list(range(n_layers if self.sparse_output else n_layers - 1))
@@ -55,6 +72,9 @@ class SparsityConfig:
         sparse = [shapes[i] for i in self.sparse_layer_indices(len(shapes))]
         if not sparse:
             raise SparsityError("this network has no layer that can be sparse")
+        if self.nm is not None:
+            n, m = self.nm
+            return [n / m if n_in % m == 0 else 1.0 for n_in, _ in sparse]
         if self.density is not None:
             if self.distribution == "uniform":
                 if not 0 < self.density <= 1:
@@ -88,13 +108,20 @@ class SparsityConfig:
         densities = self.layer_densities(shapes)
         chosen = [(i, d) for i, d in zip(indices, densities, strict=True) if d < 1.0]
         weights = [network.weights[i] for i, _ in chosen]
-        masks = [
-            random_mask(w.shape[0], w.shape[1], w.shape[2], d, generator)
-            for w, (_, d) in zip(weights, chosen, strict=True)
-        ]
+        shapes_and_densities = [(w.shape, d) for w, (_, d) in zip(weights, chosen, strict=True)]
+        if self.nm is not None:
+            masks = [nm_mask(*shape, *self.nm, generator) for shape, _ in shapes_and_densities]
+        else:  # pruning starts dense
+            start = (lambda d: 1.0) if self.topology == "prune" else (lambda d: d)
+            masks = [random_mask(*shape, start(d), generator) for shape, d in shapes_and_densities]
         rule = None
+        group = None if self.nm is None else self.nm[1]
         if self.topology == "set":
-            rule = RigL(self.drop_score) if self.grow == "gradient" else SET(self.drop_score)
+            grow = RigL if self.grow == "gradient" else SET
+            rule = grow(self.drop_score, group)
+        elif self.topology == "prune":
+            final = tuple(d for _, d in chosen)
+            rule = GradualPruning(final, self.prune_start, self.prune_end)
         layers = MaskedLayers(
             weights, masks, rule, self.schedule, generator, indices=[i for i, _ in chosen]
         )

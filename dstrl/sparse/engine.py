@@ -3,7 +3,8 @@
 Contract (tested in tests/test_sparse_invariants.py):
 - inactive weights are exactly zero after ``apply_masks`` and after every optimiser step that
   follows ``mask_gradients``: their gradient is zero, and so is their (coupled) weight decay;
-- a topology update keeps the number of active connections of every layer and member;
+- a prune-and-grow update keeps the number of active connections of every layer and member
+  (gradual pruning only removes, down to its schedule);
 - a grown connection starts at weight 0, and Adam's moments are zeroed at every grown and
   every dropped position, so a regrown connection starts fresh and a dropped one cannot drift.
 """
@@ -13,8 +14,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dstrl.sparse.pruning import GradualPruning
 from dstrl.sparse.schedule import TopologySchedule
-from dstrl.sparse.topology import SET, prune_and_grow
+from dstrl.sparse.topology import SET
+
+Rule = SET | GradualPruning
 
 
 class MaskedLayers:
@@ -28,7 +32,7 @@ class MaskedLayers:
         self,
         weights: list[nn.Parameter],
         masks: list[Tensor],
-        rule: SET | None = None,
+        rule: Rule | None = None,
         schedule: TopologySchedule | None = None,
         generator: torch.Generator | None = None,
         indices: list[int] | None = None,
@@ -103,12 +107,12 @@ class MaskedLayers:
         """
         if self.rule is None or self.schedule is None or not self.schedule.is_update_step(step):
             return None
-        return self.update_topology(self.schedule.drop_fraction_at(step))
+        return self.update_topology(self.schedule.drop_fraction_at(step), step)
 
     @torch.no_grad()
-    def update_topology(self, fraction: float) -> list[int]:
-        """Prune-and-grow every layer at once; returns connections replaced per layer (a
-        connection dropped and regrown in the same place does not count)."""
+    def update_topology(self, fraction: float, step: int | None = None) -> list[int]:
+        """Apply the rule to every layer at once; returns connections moved (or pruned) per layer
+        (a connection dropped and regrown in the same place does not count)."""
         assert self.rule is not None and self.generator is not None
         if not self.weights:
             return []
@@ -124,7 +128,7 @@ class MaskedLayers:
                 g.reshape(r.shape) for g, r in zip(self._dense_gradients, rows, strict=True)
             ]
             self._dense_gradients = None
-        change = prune_and_grow(rows, flat_masks, fraction, self.rule, self.generator, gradients)
+        change = self.rule.change(rows, flat_masks, fraction, step, self.generator, gradients)
         replaced = []
         self.version += 1
         for i, weight in enumerate(self.weights):
@@ -133,7 +137,8 @@ class MaskedLayers:
             self._factors[i].copy_(self.masks[i])
             weight.masked_fill_(moved, 0.0)
             self._clear_optimizer_state(weight, moved)
-            replaced.append(int((change.grown[i] & ~change.dropped[i]).sum()))
+            grown, dropped = change.grown[i], change.dropped[i]
+            replaced.append(max(int((grown & ~dropped).sum()), int((dropped & ~grown).sum())))
         return replaced
 
     def _clear_optimizer_state(self, weight: Tensor, positions: Tensor) -> None:

@@ -21,3 +21,17 @@ def random_mask(
     mask = torch.zeros(members, n_out * n_in, dtype=torch.bool, device=scores.device)
     mask.scatter_(-1, chosen, True)
     return mask.view(members, n_out, n_in)
+
+
+def nm_mask(
+    members: int, n_out: int, n_in: int, n: int, m: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Boolean mask (members, n_out, n_in) with exactly ``n`` active entries, at random, in every
+    group of ``m`` consecutive inputs (``n_in`` must be a multiple of ``m``)."""
+    if n_in % m:
+        raise ValueError(f"an {n}:{m} mask needs a fan-in divisible by {m}, got {n_in}")
+    groups = members * n_out * n_in // m
+    scores = torch.rand(groups, m, generator=generator, device=generator.device)
+    mask = torch.zeros(groups, m, dtype=torch.bool, device=scores.device)
+    mask.scatter_(1, scores.topk(n, dim=1).indices, True)
+    return mask.view(members, n_out, n_in)

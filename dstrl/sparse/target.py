@@ -99,6 +99,7 @@ class SparseTarget:
         self.targets, self.layers, self.mode = targets, layers, mode
         self.outside = [1.0 - f for f in layers.factors]  # positions that are not connections
         self._covered_at: int | None = None  # online version whose masks the connections cover
+        self._counted_at = layers.version  # online version whose counts the target matches
 
     @torch.no_grad()
     def after_polyak(self) -> None:
@@ -109,12 +110,26 @@ class SparseTarget:
             return
         if self._covered_at == self.layers.version or not self.targets:
             return
+        if self._counted_at != self.layers.version:
+            self._follow_count()
         entered = [prune_to_count(t, o) for t, o in zip(self.targets, self.outside, strict=True)]
         if any(entered):
             return  # still settling after a topology change
         uncovered = [(f * o).any() for f, o in zip(self.layers.factors, self.outside, strict=True)]
         if not bool(torch.stack(uncovered).any()):
             self._covered_at = self.layers.version
+
+    def _follow_count(self) -> None:
+        """A rule that changes the online connection count (pruning): where the counts differ,
+        the target takes the online mask, so it prunes to the new count from here on."""
+        self._counted_at = self.layers.version
+        for target, outside, factor in zip(
+            self.targets, self.outside, self.layers.factors, strict=True
+        ):
+            kept = outside.numel() - outside.sum()
+            if int(kept) != int(factor.sum()):
+                outside.copy_(1.0 - factor)
+                target.mul_(factor)
 
     def state_dict(self) -> dict:
         return {"outside": [o.cpu() for o in self.outside]}
@@ -123,3 +138,4 @@ class SparseTarget:
         for outside, saved in zip(self.outside, state["outside"], strict=True):
             outside.copy_(saved)
         self._covered_at = None
+        self._counted_at = self.layers.version

@@ -54,7 +54,22 @@ class SET:
     """
 
     drop_score: DropScore = "signed"
+    group: int | None = None
+    """With N:M masks, M: a connection dropped from a group of M consecutive inputs is regrown
+    in the same group, so every group keeps its N connections."""
     needs_gradients: ClassVar[bool] = False
+
+    def change(
+        self,
+        weights: list[Tensor],
+        masks: list[Tensor],
+        fraction: float,
+        step: int | None,
+        generator: torch.Generator,
+        gradients: list[Tensor] | None = None,
+    ) -> TopologyChange:
+        """One topology update of (rows, n) views: prune ``fraction`` and regrow as many."""
+        return prune_and_grow(weights, masks, fraction, self, generator, gradients)
 
     def drop(self, weights: list[Tensor], masks: list[Tensor], fraction: float) -> list[Tensor]:
         """Boolean (rows, n) tensors of the active connections to remove."""
@@ -126,7 +141,8 @@ def prune_and_grow(
 
     Inputs are (rows, n) views (members flattened into rows, weights flattened into n). Growth
     prefers positions that were inactive before this update; a connection just dropped is only
-    regrown when nothing else is free. The active count of every row is unchanged.
+    regrown when nothing else is free. The active count of every row is unchanged; with
+    ``rule.group`` (N:M masks) so is the count of every group of that many consecutive entries.
     ``gradients`` (same views, dense) are needed by rules that grow by gradient.
     """
     dropped = rule.drop(weights, masks, fraction)
@@ -137,6 +153,13 @@ def prune_and_grow(
     for p, m, d in zip(priority, masks, dropped, strict=True):
         shift = (p.amax(1, keepdim=True) - p.amin(1, keepdim=True)) + 1
         scores.append(torch.where(d, p + shift, _inf_where_not(~m, p)))
-    grown = lowest(scores, [d.sum(1) for d in dropped])
+    if rule.group is None:
+        grown = lowest(scores, [d.sum(1) for d in dropped])
+    else:  # every group regrows what it lost: groups become the rows of the selection
+        m = rule.group
+        grouped = lowest(
+            [s.reshape(-1, m) for s in scores], [d.reshape(-1, m).sum(1) for d in dropped]
+        )
+        grown = [g.reshape(d.shape) for g, d in zip(grouped, dropped, strict=True)]
     new_masks = [(m & ~d) | g for m, d, g in zip(masks, dropped, grown, strict=True)]
     return TopologyChange(new_masks, dropped, grown)

@@ -1,0 +1,257 @@
+"""What every actor-critic agent here shares: stacked actor and twin critics, their sparse layers
+and sparse targets, optimisers, topology updates, loss bookkeeping, costs and persistence.
+
+All tensors carry a leading member axis E: the actor stack has E members, the critic stack 2E
+(member 2e + j is twin critic j of agent e). Losses are summed over members, so every agent gets
+exactly the gradient it would get alone. Sparsity is delegated to ``dstrl.sparse``; nothing here
+decides which connection lives.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dstrl.nets import StackedMLP
+from dstrl.optim import Adam
+from dstrl.sparse import LayerShape, SparseTarget, forward_flops
+from dstrl.sparse.config import SparsityConfig
+from dstrl.sparse.engine import MaskedLayers
+
+
+class ActorCritic:
+    """E independent actor-critic agents updated in lockstep; subclasses supply the losses."""
+
+    loss_names: tuple[str, ...] = ("critic_loss", "actor_loss")
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_low: np.ndarray,
+        action_high: np.ndarray,
+        members: int,
+        hidden_sizes: tuple[int, ...],
+        optimizer: dict,
+        actor_outputs: int,
+        actor_tanh: bool,
+        actor_target: bool,
+        sparsity: SparsityConfig | None,
+        generator: torch.Generator,
+    ) -> None:
+        self.sparsity = sparsity
+        self.members = members
+        self.generator = generator
+        device = self.device = generator.device
+        low = torch.as_tensor(action_low, dtype=torch.float32, device=device)
+        high = torch.as_tensor(action_high, dtype=torch.float32, device=device)
+        self.action_low, self.action_high = low, high
+        self.action_scale, self.action_bias = (high - low) / 2, (high + low) / 2
+        act_dim = self.act_dim = low.numel()
+        hidden = list(hidden_sizes)
+        self.actor = StackedMLP(
+            members, [obs_dim, *hidden, actor_outputs], generator, output_tanh=actor_tanh
+        )
+        self.critic = StackedMLP(2 * members, [obs_dim + act_dim, *hidden, 1], generator)
+        self.actor_sparse: MaskedLayers | None = None
+        self.critic_sparse: MaskedLayers | None = None
+        if sparsity is not None:
+            self.actor_sparse = sparsity.build(self.actor, generator)
+            self.critic_sparse = sparsity.build(self.critic, generator)
+        self.actor_target = None
+        if actor_target:
+            self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.sparse_targets: list[SparseTarget] = []
+        if sparsity is not None:
+            pairs = [(self.critic_sparse, self.critic_target)]
+            if self.actor_target is not None:
+                pairs.insert(0, (self.actor_sparse, self.actor_target))
+            for layers, target in pairs:
+                weights = [target.weights[i] for i in layers.indices]
+                self.sparse_targets.append(SparseTarget(weights, layers, sparsity.target))
+        self.actor_optimizer = Adam(self.actor.parameters(), **optimizer)
+        self.critic_optimizer = Adam(self.critic.parameters(), **optimizer)
+        for layers, optim in (
+            (self.actor_sparse, self.actor_optimizer),
+            (self.critic_sparse, self.critic_optimizer),
+        ):
+            if layers is not None:
+                layers.attach_optimizer(optim)
+        self._actor_params = list(self.actor.parameters())
+        self._online = list(self.critic.parameters())
+        self._targets = list(self.critic_target.parameters())
+        if self.actor_target is not None:
+            self._online = self._actor_params + self._online
+            self._targets = list(self.actor_target.parameters()) + self._targets
+        self.updates = 0
+        self.last_topology_change: dict[str, list[int]] | None = None
+        self._reset_losses()
+
+    # ---- shared steps -------------------------------------------------------------------
+    def _q(self, net: StackedMLP, obs: Tensor, action: Tensor) -> Tensor:
+        """Both twin critics: (E, B, ·) inputs to (E, 2, B) values."""
+        x = torch.cat([obs, action], dim=-1).repeat_interleave(2, dim=0)
+        return net(x).view(self.members, 2, -1)
+
+    def _critic_step(self, q: Tensor, target: Tensor) -> None:
+        """Regress both twins onto ``target`` (E, B) and take an optimiser step."""
+        loss = (q - target.unsqueeze(1)).square().mean(dim=-1).sum()
+        self.critic_optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        if self.critic_sparse is not None:
+            self.critic_sparse.mask_gradients(self.updates)
+        self.critic_optimizer.step()
+        self._record(0, loss)
+
+    def _actor_step(self, loss: Tensor) -> None:
+        self.actor_optimizer.zero_grad(set_to_none=False)
+        loss.backward(inputs=self._actor_params)
+        if self.actor_sparse is not None:
+            self.actor_sparse.mask_gradients(self.updates)
+        self.actor_optimizer.step()
+        self._record(1, loss)
+
+    @torch.no_grad()
+    def _update_targets(self, tau: float) -> None:
+        torch._foreach_lerp_(self._targets, self._online, tau)
+        for target in self.sparse_targets:
+            target.after_polyak()
+
+    def _update_topology(self) -> None:
+        self.last_topology_change = None
+        if self.actor_sparse is None or self.critic_sparse is None:
+            return
+        actor = self.actor_sparse.maybe_update(self.updates)
+        critic = self.critic_sparse.maybe_update(self.updates)
+        if actor is not None or critic is not None:
+            self.last_topology_change = {"actor": actor or [], "critic": critic or []}
+
+    # ---- losses -------------------------------------------------------------------------
+    def _reset_losses(self) -> None:
+        self._loss_sums = [torch.zeros((), device=self.device) for _ in self.loss_names]
+        self._loss_counts = [0] * len(self.loss_names)
+
+    def _record(self, index: int, loss: Tensor) -> None:
+        self._loss_sums[index].add_(loss.detach())
+        self._loss_counts[index] += 1
+
+    def pop_losses(self) -> dict[str, float]:
+        """Mean losses per agent since the last call (one sync, not one per step)."""
+        sums = [float(x) for x in self._loss_sums]
+        means = {
+            name: total / (count * self.members)
+            for name, total, count in zip(self.loss_names, sums, self._loss_counts, strict=True)
+            if count
+        }
+        self._reset_losses()
+        return means
+
+    # ---- accounting ---------------------------------------------------------------------
+    def layer_shapes(self) -> dict[str, list[LayerShape]]:
+        """Active connections per layer of one agent's actor and of one of its critics."""
+        result = {}
+        for name, net, layers in (
+            ("actor", self.actor, self.actor_sparse),
+            ("critic", self.critic, self.critic_sparse),
+        ):
+            active = [n_in * n_out for n_in, n_out in net.shapes]
+            if layers is not None:
+                for i, count in zip(layers.indices, layers.active_counts(), strict=True):
+                    active[i] = int(count.float().mean().round())
+            result[name] = [
+                LayerShape(n_in, n_out, a)
+                for (n_in, n_out), a in zip(net.shapes, active, strict=True)
+            ]
+        return result
+
+    def _step_flops(
+        self,
+        actor: list[LayerShape],
+        critic: list[LayerShape],
+        target_actor: list[LayerShape],
+        target_critic: list[LayerShape],
+    ) -> int:
+        """FLOPs of one gradient step of one agent (the algorithm's own arithmetic)."""
+        raise NotImplementedError
+
+    def cost(self, dense: bool = False) -> dict[str, int]:
+        """Per agent, at the current topology: parameters (all, actor, both critics), FLOPs of
+        one action, and FLOPs of one gradient step.
+
+        Targets have the online count, except with ``target=dense``, where they are counted
+        dense. With gradient growth (RigL), the dense weight gradients of each topology update
+        (2·inactive·batch per layer) are spread over the update period.
+        """
+        shapes = self.layer_shapes()
+        if dense:
+            shapes = {k: [s.dense() for s in v] for k, v in shapes.items()}
+        actor, critic = shapes["actor"], shapes["critic"]
+        target_dense = self.sparsity is not None and self.sparsity.target == "dense"
+        t_actor = [s.dense() for s in actor] if target_dense else actor
+        t_critic = [s.dense() for s in critic] if target_dense else critic
+        train = self._step_flops(actor, critic, t_actor, t_critic)
+        if self.sparsity is not None and self.sparsity.grow == "gradient" and not dense:
+            missing = sum(s.dense().active - s.active for s in actor) + 2 * sum(
+                s.dense().active - s.active for s in critic
+            )
+            train += 2 * missing * self.batch_size // self.sparsity.schedule.update_period
+        actor_params = sum(s.params for s in actor)
+        critic_params = 2 * sum(s.params for s in critic)
+        return {
+            "params": actor_params + critic_params,
+            "actor_params": actor_params,
+            "critic_params": critic_params,
+            "inference_flops": forward_flops(actor, 1),
+            "train_flops": train,
+        }
+
+    @property
+    def batch_size(self) -> int:
+        raise NotImplementedError
+
+    # ---- persistence --------------------------------------------------------------------
+    def _modules(self) -> dict:
+        modules = {
+            "actor": self.actor,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "actor_optimizer": self.actor_optimizer,
+            "critic_optimizer": self.critic_optimizer,
+        }
+        if self.actor_target is not None:
+            modules["actor_target"] = self.actor_target
+        return modules
+
+    def state_dict(self) -> dict:
+        state = {name: module.state_dict() for name, module in self._modules().items()}
+        state.update(
+            generator=self.generator.get_state(),
+            generator_device=self.device.type,
+            updates=self.updates,
+            loss_sums=[float(x) for x in self._loss_sums],
+            loss_counts=list(self._loss_counts),
+        )
+        if self.actor_sparse is not None and self.critic_sparse is not None:
+            state["actor_masks"] = self.actor_sparse.state_dict()
+            state["critic_masks"] = self.critic_sparse.state_dict()
+            state["target_supports"] = [t.state_dict() for t in self.sparse_targets]
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, module in self._modules().items():
+            module.load_state_dict(state[name])
+        if state["generator_device"] == self.device.type:
+            self.generator.set_state(state["generator"])
+        else:  # another device's generator state cannot be restored: a new, seeded stream
+            self.generator.manual_seed(int(state["updates"]))
+        self.updates = state["updates"]
+        self._loss_sums = [torch.tensor(x, device=self.device) for x in state["loss_sums"]]
+        self._loss_counts = list(state["loss_counts"])
+        if self.actor_sparse is not None and self.critic_sparse is not None:
+            self.actor_sparse.load_state_dict(state["actor_masks"])
+            self.critic_sparse.load_state_dict(state["critic_masks"])
+            for target, saved in zip(self.sparse_targets, state["target_supports"], strict=True):
+                target.load_state_dict(saved)

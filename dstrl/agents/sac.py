@@ -1,0 +1,177 @@
+"""Soft Actor-Critic (Haarnoja et al., 2018) for a population of agents, dense or sparse.
+
+A tanh-squashed Gaussian policy, twin critics with a target copy (soft Polyak or hard periodic
+updates), and a fixed or automatically tuned temperature per agent. Defaults are those of the
+DS-SAC appendix (ds-td3.md). Shared machinery lives in ``dstrl.agents.base``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional
+
+from dstrl.agents.base import ActorCritic
+from dstrl.optim import Adam
+from dstrl.sparse import LayerShape, forward_flops, training_flops
+from dstrl.sparse.config import SparsityConfig
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """SAC hyperparameters; defaults are those of the DS-SAC appendix."""
+
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of actor and critics."""
+    learning_rate: float = 3e-4
+    """Adam step size of actor, critics and temperature."""
+    weight_decay: float = 0.0
+    """Adam's (L2) weight decay."""
+    batch_size: int = 256
+    """Transitions per gradient step and agent."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 1.0
+    """Target update coefficient: 1 copies the critics (hard update), < 1 is Polyak averaging."""
+    target_update_interval: int = 1000
+    """Gradient steps between target updates (1 with a small tau for soft updates)."""
+    alpha: float = 0.2
+    """Entropy temperature (its initial value with --sac.autotune)."""
+    autotune: bool = False
+    """Tune the temperature towards --sac.target-entropy."""
+    target_entropy: float | None = None
+    """Entropy the tuned temperature aims for (default: minus the action dimension)."""
+
+
+class SAC(ActorCritic):
+    """E independent SAC agents updated in lockstep."""
+
+    loss_names = ("critic_loss", "actor_loss", "alpha")
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_low: np.ndarray,
+        action_high: np.ndarray,
+        members: int,
+        config: SACConfig,
+        sparsity: SparsityConfig | None,
+        generator: torch.Generator,
+    ) -> None:
+        self.config = config
+        act_dim = len(np.atleast_1d(action_low))
+        super().__init__(
+            obs_dim,
+            action_low,
+            action_high,
+            members,
+            config.hidden_sizes,
+            dict(lr=config.learning_rate, weight_decay=config.weight_decay),
+            actor_outputs=2 * act_dim,  # mean and log std
+            actor_tanh=False,
+            actor_target=False,
+            sparsity=sparsity,
+            generator=generator,
+        )
+        self.log_alpha = torch.full(
+            (members,), math.log(config.alpha), device=self.device, requires_grad=config.autotune
+        )
+        self.alpha_optimizer = None
+        if config.autotune:
+            self.alpha_optimizer = Adam([self.log_alpha], lr=config.learning_rate)
+        self.target_entropy = (
+            -float(act_dim) if config.target_entropy is None else config.target_entropy
+        )
+        self._log_scale = self.action_scale.log().sum()
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    # ---- policy -------------------------------------------------------------------------
+    def _sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Squashed-Gaussian actions (E, B, act_dim) and their log-probabilities (E, B)."""
+        mean, log_std = self.actor(obs).chunk(2, dim=-1)
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        noise = torch.randn(mean.shape, generator=self.generator, device=self.device)
+        u = mean + noise * log_std.exp()
+        # log N(u) minus log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), and the action scale
+        log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2 * (math.log(2) - u - functional.softplus(-2 * u))).sum(-1)
+        action = torch.tanh(u) * self.action_scale + self.action_bias
+        return action, log_prob - self._log_scale
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, explore: bool) -> np.ndarray:
+        """Actions (E, act_dim): sampled if ``explore``, else the squashed mean."""
+        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
+        if explore:
+            action, _ = self._sample(x)
+        else:
+            mean = self.actor(x)[..., : self.act_dim]
+            action = torch.tanh(mean) * self.action_scale + self.action_bias
+        return action.squeeze(1).cpu().numpy()
+
+    # ---- learning -----------------------------------------------------------------------
+    def update(
+        self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminated: Tensor
+    ) -> None:
+        """One SAC gradient step on a batch (E, B, ·); losses accumulate for ``pop_losses``."""
+        cfg = self.config
+        self.updates += 1
+        alpha = self.log_alpha.detach().exp().unsqueeze(1)  # (E, 1)
+        with torch.no_grad():
+            next_action, next_log_prob = self._sample(next_obs)
+            next_q = self._q(self.critic_target, next_obs, next_action).amin(dim=1)
+            target = reward + cfg.gamma * (1 - terminated) * (next_q - alpha * next_log_prob)
+        self._critic_step(self._q(self.critic, obs, action), target)
+        new_action, log_prob = self._sample(obs)
+        q = self._q(self.critic, obs, new_action).amin(dim=1)
+        self._actor_step((alpha * log_prob - q).mean(dim=1).sum())
+        if self.alpha_optimizer is not None:
+            entropy_gap = (log_prob.detach() + self.target_entropy).mean(dim=1)
+            alpha_loss = -(self.log_alpha * entropy_gap).sum()
+            self.alpha_optimizer.zero_grad(set_to_none=False)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+        self._record(2, alpha.sum())
+        if self.updates % cfg.target_update_interval == 0:
+            self._update_targets(cfg.tau)
+        self._update_topology()
+
+    # ---- accounting ---------------------------------------------------------------------
+    def _step_flops(
+        self,
+        actor: list[LayerShape],
+        critic: list[LayerShape],
+        target_actor: list[LayerShape],
+        target_critic: list[LayerShape],
+    ) -> int:
+        """The actor's next actions and both target critics forward; both critics trained; the
+        actor trained through both critics (their minimum), every step."""
+        batch = self.config.batch_size
+        target = forward_flops(actor, batch) + 2 * forward_flops(target_critic, batch)
+        critic_step = 2 * training_flops(forward_flops(critic, batch))
+        actor_step = training_flops(forward_flops(actor, batch) + 2 * forward_flops(critic, batch))
+        return target + critic_step + actor_step
+
+    # ---- persistence --------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["log_alpha"] = self.log_alpha.detach().cpu()
+        if self.alpha_optimizer is not None:
+            state["alpha_optimizer"] = self.alpha_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        if self.alpha_optimizer is not None:
+            self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
