@@ -93,10 +93,11 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
     if summary is None:
         return 130  # stopped by a signal; the checkpoint lets --resume continue
     final = summary["final_return"]
+    flops = summary["flops"]["run_ratio"] or summary["flops"]["train_ratio"]
     print(
         f"{config.algo} on {config.env}: final return {final['mean']:.1f} ± {final['std']:.1f}"
         f" over {len(summary['seeds'])} seed(s); params {summary['params']['ratio']:.2f}x"
-        f" dense, training FLOPs {summary['flops']['train_ratio']:.2f}x dense; "
+        f" dense, FLOPs over the run {flops:.2f}x dense; "
         f"{summary['env_steps_per_second']:.0f} env steps/s; results in {config.run_dir}"
     )
     return 0

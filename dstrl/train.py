@@ -128,7 +128,7 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     layer_names = _layer_names(agent)
     metrics = CsvLog(
         run_dir / "train_metrics.csv",
-        ["step", "critic_loss", "actor_loss", "flops", *layer_names, "connections_changed"],
+        ["step", *agent.loss_names, "flops", *layer_names, "connections_changed"],
     )
     changed = 0
     if config.resume:

@@ -51,3 +51,27 @@ def test_sparse_counts_come_from_the_masks():
     assert cost["params"] == dense["params"] - (12 - actor_in) - 2 * (16 - critic_in)
     assert cost["inference_flops"] == dense["inference_flops"] - 2 * (12 - actor_in)
     assert dense == _agent().cost()
+
+
+def test_dense_sac_by_hand():
+    from dstrl.agents.sac import SAC, SACConfig
+
+    agent = SAC(
+        3,
+        np.array([-1.0]),
+        np.array([1.0]),
+        1,
+        SACConfig(hidden_sizes=(4,), batch_size=2),
+        None,
+        torch.Generator().manual_seed(0),
+    )
+    cost = agent.cost()
+    # actor 3->4->2 (mean, log std): weights 12 + 8, biases 4 + 2; critic 4->4->1 as for TD3
+    assert cost["actor_params"] == 26 and cost["critic_params"] == 50
+    actor, critic = 2 * 12 + 4 + 2 * 8 + 2, 45  # forward FLOPs per sample
+    assert cost["inference_flops"] == actor
+    batch = 2
+    target = batch * (actor + 2 * critic)  # next actions from the online actor, target critics
+    critic_step = 2 * 3 * batch * critic
+    actor_step = 3 * batch * (actor + 2 * critic)  # through both critics, every step
+    assert cost["train_flops"] == target + critic_step + actor_step

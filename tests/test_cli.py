@@ -86,6 +86,15 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
         (["--grow", "gradient", "--update-period", "51"], "multiple of --td3.policy-delay"),
         (["--device", "cuda:999"], "GPU"),
         (["--device", "banana"], "is not a torch device"),
+        (["--nm", "2-4"], "--nm takes N:M"),
+        (["--nm", "4:2"], "N:M needs 0 < N < M"),
+        (["--nm", "2:4", "--density", "0.5"], "--nm fixes each layer's density"),
+        (["--algo", "prune-td3", "--nm", "2:4"], "cannot be combined with gradual pruning"),
+        (["--algo", "prune-td3", "--steps", "1000", "--start-steps", "900"], "has no room"),
+        (["--algo", "prune-sac", "--prune-start", "0.9", "--prune-end", "0.5"], "--prune-start"),
+        (["--algo", "sac", "--sac.batch-size", "0"], "--sac.batch-size must be a positive"),
+        (["--algo", "ds-sac", "--sac.tau", "0"], "--sac.tau must be in (0, 1]"),
+        (["--algo", "sac", "--sac.alpha", "-1"], "--sac.alpha must be ≥ 0"),
     ],
 )
 def test_configuration_errors(tmp_path, capsys, args, message):

@@ -1,10 +1,11 @@
-"""Both the dense and the dynamic sparse agent clearly learn a cheap task (Pendulum-v1)."""
+"""Dense and dynamic sparse agents of both families clearly learn a cheap task (Pendulum-v1)."""
 
 import csv
 
 import numpy as np
 import pytest
 
+from dstrl.agents.sac import SACConfig
 from dstrl.agents.td3 import TD3Config
 from dstrl.train import train
 from tests.helpers import tiny_config
@@ -14,9 +15,12 @@ LEARNED = -500
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["td3", "ds-td3"])
+@pytest.mark.parametrize("algo", ["td3", "ds-td3", "sac", "ds-sac"])
 def test_learns_pendulum(tmp_path, algo):
-    sparse = {} if algo == "td3" else {"lambdas": (1.0, 16.0), "update_period": 250}
+    sparse = {}
+    if algo.startswith("ds-"):  # about half the hidden weights (λ sized to the width)
+        hidden = 16.0 if algo == "ds-td3" else 32.0
+        sparse = {"lambdas": (1.0, hidden), "update_period": 250}
     summary = train(
         tiny_config(
             tmp_path / algo,
@@ -27,6 +31,11 @@ def test_learns_pendulum(tmp_path, algo):
             eval_episodes=5,
             seeds=2,
             td3=TD3Config(hidden_sizes=(64, 64)),
+            # soft updates and lr 1e-3: the appendix's hard copy every 1000 steps is slow on so
+            # few steps
+            sac=SACConfig(
+                (128, 128), learning_rate=1e-3, batch_size=64, tau=0.005, target_update_interval=1
+            ),
             **sparse,
         )
     )
@@ -36,5 +45,5 @@ def test_learns_pendulum(tmp_path, algo):
     last = np.mean([r for step, r in rows if step >= 7_000])  # last 3 evaluations, both seeds
     assert first < -900, first
     assert last > LEARNED, last
-    if algo == "ds-td3":
+    if algo.startswith("ds-"):
         assert 0.3 < summary["params"]["ratio"] < 0.7

@@ -9,12 +9,13 @@ from dstrl.sparse.config import SparsityConfig
 from dstrl.sparse.schedule import TopologySchedule
 
 
-def _network(members=3, topology="set", drop_score="signed", grow="random"):
+def _network(members=3, topology="set", drop_score="signed", grow="random", nm=None):
     g = torch.Generator().manual_seed(0)
-    net = StackedMLP(members, [6, 32, 32, 2], g)
+    net = StackedMLP(members, [8, 32, 32, 2], g)
     config = SparsityConfig(
         topology=topology,
-        lambdas=(2.0, 4.0),
+        lambdas=None if nm else (2.0, 4.0),
+        nm=nm,
         drop_score=drop_score,
         grow=grow,
         schedule=TopologySchedule(update_period=5, drop_fraction=0.2),
@@ -26,7 +27,7 @@ def _network(members=3, topology="set", drop_score="signed", grow="random"):
 
 
 def _train_step(net, layers, optimizer, g, step):
-    x = torch.randn(net.members, 16, 6, generator=g)
+    x = torch.randn(net.members, 16, 8, generator=g)
     loss = net(x).square().mean()
     optimizer.zero_grad()
     loss.backward()
@@ -36,10 +37,17 @@ def _train_step(net, layers, optimizer, g, step):
 
 
 @pytest.mark.parametrize(
-    ("drop_score", "grow"), [("signed", "random"), ("magnitude", "random"), ("signed", "gradient")]
+    ("drop_score", "grow", "nm"),
+    [
+        ("signed", "random", None),
+        ("magnitude", "random", None),
+        ("signed", "gradient", None),
+        ("signed", "random", (2, 4)),
+        ("magnitude", "gradient", (1, 8)),
+    ],
 )
-def test_counts_constant_and_inactive_weights_exactly_zero(drop_score, grow):
-    net, layers, optimizer, g = _network(drop_score=drop_score, grow=grow)
+def test_counts_constant_and_inactive_weights_exactly_zero(drop_score, grow, nm):
+    net, layers, optimizer, g = _network(drop_score=drop_score, grow=grow, nm=nm)
     counts = [c.clone() for c in layers.active_counts()]
     initial = [m.clone() for m in layers.masks]
     updates = 0
@@ -49,6 +57,10 @@ def test_counts_constant_and_inactive_weights_exactly_zero(drop_score, grow):
             assert (weight[~mask] == 0).all()  # weight decay and Adam cannot revive them
         for before, now in zip(counts, layers.active_counts(), strict=True):
             assert torch.equal(before, now)
+        if nm is not None:  # every group of M inputs keeps exactly N connections
+            for mask in layers.masks:
+                groups = mask.reshape(-1, nm[1]).sum(1)
+                assert (groups == nm[0]).all()
     assert updates == 20
     assert any(not torch.equal(a, b) for a, b in zip(initial, layers.masks, strict=True))
 

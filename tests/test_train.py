@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from dstrl.agents.sac import SACConfig
 from dstrl.config import ConfigError
 from dstrl.train import train
 from tests.helpers import tiny_config
@@ -40,7 +41,7 @@ def test_summary_and_files(tmp_path):
     assert float(rows[-1]["density/critic1"]) == pytest.approx(0.5, abs=0.01)
 
 
-@pytest.mark.parametrize("algo", ["td3", "ds-td3"])
+@pytest.mark.parametrize("algo", ["td3", "ds-td3", "ds-sac"])
 def test_same_seed_same_evaluations(tmp_path, algo):
     train(tiny_config(tmp_path / "a", algo=algo))
     train(tiny_config(tmp_path / "b", algo=algo))
@@ -51,11 +52,28 @@ def test_same_seed_same_evaluations(tmp_path, algo):
     ]
 
 
-@pytest.mark.parametrize("algo", ["td3", "ds-td3"])
-def test_stop_and_resume_equals_uninterrupted(tmp_path, algo):
+@pytest.mark.parametrize(
+    ("algo", "extra"),
+    [
+        ("td3", {}),
+        ("ds-td3", {}),
+        ("ds-td3", {"nm": "2:4", "grow": "gradient"}),
+        ("prune-td3", {}),
+        ("sac", {}),
+        (
+            "ds-sac",
+            {
+                "sac": SACConfig(
+                    (32, 32), batch_size=32, autotune=True, tau=0.5, target_update_interval=50
+                )
+            },
+        ),
+    ],
+)
+def test_stop_and_resume_equals_uninterrupted(tmp_path, algo, extra):
     # Hopper: episodes end at different times per member, the stop falls mid-episode, and
     # topology updates (every 50 steps) happen before and after it.
-    settings = dict(algo=algo, env="Hopper-v5", seeds=2, steps=500, eval_every=250)
+    settings = dict(algo=algo, env="Hopper-v5", seeds=2, steps=500, eval_every=250, **extra)
     train(tiny_config(tmp_path / "whole", **settings))
     assert train(tiny_config(tmp_path / "parts", **settings), stop_after=333) is None
     assert max(s for s, *_ in _evaluations(tmp_path / "parts")) == 250
@@ -133,3 +151,39 @@ def test_gradient_growth_trains_and_counts_its_dense_gradients(tmp_path):
     assert random["flops"]["train"] < rigl["flops"]["train"] < random["flops"]["dense_train"]
     with (tmp_path / "rigl" / "train_metrics.csv").open() as f:
         assert sum(int(r["connections_changed"]) for r in csv.DictReader(f)) > 0
+
+
+def test_gradual_pruning_ends_at_the_static_count_and_pays_for_its_dense_phase(tmp_path):
+    pruned = train(tiny_config(tmp_path / "prune", algo="prune-td3"))
+    static = train(tiny_config(tmp_path / "static", algo="static-td3"))
+    assert pruned["params"] == static["params"]  # same final connection counts
+    assert pruned["flops"]["train"] == static["flops"]["train"]
+    # over the run, pruning's dense start costs more than a network sparse from the first step
+    assert static["flops"]["run_ratio"] < pruned["flops"]["run_ratio"] < 1
+    with (tmp_path / "prune" / "train_metrics.csv").open() as f:
+        density = [float(r["density/critic1"]) for r in csv.DictReader(f)]
+    assert density[0] == 1.0 and density == sorted(density, reverse=True)
+    assert density[-1] == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.05])
+def test_sac_targets_stay_as_sparse_as_the_online_critics(tmp_path, tau):
+    from dstrl.train import build_agent
+
+    sac = SACConfig((32, 32), batch_size=16, tau=tau, target_update_interval=5)
+    agent = build_agent(tiny_config(tmp_path / "x", algo="ds-sac", sac=sac, update_period=10))
+    assert agent.actor_target is None and len(agent.sparse_targets) == 1
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        obs = torch.randn(1, 16, 3, generator=g)
+        action = torch.rand(1, 16, 1, generator=g) * 4 - 2
+        reward, terminated = torch.randn(1, 16, generator=g), torch.zeros(1, 16)
+        agent.update(obs, action, reward, obs, terminated)
+        if agent.updates % 10 == 5:  # right after a target update (topology changes at 10s)
+            for i, mask in zip(agent.critic_sparse.indices, agent.critic_sparse.masks, strict=True):
+                target = agent.critic_target.weights[i]
+                assert ((target != 0).sum(dim=(1, 2)) <= mask.sum(dim=(1, 2))).all()
+                if tau == 1.0:  # a hard update copies the online weights, zeros included
+                    assert torch.equal(target, agent.critic.weights[i])
+    losses = agent.pop_losses()
+    assert losses["alpha"] == pytest.approx(0.2) and np.isfinite(losses["actor_loss"])
