@@ -1,4 +1,4 @@
-"""Training-phase throughput on HalfCheetah-v5, one thread: dstrl TD3 family vs SB3 TD3.
+"""Training-phase throughput on HalfCheetah-v5, one thread: dstrl TD3 and SAC families vs SB3.
 
 Every contender runs the same number of learning steps (after a short random warm-up, without
 evaluation) at the same network (256x256) and batch size; contenders are interleaved and
@@ -7,8 +7,11 @@ repeated, and the medians are reported as ratios, so machine speed cancels out.
     python benchmarks/throughput.py                 # batch 100 and 256, 3 repetitions
     python benchmarks/throughput.py --steps 500 --repeats 1 --batch-sizes 100   # a quick look
     python benchmarks/throughput.py --contenders td3 ds-td3 ds-td3:online-mask   # no SB3
+    python benchmarks/throughput.py --contenders sac ds-sac sb3-sac --batch-sizes 256
 
-Targets (issue "DS-TD3 end to end"): ds-td3 >= 0.95x dstrl td3; dstrl td3 >= 1.2x SB3 TD3.
+Each sparse contender is compared with the dense algorithm of its family, and each dense dstrl
+algorithm with SB3's. Targets (issue "DS-TD3 end to end"): ds-td3 >= 0.95x dstrl td3; dstrl td3
+>= 1.2x SB3 TD3.
 Stable-Baselines3 is an optional extra: pip install -e '.[bench]'.
 """
 
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from dstrl.agents.sac import SACConfig
 from dstrl.agents.td3 import TD3Config
 from dstrl.config import TrainConfig
 from dstrl.train import train
@@ -48,38 +52,54 @@ def dstrl_steps_per_second(contender: str, batch: int, steps: int) -> float:
             tensorboard=False,
             checkpoint_every=10**9,
             td3=TD3Config(batch_size=batch),
+            sac=SACConfig(batch_size=batch),
         )
         summary = train(config)
     assert summary is not None
     return summary["learning_steps_per_second"]
 
 
-def sb3_steps_per_second(batch: int, steps: int) -> float:
+def sb3_steps_per_second(family: str, batch: int, steps: int) -> float:
+    """SB3 TD3 or SAC with dstrl's defaults for that family (network, optimiser, targets)."""
     import gymnasium as gym
     import numpy as np
-    from stable_baselines3 import TD3
+    from stable_baselines3 import SAC, TD3
     from stable_baselines3.common.noise import NormalActionNoise
 
     env = gym.make(ENV)
     n = env.action_space.shape[0]
-    model = TD3(
-        "MlpPolicy",
-        env,
-        learning_rate=1e-3,
+    common = dict(
         buffer_size=WARMUP + steps,
         learning_starts=WARMUP,
         batch_size=batch,
-        tau=0.005,
         gamma=0.99,
         train_freq=1,
         gradient_steps=1,
-        policy_delay=2,
-        action_noise=NormalActionNoise(np.zeros(n), 0.1 * np.ones(n)),
         policy_kwargs=dict(net_arch=[256, 256]),
         seed=0,
         device="cpu",
         verbose=0,
     )
+    if family == "td3":
+        model = TD3(
+            "MlpPolicy",
+            env,
+            learning_rate=1e-3,
+            tau=0.005,
+            policy_delay=2,
+            action_noise=NormalActionNoise(np.zeros(n), 0.1 * np.ones(n)),
+            **common,
+        )
+    else:  # the DS-SAC appendix: fixed temperature, hard target copy every 1000 steps
+        model = SAC(
+            "MlpPolicy",
+            env,
+            learning_rate=3e-4,
+            tau=1.0,
+            target_update_interval=1000,
+            ent_coef=0.2,
+            **common,
+        )
     model.learn(total_timesteps=WARMUP)
     start = time.perf_counter()
     model.learn(total_timesteps=steps, reset_num_timesteps=False)
@@ -95,7 +115,8 @@ def main() -> None:
         "--contenders",
         nargs="+",
         default=["td3", "static-td3", "ds-td3", "sb3-td3"],
-        help="dstrl algos (optionally algo:target-sparsity, e.g. ds-td3:online-mask) and sb3-td3",
+        help="dstrl algos (optionally algo:target-sparsity, e.g. ds-td3:online-mask), sb3-td3, "
+        "sb3-sac",
     )
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     args = parser.parse_args()
@@ -106,8 +127,8 @@ def main() -> None:
         results[batch] = {name: [] for name in contenders}
         for _ in range(args.repeats):
             for name in contenders:
-                if name == "sb3-td3":
-                    rate = sb3_steps_per_second(batch, args.steps)
+                if name.startswith("sb3-"):
+                    rate = sb3_steps_per_second(name[4:], batch, args.steps)
                 else:
                     rate = dstrl_steps_per_second(name, batch, args.steps)
                 results[batch][name].append(rate)
@@ -117,10 +138,13 @@ def main() -> None:
         median = {name: statistics.median(rates) for name, rates in by_name.items()}
         line = ", ".join(f"{name} {rate:.0f}" for name, rate in median.items())
         print(f"batch {batch}: {line}")
-        for name in (n for n in contenders if n not in ("td3", "sb3-td3")):
-            print(f"  {name} / td3 = {median[name] / median['td3']:.3f}  (ds-td3 target >= 0.95)")
-        if "sb3-td3" in median:
-            print(f"  td3 / sb3-td3 = {median['td3'] / median['sb3-td3']:.3f}  (target >= 1.2)")
+        for name in contenders:
+            family = name.split(":")[0].rsplit("-", 1)[-1]
+            base = f"sb3-{name}" if name in ("td3", "sac") else family
+            if name.startswith("sb3-") or base not in median:
+                continue
+            note = {"ds-td3": "  (target >= 0.95)", "td3": "  (target >= 1.2)"}.get(name, "")
+            print(f"  {name} / {base} = {median[name] / median[base]:.3f}{note}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
