@@ -17,7 +17,6 @@ from dstrl.sparse.schedule import TopologySchedule
 Algo = Literal[
     "td3", "static-td3", "ds-td3", "prune-td3", "sac", "static-sac", "ds-sac", "prune-sac"
 ]
-ALGOS: tuple[str, ...] = Algo.__args__
 TOPOLOGIES = {"": "dense", "static": "static", "ds": "set", "prune": "prune"}
 DEFAULT_LAMBDAS = (7.0, 64.0)
 # λ (input, hidden) of the DS-SAC appendix, per task; other tasks use DEFAULT_LAMBDAS.

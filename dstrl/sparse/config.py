@@ -111,9 +111,12 @@ class SparsityConfig:
         shapes_and_densities = [(w.shape, d) for w, (_, d) in zip(weights, chosen, strict=True)]
         if self.nm is not None:
             masks = [nm_mask(*shape, *self.nm, generator) for shape, _ in shapes_and_densities]
-        else:  # pruning starts dense
-            start = (lambda d: 1.0) if self.topology == "prune" else (lambda d: d)
-            masks = [random_mask(*shape, start(d), generator) for shape, d in shapes_and_densities]
+        else:
+            dense_start = self.topology == "prune"  # pruning starts dense
+            masks = [
+                random_mask(*shape, 1.0 if dense_start else d, generator)
+                for shape, d in shapes_and_densities
+            ]
         rule = None
         group = None if self.nm is None else self.nm[1]
         if self.topology == "set":

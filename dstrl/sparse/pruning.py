@@ -30,7 +30,6 @@ class GradualPruning:
     start: int
     end: int
     needs_gradients: ClassVar[bool] = False
-    group: ClassVar[None] = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.end:
