@@ -130,3 +130,22 @@ def test_resume_can_extend_a_finished_run(tmp_path, capsys):
     assert main(["train", "--out", str(run), "--resume", "--steps", "600"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 600 and summary["evaluations"] == 2
+
+
+@pytest.mark.parametrize(
+    ("algo", "extra"),
+    [
+        ("ds-sac", ["--grow", "gradient", "--density", "0.1", "--sparse-output"]),
+        ("static-td3", ["--nm", "1:4"]),
+    ],
+)
+def test_other_methods_train_and_evaluate_from_the_command_line(tmp_path, algo, extra):
+    out = tmp_path / "run"
+    sac = ["--sac.hidden-sizes", "32", "32", "--sac.batch-size", "16"]
+    at = TINY.index("--lambdas")
+    args = TINY[:at] + TINY[at + 3 :] + sac + extra  # the method's own sparsity instead
+    result = dstrl("train", "--algo", algo, "--env", "Hopper-v5", "--out", str(out), *args)
+    assert f"{algo} on Hopper-v5: final return" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["algo"] == algo and summary["params"]["ratio"] < 1
+    assert "seed 0: return" in dstrl("eval", str(out), "--episodes", "1").stdout
