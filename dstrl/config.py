@@ -74,6 +74,8 @@ class TrainConfig:
     whose fan-in is not a multiple of M stay dense."""
     sparse_output: bool = False
     """Make the output layer sparse too (the paper keeps it dense)."""
+    dense_input: bool = False
+    """Keep the input layer dense (with --density or --nm; λ name the input layer's density)."""
     drop_fraction: float | None = None
     """Fraction η of each layer's connections replaced per topology update (default: 0.05 TD3,
     0.1 SAC)."""
@@ -190,6 +192,7 @@ class TrainConfig:
             density=self.density,
             distribution=self.distribution,
             sparse_output=self.sparse_output,
+            dense_input=self.dense_input,
             drop_score=self.drop_score,
             grow=self.grow,
             schedule=schedule,
@@ -239,6 +242,8 @@ class TrainConfig:
         if self.nm is not None and (self.density is not None or self.lambdas is not None):
             raise ConfigError("--nm fixes each layer's density at N/M; drop --density/--lambdas")
         self.nm_pattern()
+        if self.dense_input and self.density is None and self.nm is None:
+            raise ConfigError("--dense-input needs --density or --nm (λ set the input layer too)")
         if self.nm is not None and self.topology == "prune":
             raise ConfigError("--nm cannot be combined with gradual pruning (prune-*)")
         if self.density is not None and not 0 < self.density <= 1:

@@ -95,6 +95,7 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
         (["--algo", "sac", "--sac.batch-size", "0"], "--sac.batch-size must be a positive"),
         (["--algo", "ds-sac", "--sac.tau", "0"], "--sac.tau must be in (0, 1]"),
         (["--algo", "sac", "--sac.alpha", "-1"], "--sac.alpha must be ≥ 0"),
+        (["--dense-input"], "--dense-input needs --density or --nm"),
     ],
 )
 def test_configuration_errors(tmp_path, capsys, args, message):

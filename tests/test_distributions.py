@@ -47,3 +47,18 @@ def test_global_density_caps_small_layers_at_one_and_resolves_the_rest():
 def test_global_density_outside_range_is_rejected(density):
     with pytest.raises(SparsityError, match=r"\(0, 1\]"):
         er_densities_for_global([(4, 4)], density)
+
+
+def test_first_and_last_layer_choices_with_a_global_density():
+    from dstrl.sparse.config import SparsityConfig
+
+    shapes = [(17, 256), (256, 256), (256, 6)]
+    every = SparsityConfig(density=0.1, lambdas=None, sparse_output=True)
+    assert every.sparse_layer_indices(3) == [0, 1, 2]
+    inner = SparsityConfig(density=0.1, lambdas=None, sparse_output=True, dense_input=True)
+    assert inner.sparse_layer_indices(3) == [1, 2]
+    densities = inner.layer_densities(shapes)
+    assert len(densities) == 2  # the budget is spread over hidden and output layers only
+    assert densities[0] * 256 * 256 + densities[1] * 256 * 6 == pytest.approx(0.1 * 67_072)
+    with pytest.raises(SparsityError, match="dense input layer"):
+        SparsityConfig(dense_input=True)  # λ set the input layer's density

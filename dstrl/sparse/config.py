@@ -30,8 +30,10 @@ class SparsityConfig:
 
     Density comes from per-layer λ (Erdős–Rényi), from one overall ``density`` spread by
     ``distribution``, or from an N:M pattern (``nm``). The output layer stays dense unless
-    ``sparse_output``. ``topology``: static masks, SET/RigL prune-and-grow, or gradual magnitude
-    pruning from dense down to the same densities (between ``prune_start`` and ``prune_end``).
+    ``sparse_output``; the input layer is sparse unless ``dense_input`` (only with ``density`` or
+    ``nm``: λ name the input layer's density). ``topology``: static masks, SET/RigL
+    prune-and-grow, or gradual magnitude pruning from dense down to the same densities (between
+    ``prune_start`` and ``prune_end``).
     """
 
     topology: Topology = "set"
@@ -41,6 +43,7 @@ class SparsityConfig:
     """How an overall ``density`` is spread: Erdős–Rényi (ERK for fully connected layers) or
     the same density in every sparse layer."""
     sparse_output: bool = False
+    dense_input: bool = False
     drop_score: DropScore = "signed"
     grow: Growth = "random"
     """random: SET (the paper); gradient: RigL."""
@@ -63,9 +66,12 @@ class SparsityConfig:
                 raise SparsityError(f"N:M needs 0 < N < M, got {n}:{m}")
             if self.topology == "prune":
                 raise SparsityError("gradual pruning cannot keep an N:M pattern; use static or SET")
+        if self.dense_input and self.density is None and self.nm is None:
+            raise SparsityError("a dense input layer needs a global density or N:M, not λ")
 
     def sparse_layer_indices(self, n_layers: int) -> list[int]:
-        return list(range(n_layers if self.sparse_output else n_layers - 1))
+        first = 1 if self.dense_input else 0
+        return list(range(first, n_layers if self.sparse_output else n_layers - 1))
 
     def layer_densities(self, shapes: list[tuple[int, int]]) -> list[float]:
         """Density of each sparse layer (see ``sparse_layer_indices``)."""
