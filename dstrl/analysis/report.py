@@ -190,11 +190,17 @@ def plot_topology(results: list[MethodCurves], env: str, path: Path) -> bool:
         return False
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2)
-    for r in sparse:
+    styles = ["-", "--", ":", "-."]
+    layer_style: dict[str, str] = {}
+    for index, r in enumerate(sparse):
+        color = f"C{index % 10}"  # one colour per method, one line style per layer
         metrics = r.runs[0].metrics
         for column in (c for c in metrics.columns if c.startswith("density/")):
-            axes[0].plot(metrics["step"], metrics[column], label=f"{r.method} {column[8:]}")
-        axes[1].plot(metrics["step"], metrics["connections_changed"], label=r.method)
+            style = layer_style.setdefault(column[8:], styles[len(layer_style) % len(styles)])
+            axes[0].plot(metrics["step"], metrics[column], color=color, linestyle=style)
+        axes[1].plot(metrics["step"], metrics["connections_changed"], color=color, label=r.method)
+    for layer, style in layer_style.items():
+        axes[0].plot([], [], color="gray", linestyle=style, label=layer)
     axes[0].set(title=f"{env}: density per layer", xlabel="environment steps", ylabel="density")
     axes[1].set(title="connections changed per log interval", xlabel="environment steps")
     for ax in axes:
