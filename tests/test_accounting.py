@@ -75,3 +75,17 @@ def test_dense_sac_by_hand():
     critic_step = 2 * 3 * batch * critic
     actor_step = 3 * batch * (actor + 2 * critic)  # through both critics, every step
     assert cost["train_flops"] == target + critic_step + actor_step
+
+
+def test_dense_gradient_flops_only_where_connections_grow_by_gradient():
+    from dstrl.sparse.schedule import TopologySchedule
+
+    def step_flops(topology, grow):
+        schedule = TopologySchedule(update_period=2)
+        sparsity = SparsityConfig(
+            topology=topology, lambdas=(0.5, 1.0), grow=grow, schedule=schedule
+        )
+        return _agent(sparsity).cost()["train_flops"]
+
+    assert step_flops("set", "gradient") > step_flops("set", "random")
+    assert step_flops("static", "gradient") == step_flops("static", "random")

@@ -193,7 +193,8 @@ class ActorCritic:
         t_actor = [s.dense() for s in actor] if target_dense else actor
         t_critic = [s.dense() for s in critic] if target_dense else critic
         train = self._step_flops(actor, critic, t_actor, t_critic)
-        if self.sparsity is not None and self.sparsity.grow == "gradient" and not dense:
+        rigl = self.sparsity is not None and self.sparsity.topology == "set"
+        if rigl and self.sparsity.grow == "gradient" and not dense:
             missing = sum(s.dense().active - s.active for s in actor) + 2 * sum(
                 s.dense().active - s.active for s in critic
             )
