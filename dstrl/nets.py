@@ -3,6 +3,9 @@
 Every weight is shaped (members, n_out, n_in) and every bias (members, n_out); an input is
 (members, batch, n_in). One agent is members = 1; a population of seeds, or a pair of twin
 critics, is simply more members.
+
+The backward pass is written by hand and the whole network is one autograd node: on a CPU,
+autograd's per-operation bookkeeping costs about as much as a small layer's arithmetic.
 """
 
 from __future__ import annotations
@@ -12,6 +15,53 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+
+def _forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], tanh: bool):
+    """Output and the input of every layer (x, then each hidden ReLU output)."""
+    inputs = [x]
+    last = len(weights) - 1
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        x = torch.baddbmm(b.unsqueeze(1), x, w.mT)
+        if i < last:
+            x = torch.relu_(x)
+            inputs.append(x)
+    return (torch.tanh_(x) if tanh else x), inputs
+
+
+class _MLPFunction(torch.autograd.Function):
+    """y = MLP(x); gradients for whichever of x, weights and biases require them."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, tanh: bool, *params: Tensor) -> Tensor:
+        weights, biases = params[: len(params) // 2], params[len(params) // 2 :]
+        y, inputs = _forward(x, weights, biases, tanh)
+        ctx.tanh = tanh
+        ctx.layers = len(weights)
+        ctx.save_for_backward(y, *inputs, *weights)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        y, *saved = ctx.saved_tensors
+        inputs, weights = saved[: ctx.layers], saved[ctx.layers :]
+        needs = ctx.needs_input_grad
+        grad_w: list[Tensor | None] = [None] * ctx.layers
+        grad_b: list[Tensor | None] = [None] * ctx.layers
+        d = torch.ops.aten.tanh_backward(grad, y) if ctx.tanh else grad
+        grad_x = None
+        for i in reversed(range(ctx.layers)):
+            if needs[2 + i]:
+                grad_w[i] = torch.bmm(d.mT, inputs[i])
+            if needs[2 + ctx.layers + i]:
+                grad_b[i] = d.sum(dim=1)
+            if i > 0:
+                d = torch.ops.aten.threshold_backward(torch.bmm(d, weights[i]), inputs[i], 0)
+            elif needs[0]:
+                grad_x = torch.bmm(d, weights[0])
+        return grad_x, None, *grad_w, *grad_b
 
 
 class StackedMLP(nn.Module):
@@ -46,13 +96,18 @@ class StackedMLP(nn.Module):
         """(n_in, n_out) of every layer, input layer first."""
         return list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
 
-    def forward(self, x: Tensor, members: slice | None = None) -> Tensor:
-        """Map (members, batch, n_in) to (members, batch, n_out); ``members`` picks a subset."""
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if members is not None:
-                w, b = w[members], b[members]
-            x = torch.baddbmm(b.unsqueeze(1), x, w.mT)
-            if i < last:
-                x = torch.relu(x)
-        return torch.tanh(x) if self.output_tanh else x
+    def forward(self, x: Tensor, members: slice | None = None, frozen: bool = False) -> Tensor:
+        """Map (members, batch, n_in) to (members, batch, n_out); ``members`` picks a subset.
+
+        ``frozen`` treats the parameters as constants: gradients reach ``x`` only (an actor's
+        loss through its critic), and no weight gradient is computed.
+        """
+        params = [*self.weights, *self.biases]
+        if frozen:
+            params = [p.detach() for p in params]
+        if members is not None:
+            params = [p[members] for p in params]
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+            return _MLPFunction.apply(x, self.output_tanh, *params)
+        n = len(params) // 2
+        return _forward(x, params[:n], params[n:], self.output_tanh)[0]

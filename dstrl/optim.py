@@ -1,10 +1,11 @@
-"""Adam with coupled (L2) weight decay, the update of ``torch.optim.Adam``, in a few foreach ops.
+"""Adam with coupled (L2) weight decay, the update of ``torch.optim.Adam``, in one fused kernel.
 
-Why not ``torch.optim.Adam``: on x86 CPU builds of PyTorch, ``sqrt`` of an exact zero takes a
-slow path (about 10x slower per element, measured on PyTorch 2.13). A sparse layer has an exactly
-zero second moment at every inactive connection, so the stock step costs twice as much for a
-sparse network as for a dense one. Here the denominator is ``sqrt(v + 1e-30) / sqrt(1 - β2^t) + ε``;
-the shift is 22 orders of magnitude below ε² and changes no update measurably.
+Why not ``torch.optim.Adam`` itself: its state layout keeps a step tensor per parameter, and its
+Python bookkeeping costs as much as the arithmetic at our network sizes. Here the step count is
+one integer per group (what checkpoints store), and ``step`` is a single call of the fused
+kernel that ``torch.optim.Adam(fused=True)`` uses: one pass over parameters, gradients and
+moments, no temporaries. The unfused form cost about 4x as much on one CPU thread, most of it
+in temporaries and in ``sqrt`` of the exact zeros every sparse layer has (a slow path on x86).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor
-
-SQRT_SHIFT = 1e-30
 
 
 class Adam(torch.optim.Optimizer):
@@ -47,24 +46,27 @@ class Adam(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads = [p.grad for p in params]
             for p in params:
                 if not self.state[p]:
                     self.state[p]["exp_avg"] = torch.zeros_like(p)
                     self.state[p]["exp_avg_sq"] = torch.zeros_like(p)
-            exp_avg = [self.state[p]["exp_avg"] for p in params]
-            exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
             group["step"] += 1
+            # the kernel reads (never writes) one step count per parameter: share one tensor
+            step = torch.full((), float(group["step"]), device=params[0].device)
             beta1, beta2 = group["betas"]
-            if group["weight_decay"]:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
-            torch._foreach_mul_(exp_avg_sq, beta2)
-            torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
-            denom = torch._foreach_add(exp_avg_sq, SQRT_SHIFT)
-            torch._foreach_sqrt_(denom)
-            torch._foreach_div_(denom, (1 - beta2 ** group["step"]) ** 0.5)
-            torch._foreach_add_(denom, group["eps"])
-            step_size = group["lr"] / (1 - beta1 ** group["step"])
-            torch._foreach_addcdiv_(params, exp_avg, denom, value=-step_size)
+            torch._fused_adam_(
+                params,
+                [p.grad for p in params],
+                [self.state[p]["exp_avg"] for p in params],
+                [self.state[p]["exp_avg_sq"] for p in params],
+                [],
+                [step] * len(params),
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                amsgrad=False,
+                maximize=False,
+            )
         return None

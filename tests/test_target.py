@@ -6,28 +6,34 @@ import torch
 from dstrl.nets import StackedMLP
 from dstrl.sparse.config import SparsityConfig
 from dstrl.sparse.schedule import TopologySchedule
-from dstrl.sparse.target import SparseTarget, prune_to_count
+from dstrl.sparse.target import SparseTarget, prune_to_count, prune_to_count_tensor
+
+# the compiled CPU kernel (what prune_to_count runs here) and the tensor version (GPUs)
+PRUNERS = pytest.mark.parametrize("prune", [prune_to_count, prune_to_count_tensor])
 
 
-def test_prune_to_count_by_hand():
+@PRUNERS
+def test_prune_to_count_by_hand(prune):
     # support: positions 0,1,2 (3 connections); position 3 entered with |0.25| > |0.1|
     target = torch.tensor([[[0.5, -0.1, 0.3, 0.25, 0.0]]])
     outside = 1 - torch.tensor([[[1.0, 1.0, 1.0, 0.0, 0.0]]])
-    prune_to_count(target, outside)
+    prune(target, outside)
     assert torch.equal(target, torch.tensor([[[0.5, 0.0, 0.3, 0.25, 0.0]]]))
     assert (1 - outside).tolist() == [[[1.0, 0.0, 1.0, 1.0, 0.0]]]
 
 
-def test_prune_to_count_small_challenger_is_removed():
+@PRUNERS
+def test_prune_to_count_small_challenger_is_removed(prune):
     target = torch.tensor([[[0.5, -0.1, 0.3, 0.01]]])
     outside = 1 - torch.tensor([[[1.0, 1.0, 1.0, 0.0]]])
-    prune_to_count(target, outside)
+    prune(target, outside)
     assert torch.equal(target, torch.tensor([[[0.5, -0.1, 0.3, 0.0]]]))
     assert (1 - outside).tolist() == [[[1.0, 1.0, 1.0, 0.0]]]
 
 
+@PRUNERS
 @pytest.mark.parametrize("seed", range(5))
-def test_prune_to_count_equals_brute_force_top_k(seed):
+def test_prune_to_count_equals_brute_force_top_k(prune, seed):
     g = torch.Generator().manual_seed(seed)
     members, n_out, n_in = 3, 12, 10
     support = (torch.rand(members, n_out, n_in, generator=g) < 0.4).float()
@@ -42,7 +48,7 @@ def test_prune_to_count_equals_brute_force_top_k(seed):
         pruned[keep] = expected[row][keep]
         expected[row] = pruned
     outside = 1 - support
-    prune_to_count(target, outside)
+    prune(target, outside)
     assert torch.equal(target.view(members, -1), expected)
     assert torch.equal((1 - outside).sum(dim=(1, 2)).long(), counts)
     assert torch.equal(outside == 0, target != 0)
@@ -113,7 +119,8 @@ def test_block_top_k_equals_top_k(n_out, n_in, k, largest):
     assert torch.equal(score.gather(1, indices), expected.values)
 
 
-def test_prune_to_count_with_more_swaps_than_its_first_window():
+@PRUNERS
+def test_prune_to_count_with_more_swaps_than_its_first_window(prune):
     g = torch.Generator().manual_seed(7)
     order = torch.randperm(400, generator=g)
     support = torch.zeros(400)
@@ -125,6 +132,30 @@ def test_prune_to_count_with_more_swaps_than_its_first_window():
     keep = target.abs().topk(200).indices
     expected[keep] = target[keep]
     target, outside = target.view(1, 20, 20), 1 - support.view(1, 20, 20)
-    prune_to_count(target, outside)
+    prune(target, outside)
     assert torch.equal(target.view(-1), expected)
     assert outside.sum() == 200 and torch.equal(outside == 0, target != 0)
+
+
+def test_compiled_and_tensor_pruning_agree_on_every_kind_of_row():
+    """Rows without challengers, with only losing challengers, with many swaps, without any
+    connection, and with the 64-wide blocks of the tensor version cut unevenly."""
+    g = torch.Generator().manual_seed(3)
+    shape = (6, 37, 23)
+    support = (torch.rand(shape, generator=g) < 0.3).float()
+    support[4] = 0.0  # no connections at all
+    target = torch.randn(shape, generator=g) * support
+    scale = torch.tensor([0.0, 1e-4, 1e-2, 1.0, 1.0, 10.0]).view(-1, 1, 1)  # challenger sizes
+    challengers = (torch.rand(shape, generator=g) < 0.1).float() * (1 - support)
+    target += challengers * torch.randn(shape, generator=g) * scale
+    outside = 1 - support
+    results = []
+    for prune in (prune_to_count, prune_to_count_tensor):
+        t, o = target.clone(), outside.clone()
+        entered = prune(t, o)
+        results.append((entered, t, o))
+    (a, t1, o1), (b, t2, o2) = results
+    assert a == b is True
+    assert torch.equal(t1, t2) and torch.equal(o1, o2)
+    assert torch.equal((1 - o1).sum(dim=(1, 2)), support.sum(dim=(1, 2)))
+    assert not torch.equal(o1, outside)  # some challengers did enter

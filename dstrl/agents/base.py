@@ -91,10 +91,11 @@ class ActorCritic:
         self._reset_losses()
 
     # ---- shared steps -------------------------------------------------------------------
-    def _q(self, net: StackedMLP, obs: Tensor, action: Tensor) -> Tensor:
-        """Both twin critics: (E, B, ·) inputs to (E, 2, B) values."""
+    def _q(self, net: StackedMLP, obs: Tensor, action: Tensor, frozen: bool = False) -> Tensor:
+        """Both twin critics: (E, B, ·) inputs to (E, 2, B) values; ``frozen`` as in
+        ``StackedMLP.forward`` (an actor's loss)."""
         x = torch.cat([obs, action], dim=-1).repeat_interleave(2, dim=0)
-        return net(x).view(self.members, 2, -1)
+        return net(x, frozen=frozen).view(self.members, 2, -1)
 
     def _critic_step(self, q: Tensor, target: Tensor) -> None:
         """Regress both twins onto ``target`` (E, B) and take an optimiser step."""

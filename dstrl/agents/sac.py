@@ -132,7 +132,7 @@ class SAC(ActorCritic):
             target = reward + cfg.gamma * (1 - terminated) * (next_q - alpha * next_log_prob)
         self._critic_step(self._q(self.critic, obs, action), target)
         new_action, log_prob = self._sample(obs)
-        q = self._q(self.critic, obs, new_action).amin(dim=1)
+        q = self._q(self.critic, obs, new_action, frozen=True).amin(dim=1)
         self._actor_step((alpha * log_prob - q).mean(dim=1).sum())
         if self.alpha_optimizer is not None:
             entropy_gap = (log_prob.detach() + self.target_entropy).mean(dim=1)

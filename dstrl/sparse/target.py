@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from dstrl.sparse.engine import MaskedLayers
+from dstrl.sparse.target_cpu import prune_rows
 
 TargetMode = Literal["magnitude", "online-mask", "dense"]
 TARGET_MODES: tuple[str, ...] = ("magnitude", "online-mask", "dense")
@@ -49,15 +50,27 @@ class _Blocks:
 def prune_to_count(target: Tensor, outside: Tensor) -> bool:
     """After a Polyak step, keep per member the largest-magnitude entries of ``target``, as many
     as it had connections before the step; ``outside`` (0/1 floats) marks the positions that
-    were not connections. Both are updated in place.
+    were not connections. Both are updated in place. Returns whether any challenger (a nonzero
+    entry outside the connections) had entered.
 
-    Exact, and cheap. Only entries outside the connections (challengers: online connections the
-    target did not have) can have entered, so keeping the top k of the union is a merge: the
-    j-th largest challenger replaces the j-th smallest connection for as long as it is larger.
-    Both ends come from a blocked top-k of a few entries (doubled until the merge stops inside
-    it); the full-size work is six float passes, which matters because the target is cold in
-    cache (boolean kernels would be many times slower on CPU). Returns whether any challenger
-    had entered.
+    On a CPU this runs a compiled kernel (``target_cpu``); elsewhere the tensor version.
+    """
+    compiled = target.device.type == "cpu" and target.dtype == outside.dtype == torch.float32
+    if compiled and target.is_contiguous() and outside.is_contiguous():
+        shape = (-1, target.shape[-2] * target.shape[-1])  # one row per member
+        return bool(prune_rows(target.view(shape).numpy(), outside.view(shape).numpy()))
+    return prune_to_count_tensor(target, outside)
+
+
+@torch.no_grad()
+def prune_to_count_tensor(target: Tensor, outside: Tensor) -> bool:
+    """``prune_to_count`` in tensor operations (any device).
+
+    Exact, and cheap on a GPU. Only entries outside the connections (challengers: online
+    connections the target did not have) can have entered, so keeping the top k of the union
+    is a merge: the j-th largest challenger replaces the j-th smallest connection for as long
+    as it is larger. Both ends come from a blocked top-k of a few entries (doubled until the
+    merge stops inside it); the full-size work is six float passes.
     """
     flat = target.view(-1, target.shape[-2] * target.shape[-1])
     out = outside.view(flat.shape)
