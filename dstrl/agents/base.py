@@ -100,7 +100,7 @@ class ActorCritic:
     def _critic_step(self, q: Tensor, target: Tensor) -> None:
         """Regress both twins onto ``target`` (E, B) and take an optimiser step."""
         loss = (q - target.unsqueeze(1)).square().mean(dim=-1).sum()
-        self.critic_optimizer.zero_grad(set_to_none=False)
+        self.critic_optimizer.zero_grad()
         loss.backward()
         if self.critic_sparse is not None:
             self.critic_sparse.mask_gradients(self.updates)
@@ -108,7 +108,7 @@ class ActorCritic:
         self._record(0, loss)
 
     def _actor_step(self, loss: Tensor) -> None:
-        self.actor_optimizer.zero_grad(set_to_none=False)
+        self.actor_optimizer.zero_grad()
         loss.backward(inputs=self._actor_params)
         if self.actor_sparse is not None:
             self.actor_sparse.mask_gradients(self.updates)
