@@ -30,6 +30,33 @@ def _forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], tan
     return (torch.tanh_(x) if tanh else x), inputs
 
 
+def _backward(
+    grad: Tensor,
+    y: Tensor,
+    inputs: Sequence[Tensor],
+    weights: Sequence[Tensor],
+    tanh: bool,
+    needs: Sequence[bool],
+) -> tuple[Tensor | None, list[Tensor | None], list[Tensor | None]]:
+    """Gradients of input, weights and biases from the output gradient ``grad``; ``needs`` says
+    which (input, then every weight, then every bias), like ``ctx.needs_input_grad``."""
+    layers = len(weights)
+    grad_w: list[Tensor | None] = [None] * layers
+    grad_b: list[Tensor | None] = [None] * layers
+    d = torch.ops.aten.tanh_backward(grad, y) if tanh else grad
+    grad_x = None
+    for i in reversed(range(layers)):
+        if needs[1 + i]:
+            grad_w[i] = torch.bmm(d.mT, inputs[i])
+        if needs[1 + layers + i]:
+            grad_b[i] = d.sum(dim=1)
+        if i > 0:
+            d = torch.ops.aten.threshold_backward(torch.bmm(d, weights[i]), inputs[i], 0)
+        elif needs[0]:
+            grad_x = torch.bmm(d, weights[0])
+    return grad_x, grad_w, grad_b
+
+
 class _MLPFunction(torch.autograd.Function):
     """y = MLP(x); gradients for whichever of x, weights and biases require them."""
 
@@ -47,20 +74,8 @@ class _MLPFunction(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         y, *saved = ctx.saved_tensors
         inputs, weights = saved[: ctx.layers], saved[ctx.layers :]
-        needs = ctx.needs_input_grad
-        grad_w: list[Tensor | None] = [None] * ctx.layers
-        grad_b: list[Tensor | None] = [None] * ctx.layers
-        d = torch.ops.aten.tanh_backward(grad, y) if ctx.tanh else grad
-        grad_x = None
-        for i in reversed(range(ctx.layers)):
-            if needs[2 + i]:
-                grad_w[i] = torch.bmm(d.mT, inputs[i])
-            if needs[2 + ctx.layers + i]:
-                grad_b[i] = d.sum(dim=1)
-            if i > 0:
-                d = torch.ops.aten.threshold_backward(torch.bmm(d, weights[i]), inputs[i], 0)
-            elif needs[0]:
-                grad_x = torch.bmm(d, weights[0])
+        needs = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:])
+        grad_x, grad_w, grad_b = _backward(grad, y, inputs, weights, ctx.tanh, needs)
         return grad_x, None, *grad_w, *grad_b
 
 
@@ -111,3 +126,21 @@ class StackedMLP(nn.Module):
             return _MLPFunction.apply(x, self.output_tanh, *params)
         n = len(params) // 2
         return _forward(x, params[:n], params[n:], self.output_tanh)[0]
+
+    @torch.no_grad()
+    def forward_saved(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Output and what ``backward_from`` needs, without an autograd graph: for a loss whose
+        gradient at the output is known in closed form (a regression), autograd's bookkeeping
+        is pure overhead."""
+        y, inputs = _forward(x, list(self.weights), list(self.biases), self.output_tanh)
+        return y, [y, *inputs]
+
+    @torch.no_grad()
+    def backward_from(self, saved: list[Tensor], grad: Tensor) -> None:
+        """Set every parameter's ``.grad`` from the loss gradient ``grad`` at the output of the
+        ``forward_saved`` call that returned ``saved``."""
+        y, *inputs = saved
+        needs = (False, *[True] * 2 * len(self.weights))
+        _, grad_w, grad_b = _backward(grad, y, inputs, self.weights, self.output_tanh, needs)
+        for param, value in zip([*self.weights, *self.biases], [*grad_w, *grad_b], strict=True):
+            param.grad = value

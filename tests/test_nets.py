@@ -58,3 +58,18 @@ def test_without_gradients_the_output_is_the_same():
     with torch.no_grad():
         plain = net(x)
     assert torch.equal(plain, net(x))
+
+
+@pytest.mark.parametrize("tanh", [False, True])
+def test_backward_from_equals_autograd(tanh):
+    g = torch.Generator().manual_seed(3)
+    net = StackedMLP(2, [4, 8, 8, 2], g, output_tanh=tanh)
+    x = torch.randn(2, 6, 4, generator=g)
+    target = torch.randn(2, 6, 2, generator=g)
+    y, saved = net.forward_saved(x)
+    net.backward_from(saved, 2 * (y - target))  # the gradient of the summed squared error
+    ours = [p.grad for p in net.parameters()]
+    torch.testing.assert_close(y, net(x))
+    expected = torch.autograd.grad((_reference(net, x) - target).square().sum(), net.parameters())
+    for a, b in zip(ours, expected, strict=True):
+        torch.testing.assert_close(a, b)

@@ -97,15 +97,19 @@ class ActorCritic:
         x = torch.cat([obs, action], dim=-1).repeat_interleave(2, dim=0)
         return net(x, frozen=frozen).view(self.members, 2, -1)
 
-    def _critic_step(self, q: Tensor, target: Tensor) -> None:
-        """Regress both twins onto ``target`` (E, B) and take an optimiser step."""
-        loss = (q - target.unsqueeze(1)).square().mean(dim=-1).sum()
-        self.critic_optimizer.zero_grad()
-        loss.backward()
+    def _critic_step(self, obs: Tensor, action: Tensor, target: Tensor) -> None:
+        """Regress both twins at (obs, action) onto ``target`` (E, B) and take an optimiser step.
+
+        The squared error's gradient is written out (2·error/B per twin), so the critics'
+        backward runs without autograd."""
+        x = torch.cat([obs, action], dim=-1).repeat_interleave(2, dim=0)
+        q, saved = self.critic.forward_saved(x)
+        error = q.view(self.members, 2, -1) - target.unsqueeze(1)
+        self.critic.backward_from(saved, (error * (2 / error.shape[-1])).view(q.shape))
         if self.critic_sparse is not None:
             self.critic_sparse.mask_gradients(self.updates)
         self.critic_optimizer.step()
-        self._record(0, loss)
+        self._record(0, error.square().mean(dim=-1).sum())
 
     def _actor_step(self, loss: Tensor) -> None:
         self.actor_optimizer.zero_grad()

@@ -130,7 +130,7 @@ class SAC(ActorCritic):
             next_action, next_log_prob = self._sample(next_obs)
             next_q = self._q(self.critic_target, next_obs, next_action).amin(dim=1)
             target = reward + cfg.gamma * (1 - terminated) * (next_q - alpha * next_log_prob)
-        self._critic_step(self._q(self.critic, obs, action), target)
+        self._critic_step(obs, action, target)
         new_action, log_prob = self._sample(obs)
         q = self._q(self.critic, obs, new_action, frozen=True).amin(dim=1)
         self._actor_step((alpha * log_prob - q).mean(dim=1).sum())

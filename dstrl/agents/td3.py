@@ -106,7 +106,7 @@ class TD3(ActorCritic):
             next_action = torch.clamp(next_action, self.action_low, self.action_high)
             next_q = self._q(self.critic_target, next_obs, next_action).amin(dim=1)
             target = reward + cfg.gamma * (1 - terminated) * next_q
-        self._critic_step(self._q(self.critic, obs, action), target)
+        self._critic_step(obs, action, target)
         if self.updates % cfg.policy_delay == 0:
             first_critic = slice(0, None, 2)
             x = torch.cat([obs, self._policy(self.actor, obs)], dim=-1)

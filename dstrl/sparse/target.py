@@ -58,7 +58,8 @@ def prune_to_count(target: Tensor, outside: Tensor) -> bool:
     compiled = target.device.type == "cpu" and target.dtype == outside.dtype == torch.float32
     if compiled and target.is_contiguous() and outside.is_contiguous():
         shape = (-1, target.shape[-2] * target.shape[-1])  # one row per member
-        return bool(prune_rows(target.view(shape).numpy(), outside.view(shape).numpy()))
+        rows = (target.detach().view(shape).numpy(), outside.view(shape).numpy())
+        return bool(prune_rows(*rows))
     return prune_to_count_tensor(target, outside)
 
 
