@@ -4,8 +4,10 @@ Every weight is shaped (members, n_out, n_in) and every bias (members, n_out); a
 (members, batch, n_in). One agent is members = 1; a population of seeds, or a pair of twin
 critics, is simply more members.
 
-The backward pass is written by hand and the whole network is one autograd node: on a CPU,
-autograd's per-operation bookkeeping costs about as much as a small layer's arithmetic.
+The backward pass is written by hand: under autograd the whole network is one node, and a loss
+whose output gradient has a closed form (a critic's regression) skips autograd altogether
+(``forward_saved`` / ``backward_from``). On a CPU, autograd's per-operation bookkeeping costs
+about as much as a small layer's arithmetic.
 """
 
 from __future__ import annotations

@@ -8,27 +8,32 @@ from dstrl.sparse.config import SparsityConfig
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.target import SparseTarget, prune_to_count, prune_to_count_tensor
 
+
+def _compiled(target, outside):
+    return prune_to_count([target], [outside])
+
+
 # the compiled CPU kernel (what prune_to_count runs here) and the tensor version (GPUs)
-PRUNERS = pytest.mark.parametrize("prune", [prune_to_count, prune_to_count_tensor])
+PRUNERS = pytest.mark.parametrize("prune", [_compiled, prune_to_count_tensor])
 
 
 @PRUNERS
 def test_prune_to_count_by_hand(prune):
     # support: positions 0,1,2 (3 connections); position 3 entered with |0.25| > |0.1|
     target = torch.tensor([[[0.5, -0.1, 0.3, 0.25, 0.0]]])
-    outside = 1 - torch.tensor([[[1.0, 1.0, 1.0, 0.0, 0.0]]])
+    outside = torch.tensor([[[False, False, False, True, True]]])
     prune(target, outside)
     assert torch.equal(target, torch.tensor([[[0.5, 0.0, 0.3, 0.25, 0.0]]]))
-    assert (1 - outside).tolist() == [[[1.0, 0.0, 1.0, 1.0, 0.0]]]
+    assert outside.tolist() == [[[False, True, False, False, True]]]
 
 
 @PRUNERS
 def test_prune_to_count_small_challenger_is_removed(prune):
     target = torch.tensor([[[0.5, -0.1, 0.3, 0.01]]])
-    outside = 1 - torch.tensor([[[1.0, 1.0, 1.0, 0.0]]])
+    outside = torch.tensor([[[False, False, False, True]]])
     prune(target, outside)
     assert torch.equal(target, torch.tensor([[[0.5, -0.1, 0.3, 0.0]]]))
-    assert (1 - outside).tolist() == [[[1.0, 1.0, 1.0, 0.0]]]
+    assert outside.tolist() == [[[False, False, False, True]]]
 
 
 @PRUNERS
@@ -47,11 +52,11 @@ def test_prune_to_count_equals_brute_force_top_k(prune, seed):
         pruned = torch.zeros_like(expected[row])
         pruned[keep] = expected[row][keep]
         expected[row] = pruned
-    outside = 1 - support
+    outside = support == 0
     prune(target, outside)
     assert torch.equal(target.view(members, -1), expected)
-    assert torch.equal((1 - outside).sum(dim=(1, 2)).long(), counts)
-    assert torch.equal(outside == 0, target != 0)
+    assert torch.equal((~outside).sum(dim=(1, 2)), counts)
+    assert torch.equal(~outside, target != 0)
 
 
 def _targets(mode):
@@ -131,10 +136,10 @@ def test_prune_to_count_with_more_swaps_than_its_first_window(prune):
     expected = torch.zeros(400)
     keep = target.abs().topk(200).indices
     expected[keep] = target[keep]
-    target, outside = target.view(1, 20, 20), 1 - support.view(1, 20, 20)
+    target, outside = target.view(1, 20, 20), support.view(1, 20, 20) == 0
     prune(target, outside)
     assert torch.equal(target.view(-1), expected)
-    assert outside.sum() == 200 and torch.equal(outside == 0, target != 0)
+    assert outside.sum() == 200 and torch.equal(~outside, target != 0)
 
 
 def test_compiled_and_tensor_pruning_agree_on_every_kind_of_row():
@@ -148,14 +153,30 @@ def test_compiled_and_tensor_pruning_agree_on_every_kind_of_row():
     scale = torch.tensor([0.0, 1e-4, 1e-2, 1.0, 1.0, 10.0]).view(-1, 1, 1)  # challenger sizes
     challengers = (torch.rand(shape, generator=g) < 0.1).float() * (1 - support)
     target += challengers * torch.randn(shape, generator=g) * scale
-    outside = 1 - support
+    outside = support == 0
     results = []
-    for prune in (prune_to_count, prune_to_count_tensor):
+    for prune in (_compiled, prune_to_count_tensor):
         t, o = target.clone(), outside.clone()
         entered = prune(t, o)
         results.append((entered, t, o))
     (a, t1, o1), (b, t2, o2) = results
     assert a == b is True
     assert torch.equal(t1, t2) and torch.equal(o1, o2)
-    assert torch.equal((1 - o1).sum(dim=(1, 2)), support.sum(dim=(1, 2)))
+    assert torch.equal((~o1).sum(dim=(1, 2)), support.sum(dim=(1, 2)).long())
     assert not torch.equal(o1, outside)  # some challengers did enter
+
+
+def test_compiled_pruning_of_several_layers_in_one_call():
+    g = torch.Generator().manual_seed(4)
+    layers = []
+    for shape in [(2, 16, 9), (2, 300, 20), (2, 3, 16)]:
+        support = torch.rand(shape, generator=g) < 0.4
+        target = torch.randn(shape, generator=g) * support
+        entered = (torch.rand(shape, generator=g) < 0.2) & ~support
+        target += entered * torch.randn(shape, generator=g)
+        layers.append((target, ~support))
+    copies = [(t.clone(), o.clone()) for t, o in layers]
+    assert prune_to_count([t for t, _ in layers], [o for _, o in layers])
+    for (t1, o1), (t2, o2) in zip(layers, copies, strict=True):
+        prune_to_count_tensor(t2, o2)
+        assert torch.equal(t1, t2) and torch.equal(o1, o2)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from dstrl.sparse.engine import MaskedLayers
-from dstrl.sparse.target_cpu import prune_rows
+from dstrl.sparse.target_cpu import prune_layers
 
 TargetMode = Literal["magnitude", "online-mask", "dense"]
 TARGET_MODES: tuple[str, ...] = ("magnitude", "online-mask", "dense")
@@ -47,20 +47,34 @@ class _Blocks:
 
 
 @torch.no_grad()
-def prune_to_count(target: Tensor, outside: Tensor) -> bool:
-    """After a Polyak step, keep per member the largest-magnitude entries of ``target``, as many
-    as it had connections before the step; ``outside`` (0/1 floats) marks the positions that
-    were not connections. Both are updated in place. Returns whether any challenger (a nonzero
-    entry outside the connections) had entered.
+def prune_to_count(targets: list[Tensor], outsides: list[Tensor]) -> bool:
+    """After a Polyak step, keep per layer and member the largest-magnitude entries of the
+    target, as many as it had connections before the step; ``outside`` (bool) marks the
+    positions that were not connections. Both are updated in place. Returns whether any
+    challenger (a nonzero entry outside the connections) had entered.
 
-    On a CPU this runs a compiled kernel (``target_cpu``); elsewhere the tensor version.
+    On a CPU one call of a compiled kernel (``target_cpu``) does every layer; elsewhere the
+    tensor version runs per layer.
     """
-    compiled = target.device.type == "cpu" and target.dtype == outside.dtype == torch.float32
-    if compiled and target.is_contiguous() and outside.is_contiguous():
-        shape = (-1, target.shape[-2] * target.shape[-1])  # one row per member
-        rows = (target.detach().view(shape).numpy(), outside.view(shape).numpy())
-        return bool(prune_rows(*rows))
-    return prune_to_count_tensor(target, outside)
+    if all(_compiled(t, o) for t, o in zip(targets, outsides, strict=True)):
+        rows = [(-1, t.shape[-2] * t.shape[-1]) for t in targets]  # one row per member
+        return bool(
+            prune_layers(
+                tuple(t.detach().view(r).numpy() for t, r in zip(targets, rows, strict=True)),
+                tuple(o.view(r).numpy() for o, r in zip(outsides, rows, strict=True)),
+            )
+        )
+    return any([prune_to_count_tensor(t, o) for t, o in zip(targets, outsides, strict=True)])
+
+
+def _compiled(target: Tensor, outside: Tensor) -> bool:
+    return (
+        target.device.type == "cpu"
+        and target.dtype == torch.float32
+        and outside.dtype == torch.bool
+        and target.is_contiguous()
+        and outside.is_contiguous()
+    )
 
 
 @torch.no_grad()
@@ -74,7 +88,7 @@ def prune_to_count_tensor(target: Tensor, outside: Tensor) -> bool:
     merge stops inside it); the full-size work is six float passes.
     """
     flat = target.view(-1, target.shape[-2] * target.shape[-1])
-    out = outside.view(flat.shape)
+    out = outside.view(flat.shape).to(flat.dtype)  # 0/1 floats (boolean kernels are slower)
     magnitude = flat.abs()
     challengers = _Blocks(magnitude * out, largest=True)  # |θ'| outside the connections
     strongest = challengers.row_extreme()
@@ -96,6 +110,7 @@ def prune_to_count_tensor(target: Tensor, outside: Tensor) -> bool:
     out.scatter_(1, entering_at, out.gather(1, entering_at) * (1 - swap))
     out.scatter_(1, leaving_at, out.gather(1, leaving_at).maximum(swap))
     flat.addcmul_(flat, out, value=-1.0)  # zero the replaced and every challenger that lost
+    outside.copy_(out.view(outside.shape) != 0)
     return True
 
 
@@ -111,7 +126,7 @@ class SparseTarget:
         if mode not in TARGET_MODES:
             raise ValueError(f"unknown target sparsity {mode!r}; choose one of {TARGET_MODES}")
         self.targets, self.layers, self.mode = targets, layers, mode
-        self.outside = [1.0 - f for f in layers.factors]  # positions that are not connections
+        self.outside = [f == 0 for f in layers.factors]  # positions that are not connections
         self._covered_at: int | None = None  # online version whose masks the connections cover
         self._counted_at = layers.version  # online version whose counts the target matches
 
@@ -126,8 +141,7 @@ class SparseTarget:
             return
         if self._counted_at != self.layers.version:
             self._follow_count()
-        entered = [prune_to_count(t, o) for t, o in zip(self.targets, self.outside, strict=True)]
-        if any(entered):
+        if prune_to_count(self.targets, self.outside):
             return  # still settling after a topology change
         uncovered = [(f * o).any() for f, o in zip(self.layers.factors, self.outside, strict=True)]
         if not bool(torch.stack(uncovered).any()):
@@ -142,7 +156,7 @@ class SparseTarget:
         ):
             kept = outside.numel() - outside.sum()
             if int(kept) != int(factor.sum()):
-                outside.copy_(1.0 - factor)
+                outside.copy_(factor == 0)
                 target.mul_(factor)
 
     def state_dict(self) -> dict:

@@ -1,12 +1,12 @@
-"""``prune_to_count`` for CPU tensors, compiled with Numba: two or three passes over a layer.
+"""``prune_to_count`` for CPU tensors, compiled with Numba: two passes over a layer.
 
 The tensor version in ``dstrl.sparse.target`` needs six full passes and about thirty small
 operations per layer; on a CPU each operation's dispatch costs as much as the arithmetic of a
-small layer, and the target is cold in cache by the time it runs. Here one pass finds each
-row's strongest challenger and weakest connection; only when the first beats the second does a
-second pass collect the few candidates (challengers above the weakest connection, connections
-below the strongest challenger), and the merge runs on those. The result is identical: both
-keep per row the largest magnitudes of connections and challengers, as many as it had.
+small layer, and the target is cold in cache by the time it runs. Here one pass finds, per
+block of 256 entries, the strongest challenger and the weakest connection; when some challenger
+beats some connection, the merge reads only the few blocks that can take part in it; a last
+pass zeroes what is outside the connections. The result is identical: both keep per row the
+largest magnitudes of connections and challengers, as many as it had.
 """
 
 from __future__ import annotations
@@ -16,24 +16,29 @@ from numba import njit
 
 # min/max reductions are exact under reassociation; weights are never NaN or infinite
 _FAST = {"nnan", "ninf", "nsz", "reassoc"}
+BLOCK = 256
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def _extremes(t, o):
-    """Strongest challenger |θ'| (0 if none) and weakest connection |θ'| of one row."""
-    strongest = np.float32(0.0)
-    weakest = np.float32(np.inf)
-    for j in range(t.shape[0]):
-        v = abs(t[j])
-        strongest = max(strongest, v if o[j] != 0.0 else np.float32(0.0))
-        weakest = min(weakest, v if o[j] == 0.0 else np.float32(np.inf))
-    return strongest, weakest
+def _block_extremes(t, o, strongest, weakest):
+    """Per block of ``BLOCK`` entries: the strongest challenger |θ'| (0 if none) and the weakest
+    connection |θ'| (inf if none)."""
+    n = t.shape[0]
+    for k in range(strongest.shape[0]):
+        s = np.float32(0.0)
+        w = np.float32(np.inf)
+        for j in range(k * BLOCK, min(n, (k + 1) * BLOCK)):
+            v = abs(t[j])
+            s = max(s, v if o[j] else np.float32(0.0))
+            w = min(w, v if not o[j] else np.float32(np.inf))
+        strongest[k] = s
+        weakest[k] = w
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
 def _zero_outside(t, o):
     for j in range(t.shape[0]):
-        t[j] = t[j] if o[j] == 0.0 else np.float32(0.0)
+        t[j] = np.float32(0.0) if o[j] else t[j]
 
 
 @njit(cache=True, nogil=True)
@@ -47,54 +52,83 @@ def _smallest(values, k):
 
 
 @njit(cache=True, nogil=True)
+def _candidates(t, o, blocks, challengers, bound):
+    """Magnitudes and positions in ``blocks`` of the challengers above ``bound`` (negated, so
+    that ascending order is strongest first) or of the connections below it."""
+    n = t.shape[0]
+    values = np.empty(blocks.shape[0] * BLOCK, np.float32)
+    where = np.empty(blocks.shape[0] * BLOCK, np.int64)
+    count = 0
+    for k in blocks:
+        for j in range(k * BLOCK, min(n, (k + 1) * BLOCK)):
+            v = abs(t[j])
+            if challengers and o[j] and v > bound:
+                values[count] = -v
+                where[count] = j
+                count += 1
+            elif not challengers and not o[j] and v < bound:
+                values[count] = v
+                where[count] = j
+                count += 1
+    return values[:count], where[:count]
+
+
+@njit(cache=True, nogil=True)
+def _merge(t, o, block_strongest, block_weakest, strongest, weakest):
+    """Swap the j-th strongest challenger for the j-th weakest connection while it is stronger.
+
+    The k strongest challengers lie in the k blocks with the strongest challengers, and the k
+    weakest connections in the k blocks with the weakest connections, so only 2k blocks are
+    read; k starts at 8 and doubles while all k pairs swap."""
+    blocks = block_strongest.shape[0]
+    k = 8
+    while True:
+        c_val, c_idx = _candidates(t, o, _smallest(-block_strongest, min(k, blocks)), True, weakest)
+        w_val, w_idx = _candidates(t, o, _smallest(block_weakest, min(k, blocks)), False, strongest)
+        trusted = k if k < blocks else t.shape[0]  # every block read: every candidate known
+        count = min(trusted, c_val.shape[0], w_val.shape[0])
+        c_order = _smallest(c_val, count)
+        w_order = _smallest(w_val, count)
+        swaps = 0
+        while swaps < count and -c_val[c_order[swaps]] > w_val[w_order[swaps]]:
+            swaps += 1
+        if swaps == trusted and k < blocks:
+            k *= 2
+            continue
+        for i in range(swaps):
+            o[c_idx[c_order[i]]] = False
+            o[w_idx[w_order[i]]] = True
+        return
+
+
+@njit(cache=True, nogil=True)
 def prune_rows(target, outside):
-    """``prune_to_count`` on (rows, n) float32 arrays, in place; True if any challenger had
-    entered (a nonzero entry outside the connections)."""
+    """``prune_to_count`` on a (rows, n) float32 target and bool ``outside``, in place; True if
+    any challenger had entered (a nonzero entry outside the connections)."""
     rows, n = target.shape
+    blocks = (n + BLOCK - 1) // BLOCK
+    block_strongest = np.empty(blocks, np.float32)
+    block_weakest = np.empty(blocks, np.float32)
     entered = False
-    found = np.empty(n, np.int64)
     for r in range(rows):
         t = target[r]
         o = outside[r]
-        strongest, weakest = _extremes(t, o)
+        _block_extremes(t, o, block_strongest, block_weakest)
+        strongest = block_strongest.max()
         if strongest == 0.0:
             continue
         entered = True
+        weakest = block_weakest.min()
         if strongest > weakest:
-            # candidates, by a branch-free compaction: only these can take part in a swap
-            count = 0
-            for j in range(n):
-                v = abs(t[j])
-                out = o[j] != 0.0
-                found[count] = j
-                count += (out & (v > weakest)) | ((not out) & (v < strongest))
-            challengers = 0
-            for i in range(count):
-                challengers += o[found[i]] != 0.0
-            c_val = np.empty(challengers, np.float32)  # negated: ascending = strongest first
-            c_idx = np.empty(challengers, np.int64)
-            w_val = np.empty(count - challengers, np.float32)
-            w_idx = np.empty(count - challengers, np.int64)
-            a = 0
-            b = 0
-            for i in range(count):
-                j = found[i]
-                if o[j] != 0.0:
-                    c_val[a] = -abs(t[j])
-                    c_idx[a] = j
-                    a += 1
-                else:
-                    w_val[b] = abs(t[j])
-                    w_idx[b] = j
-                    b += 1
-            k = min(a, b)
-            c_order = _smallest(c_val, k)
-            w_order = _smallest(w_val, k)
-            # the j-th strongest challenger replaces the j-th weakest connection while stronger
-            s = 0
-            while s < k and -c_val[c_order[s]] > w_val[w_order[s]]:
-                o[c_idx[c_order[s]]] = 0.0
-                o[w_idx[w_order[s]]] = 1.0
-                s += 1
+            _merge(t, o, block_strongest, block_weakest, strongest, weakest)
         _zero_outside(t, o)
+    return entered
+
+
+@njit(cache=True, nogil=True)
+def prune_layers(targets, outsides):
+    """``prune_rows`` on every layer of a network in one call (tuples of arrays)."""
+    entered = False
+    for i in range(len(targets)):
+        entered |= prune_rows(targets[i], outsides[i])
     return entered
