@@ -144,7 +144,12 @@ def main() -> None:
             if name.startswith("sb3-") or base not in median:
                 continue
             note = {"ds-td3": "  (target >= 0.95)", "td3": "  (target >= 1.2)"}.get(name, "")
-            print(f"  {name} / {base} = {median[name] / median[base]:.3f}{note}")
+            # the same ratio within each repetition (adjacent measurements): robust to drift
+            paired = [a / b for a, b in zip(by_name[name], by_name[base], strict=True)]
+            print(
+                f"  {name} / {base} = {median[name] / median[base]:.3f}{note}; per repetition: "
+                f"median {statistics.median(paired):.3f}, range {min(paired):.3f}-{max(paired):.3f}"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
