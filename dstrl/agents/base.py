@@ -94,16 +94,19 @@ class ActorCritic:
     def _q(self, net: StackedMLP, obs: Tensor, action: Tensor, frozen: bool = False) -> Tensor:
         """Both twin critics: (E, B, ·) inputs to (E, 2, B) values; ``frozen`` as in
         ``StackedMLP.forward`` (an actor's loss)."""
-        x = torch.cat([obs, action], dim=-1).repeat_interleave(2, dim=0)
-        return net(x, frozen=frozen).view(self.members, 2, -1)
+        return net(self._twin_input(obs, action), frozen=frozen).view(self.members, 2, -1)
+
+    @staticmethod
+    def _twin_input(obs: Tensor, action: Tensor) -> Tensor:
+        """(obs, action) of agent e as the input of critic members 2e and 2e + 1."""
+        return torch.cat([obs, action], dim=-1).repeat_interleave(2, dim=0)
 
     def _critic_step(self, obs: Tensor, action: Tensor, target: Tensor) -> None:
         """Regress both twins at (obs, action) onto ``target`` (E, B) and take an optimiser step.
 
         The squared error's gradient is written out (2·error/B per twin), so the critics'
         backward runs without autograd."""
-        x = torch.cat([obs, action], dim=-1).repeat_interleave(2, dim=0)
-        q, saved = self.critic.forward_saved(x)
+        q, saved = self.critic.forward_saved(self._twin_input(obs, action))
         error = q.view(self.members, 2, -1) - target.unsqueeze(1)
         self.critic.backward_from(saved, (error * (2 / error.shape[-1])).view(q.shape))
         if self.critic_sparse is not None:
