@@ -80,11 +80,10 @@ class ActorCritic:
         ):
             if layers is not None:
                 layers.attach_optimizer(optim)
-        self._actor_params = list(self.actor.parameters())
         self._online = list(self.critic.parameters())
         self._targets = list(self.critic_target.parameters())
         if self.actor_target is not None:
-            self._online = self._actor_params + self._online
+            self._online = list(self.actor.parameters()) + self._online
             self._targets = list(self.actor_target.parameters()) + self._targets
         self.updates = 0
         self.last_topology_change: dict[str, list[int]] | None = None
@@ -116,7 +115,7 @@ class ActorCritic:
 
     def _actor_step(self, loss: Tensor) -> None:
         self.actor_optimizer.zero_grad()
-        loss.backward(inputs=self._actor_params)
+        loss.backward()  # the critics in an actor's loss are frozen: only the actor gets gradients
         if self.actor_sparse is not None:
             self.actor_sparse.mask_gradients(self.updates)
         self.actor_optimizer.step()

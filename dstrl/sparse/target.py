@@ -49,8 +49,8 @@ class _Blocks:
 @torch.no_grad()
 def prune_to_count(targets: list[Tensor], outsides: list[Tensor]) -> bool:
     """After a Polyak step, keep per layer and member the largest-magnitude entries of the
-    target, as many as it had connections before the step; ``outside`` (bool) marks the
-    positions that were not connections. Both are updated in place. Returns whether any
+    target, as many as it had connections before the step; ``outsides`` (bool, one per layer)
+    mark the positions that were not connections. Both are updated in place. Returns whether any
     challenger (a nonzero entry outside the connections) had entered.
 
     On a CPU one call of a compiled kernel (``target_cpu``) does every layer; elsewhere the
