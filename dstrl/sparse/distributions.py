@@ -20,6 +20,11 @@ def er_density(n_in: int, n_out: int, lam: float) -> float:
     return min(1.0, lam * (n_in + n_out) / (n_in * n_out))
 
 
+def er_lambda_limit(n_in: int, n_out: int) -> float:
+    """The λ at which an ``n_in`` x ``n_out`` layer becomes dense; any smaller λ keeps it sparse."""
+    return n_in * n_out / (n_in + n_out)
+
+
 def er_densities_from_lambdas(
     shapes: Sequence[tuple[int, int]], lambdas: Sequence[float], *, allow_dense: bool = False
 ) -> list[float]:
@@ -36,7 +41,7 @@ def er_densities_from_lambdas(
             raise SparsityError(f"λ must be positive, got {lam}")
         raw = lam * (n_in + n_out) / (n_in * n_out)
         if raw > 1 and not allow_dense:
-            limit = n_in * n_out / (n_in + n_out)
+            limit = er_lambda_limit(n_in, n_out)
             raise SparsityError(
                 f"λ={lam:g} gives density {raw:.3f} > 1 for a {n_in}x{n_out} layer; "
                 f"use λ ≤ {limit:.1f} for that layer"

@@ -62,7 +62,8 @@ class MaskedLayers:
     @torch.no_grad()
     def apply_masks(self) -> None:
         """Zero every inactive weight."""
-        torch._foreach_mul_(self.weights, self._factors)
+        if self.weights:  # a network may have no sparse layer (ER caps every density at 1)
+            torch._foreach_mul_(self.weights, self._factors)
 
     @torch.no_grad()
     def mask_gradients(self, step: int | None = None) -> None:
@@ -80,6 +81,8 @@ class MaskedLayers:
         ):
             self._dense_gradients = [w.grad.detach().clone() for w in self.weights]
         grads = [w.grad for w in self.weights if w.grad is not None]
+        if not grads:
+            return
         if len(grads) == len(self.weights):
             torch._foreach_mul_(grads, self._factors)
         else:

@@ -132,12 +132,12 @@ class SparseTarget:
 
     @torch.no_grad()
     def after_polyak(self) -> None:
-        if self.mode == "dense":
+        if self.mode == "dense" or not self.targets:
             return
         if self.mode == "online-mask":
             torch._foreach_mul_(self.targets, self.layers.factors)
             return
-        if self._covered_at == self.layers.version or not self.targets:
+        if self._covered_at == self.layers.version:
             return
         if self._counted_at != self.layers.version:
             self._follow_count()

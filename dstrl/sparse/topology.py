@@ -17,18 +17,24 @@ from torch import Tensor
 DropScore = Literal["signed", "magnitude"]
 
 
-def lowest(scores: list[Tensor], counts: list[Tensor]) -> list[Tensor]:
+def lowest(
+    scores: list[Tensor], counts: list[Tensor], bounds: list[Tensor] | None = None
+) -> list[Tensor]:
     """Per row, mark the ``counts[row]`` entries with the lowest score (``inf`` is never taken).
 
     ``scores[l]`` is (rows, n_l) and ``counts[l]`` is (rows,). The layers are padded into one
-    matrix so that a single top-k ranks every row of every layer.
+    matrix so that a single top-k ranks every row of every layer. ``bounds`` (like ``counts``)
+    bound the counts by what the masks alone allow: top-k breaks ties differently for another
+    k, so with the bound a row's choice never depends on another row's weights (one member's
+    values cannot change another member's topology).
     """
     width = max(s.shape[1] for s in scores)
     padded = torch.cat(
         [torch.nn.functional.pad(s, (0, width - s.shape[1]), value=math.inf) for s in scores]
     )
     wanted = torch.cat(counts)
-    most = int(wanted.max()) if wanted.numel() else 0
+    limit = wanted if bounds is None else torch.maximum(wanted, torch.cat(bounds))
+    most = int(limit.max()) if limit.numel() else 0
     chosen = torch.zeros(padded.shape, dtype=torch.bool, device=padded.device)
     if most > 0:
         values, index = padded.topk(most, dim=1, largest=False, sorted=True)
@@ -82,7 +88,8 @@ class SET:
         scores = [_inf_where_not(p, w) for p, w in zip(positive, weights, strict=True)]
         scores += [_inf_where_not(n, -w) for n, w in zip(negative, weights, strict=True)]
         counts = [torch.round(fraction * s.sum(1)).long() for s in positive + negative]
-        chosen = lowest(scores, counts)
+        bound = [torch.round(fraction * m.sum(1)).long() for m in masks] * 2
+        chosen = lowest(scores, counts, bound)
         half = len(weights)
         return [p | n for p, n in zip(chosen[:half], chosen[half:], strict=True)]
 
@@ -154,11 +161,15 @@ def prune_and_grow(
         shift = (p.amax(1, keepdim=True) - p.amin(1, keepdim=True)) + 1
         scores.append(torch.where(d, p + shift, _inf_where_not(~m, p)))
     if rule.group is None:
-        grown = lowest(scores, [d.sum(1) for d in dropped])
+        # a signed drop takes up to one more than the fraction (rounded once per sign)
+        bound = [torch.round(fraction * m.sum(1)).long() + 1 for m in masks]
+        grown = lowest(scores, [d.sum(1) for d in dropped], bound)
     else:  # every group regrows what it lost: groups become the rows of the selection
         m = rule.group
         grouped = lowest(
-            [s.reshape(-1, m) for s in scores], [d.reshape(-1, m).sum(1) for d in dropped]
+            [s.reshape(-1, m) for s in scores],
+            [d.reshape(-1, m).sum(1) for d in dropped],
+            [torch.full((s.numel() // m,), m, device=s.device) for s in scores],
         )
         grown = [g.reshape(d.shape) for g, d in zip(grouped, dropped, strict=True)]
     new_masks = [(m & ~d) | g for m, d, g in zip(masks, dropped, grown, strict=True)]
