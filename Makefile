@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch 2.13 where it is available (this lab's machines keep it on disk);
 	# otherwise any torch the requirement range admits.
-	$(PY) -m pip install --quiet torch==2.13.0 || $(PY) -m pip install --quiet "torch>=2.4,<3"
+	$(PY) -m pip install --quiet torch==2.13.0 || $(PY) -m pip install --quiet "torch>=2.6,<3"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

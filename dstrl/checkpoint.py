@@ -1,30 +1,67 @@
-"""Atomic checkpoints: a crash mid-write never destroys the previous checkpoint."""
+"""Checkpoints as plain data, written atomically and read without running code.
+
+A checkpoint holds tensors, numbers, strings, lists, tuples and dicts only, so it loads with
+``torch.load(weights_only=True)``: opening a run directory from someone else can never execute
+code. One that carries any other Python object is refused. Checkpoints of dstrl before
+2026-11 stored NumPy arrays as pickled objects; those (and only those) load through an allowlist
+of NumPy's array constructors and are converted to tensors, so old runs still resume.
+"""
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from dstrl.rundir import write_atomic
+
 CHECKPOINT = "checkpoint.pt"
+PLAIN = (torch.Tensor, int, float, bool, str, type(None))
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing or cannot be read."""
+    """A checkpoint is missing, unreadable or unsafe to load."""
+
+
+def _legacy_globals() -> dict[str, object]:
+    """The globals that old checkpoints used for NumPy arrays and scalars, by pickled name."""
+    from numpy import dtypes
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # NumPy 1
+        from numpy.core import multiarray
+    names: dict[str, object] = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        names[f"{module}._reconstruct"] = multiarray._reconstruct
+        names[f"{module}.scalar"] = multiarray.scalar
+    for name in dir(dtypes):
+        if name.endswith("DType"):
+            names[f"numpy.dtypes.{name}"] = getattr(dtypes, name)
+    return names
+
+
+def check_plain(value, where: str = "checkpoint") -> None:
+    """Raise TypeError naming the first entry of ``value`` that is not plain data."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str | int):
+                raise TypeError(f"{where} has a key of type {type(key).__name__}")
+            check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, PLAIN):
+        raise TypeError(f"{where} is a {type(value).__name__}, not plain data")
 
 
 def save_checkpoint(state: dict, run_dir: Path) -> None:
-    """Write ``run_dir/checkpoint.pt`` via a temporary file and an atomic rename."""
-    path = run_dir / CHECKPOINT
-    tmp = path.with_suffix(".pt.tmp")
-    with tmp.open("wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``run_dir/checkpoint.pt`` atomically (see ``dstrl.rundir.write_atomic``)."""
+    check_plain(state)
+    write_atomic(run_dir / CHECKPOINT, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(run_dir: Path) -> dict:
@@ -36,8 +73,63 @@ def load_checkpoint(run_dir: Path) -> dict:
             "start it again without --resume (remove the directory first)"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return _load_legacy(path)
+    except (RuntimeError, ValueError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise _corrupt(path, error) from error
+
+
+def _corrupt(path: Path, error: BaseException) -> CheckpointError:
+    return CheckpointError(f"{path} is corrupt or unreadable ({error}); it cannot be resumed")
+
+
+def _load_legacy(path: Path) -> dict:
+    """An old checkpoint with NumPy arrays: load those through the allowlist, as tensors."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except (RuntimeError, ValueError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise _corrupt(path, error) from error
+    allowed = _legacy_globals()
+    harmless = {"gymnasium.envs.registration.EnvSpec"}  # a dataclass; dropped on conversion
+    unsafe = sorted(set(names) - set(allowed) - harmless)
+    if unsafe:
         raise CheckpointError(
-            f"{path} is corrupt or unreadable ({error}); it cannot be resumed"
-        ) from error
+            f"{path} holds Python objects ({', '.join(unsafe)}) and dstrl will not load it: "
+            "a dstrl checkpoint is tensors, numbers and strings only, so this file was made or "
+            "changed elsewhere; do not use it"
+        )
+    from gymnasium.envs.registration import EnvSpec
+
+    # dtype objects are rebuilt through their class, which the pickle does not name
+    dtypes = [obj for name, obj in allowed.items() if name.startswith("numpy.dtypes.")]
+    globals_ = [(obj, name) for name, obj in allowed.items() if name in names]
+    globals_ += [*dtypes, EnvSpec]
+    try:
+        with torch.serialization.safe_globals(globals_):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+    ) as error:
+        raise _corrupt(path, error) from error
+    return to_plain(state)
+
+
+def to_plain(value):
+    """NumPy arrays as tensors and NumPy scalars as 0-d tensors, other objects dropped from
+    dicts (the non-state attributes old checkpoints kept for classic-control environments)."""
+    if isinstance(value, np.ndarray | np.generic):
+        return torch.from_numpy(np.array(value))
+    if isinstance(value, dict):
+        converted = {k: to_plain(v) for k, v in value.items()}
+        return {k: v for k, v in converted.items() if v is not _DROP}
+    if isinstance(value, list | tuple):
+        return type(value)(v for v in map(to_plain, value) if v is not _DROP)
+    return value if isinstance(value, PLAIN) else _DROP
+
+
+_DROP = object()

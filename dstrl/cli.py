@@ -1,8 +1,13 @@
-"""`dstrl train | eval | report | sweep`. Errors a user can fix exit with code 2, no traceback."""
+"""`dstrl train | eval | export | report | sweep`. Errors print one line, never a traceback.
+
+Exit codes: 0 done; 1 the run directory cannot be created, locked or written; 2 bad input (an
+option, a run directory, a checkpoint); 3 an agent diverged; 130 stopped by Ctrl-C or SIGTERM
+(a checkpoint lets ``--resume`` continue).
+"""
 
 from __future__ import annotations
 
-import json
+import functools
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,24 +16,42 @@ import numpy as np
 import tyro
 
 from dstrl.analysis.runs import RunError
-from dstrl.checkpoint import CheckpointError, load_checkpoint
+from dstrl.checkpoint import CHECKPOINT, CheckpointError
 from dstrl.config import ConfigError, TrainConfig
+from dstrl.health import DivergedError, Health, advice
+from dstrl.policy import PolicyError
+from dstrl.rundir import RunDirError, clear_unfinished_run, describe, exclusive, holds_run_files
 from dstrl.sweep import SweepArgs, run_sweep
 
-# Options that may be given together with --resume; everything else comes from config.json.
+# Options a resume may change; any other option given with it must equal its saved value.
 RESUME_OVERRIDES = {"steps", "device", "threads", "progress", "tensorboard"}
+NOT_SAVED = {"resume", "auto_resume", "out"}
 
 
 @dataclass
 class EvalArgs:
-    """Evaluate the agents saved in a run directory with their deterministic policy."""
+    """Evaluate trained agents with their deterministic policy: the agents of a run directory,
+    or a policy file written by ``dstrl export``."""
 
     run: tyro.conf.Positional[Path]
-    """Run directory written by ``dstrl train``."""
+    """Run directory written by ``dstrl train``, or a file written by ``dstrl export``."""
     episodes: int = 10
     """Episodes per agent."""
     device: str = "cpu"
-    """Torch device."""
+    """Torch device (run directories only; exported policies run on the CPU)."""
+
+
+@dataclass
+class ExportArgs:
+    """Write the trained actors of a run to a safetensors file, for use without dstrl's
+    training stack (``dstrl.load_policy``)."""
+
+    run: tyro.conf.Positional[Path]
+    """Run directory written by ``dstrl train``."""
+    out: Path
+    """The file to write, e.g. policy.safetensors."""
+    member: int | None = None
+    """Export this member (agent) only: 0 is the first seed (default: every member)."""
 
 
 @dataclass
@@ -45,86 +68,164 @@ class ReportArgs:
 
 
 def _given_options(argv: list[str]) -> set[str]:
+    """The configuration fields named on the command line (``td3.learning_rate`` for
+    ``--td3.learning-rate``)."""
     names = set()
     for token in argv:
         if token.startswith("--"):
             name = token[2:].split("=", 1)[0].replace("-", "_")
             names.add(name.removeprefix("no_"))
-    return names
+    defaults = TrainConfig()
+    return {name for name in names if _has(defaults, name)}
 
 
-def load_run_config(run_dir: Path) -> TrainConfig:
-    path = run_dir / "config.json"
-    if not path.exists():
-        raise ConfigError(f"{run_dir} is not a dstrl run directory (no config.json)")
+def _has(config: TrainConfig, name: str) -> bool:
     try:
-        return TrainConfig.from_json(json.loads(path.read_text()))
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        raise ConfigError(f"{path} is not a valid dstrl configuration ({error})") from error
+        _value(config, name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _value(config: TrainConfig, name: str):
+    return functools.reduce(getattr, name.split("."), config)
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple | list):
+        return " ".join(map(_shown, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "unset" if value is None else str(value)
 
 
 def resume_config(parsed: TrainConfig, argv: list[str]) -> TrainConfig:
-    """The saved configuration of ``--out``, with the few options a resume may change."""
-    given = _given_options(argv) - {"resume", "out"}
-    extra = given - RESUME_OVERRIDES
-    if extra:
-        flags = ", ".join("--" + name.replace("_", "-") for name in sorted(extra))
-        raise ConfigError(
-            f"--resume continues a run with its saved configuration; {flags} cannot change "
-            f"(only {', '.join('--' + n for n in sorted(RESUME_OVERRIDES))} can)"
+    """The saved configuration of the run directory, with the few options a resume may change.
+
+    Options given again with their saved values are accepted, so that a job scheduler can rerun
+    the command that started the run; each one that differs is named with both values.
+    """
+    run_dir = parsed.run_dir
+    saved = TrainConfig.load(run_dir)
+    given = _given_options(argv) - NOT_SAVED
+    differ = [
+        name
+        for name in sorted(given - RESUME_OVERRIDES)
+        if _value(parsed, name) != _value(saved, name)
+    ]
+    if differ:
+        listed = "; ".join(
+            f"--{name.replace('_', '-')} is {_shown(_value(saved, name))} in the run, "
+            f"{_shown(_value(parsed, name))} here"
+            for name in differ
         )
-    if parsed.out is None:
-        raise ConfigError("--resume needs --out, the run directory to continue")
-    saved = load_run_config(parsed.out)
-    changes = {name: getattr(parsed, name) for name in given}
-    if "steps" in changes and changes["steps"] < saved.steps:
+        overrides = ", ".join("--" + n for n in sorted(RESUME_OVERRIDES))
         raise ConfigError(
-            f"--steps can only grow on resume (the run was started with {saved.steps})"
+            f"{run_dir} continues with its saved configuration, and this command differs: "
+            f"{listed}. Give the saved values or leave them out (only {overrides} can change)"
         )
-    return replace(saved, **changes, out=parsed.out, resume=True)
+    changes = {name: getattr(parsed, name) for name in given & RESUME_OVERRIDES}
+    if changes.get("steps", saved.steps) < saved.steps:
+        raise ConfigError(
+            f"--steps can only grow on resume (the run was started with {saved.steps:,})"
+        )
+    return replace(saved, **changes, out=run_dir, resume=True, auto_resume=False)
+
+
+def start_or_resume(parsed: TrainConfig, argv: list[str]) -> TrainConfig:
+    """``--auto-resume``: continue the run in --out if it has a checkpoint, else start it (after
+    clearing what an attempt killed before its first checkpoint left behind)."""
+    run_dir = parsed.run_dir
+    if (run_dir / CHECKPOINT).exists():
+        return resume_config(parsed, argv)
+    if holds_run_files(run_dir):
+        with exclusive(run_dir):  # never while another process trains there
+            clear_unfinished_run(run_dir)
+    return replace(parsed, auto_resume=False)
 
 
 def run_train(config: TrainConfig, argv: list[str]) -> int:
     from dstrl.train import train
 
+    if config.resume and config.auto_resume:
+        raise ConfigError("give --resume or --auto-resume, not both")
     if config.resume:
+        if config.out is None:
+            raise ConfigError("--resume needs --out, the run directory to continue")
         config = resume_config(config, argv)
+    elif config.auto_resume:
+        config = start_or_resume(config, argv)
     summary = train(config)
     if summary is None:
         return 130  # stopped by a signal; the checkpoint lets --resume continue
     final = summary["final_return"]
     flops = summary["flops"]["run_ratio"] or summary["flops"]["train_ratio"]
+    live = len(summary["seeds"]) - len(summary["diverged"])
     print(
         f"{config.algo} on {config.env}: final return {final['mean']:.1f} ± {final['std']:.1f}"
-        f" over {len(summary['seeds'])} seed(s); params {summary['params']['ratio']:.2f}x"
+        f" over {live} seed(s); params {summary['params']['ratio']:.2f}x"
         f" dense, FLOPs over the run {flops:.2f}x dense; "
         f"{summary['env_steps_per_second']:.0f} env steps/s; results in {config.run_dir}"
     )
+    if summary["diverged"]:
+        health = Health(summary["seeds"], advice(config.family, config.agent.learning_rate))
+        health.load_state_dict(summary["diverged"])
+        print(f"dstrl: error: {health.message(None)}", file=sys.stderr)
+        return 3
     return 0
 
 
 def run_eval(args: EvalArgs) -> int:
     from dstrl.data.envs import make_vector_env
     from dstrl.evaluation import evaluate
-    from dstrl.train import build_agent, member_seeds
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be positive, got {args.episodes}")
-    config = replace(load_run_config(args.run), device=args.device, out=args.run)
-    agent = build_agent(config)
-    state = load_checkpoint(args.run)
-    agent.load_state_dict(state["agent"])
-    seeds = member_seeds(config)
-    env = make_vector_env(config.env, config.seeds)
-    returns = evaluate(
-        lambda o: agent.act(o, explore=False), env, args.episodes, seeds, round_index=10**6
-    )
+    if args.run.is_file():
+        from dstrl.policy import load_policy
+
+        policy = load_policy(args.run)
+        env_id, seeds, step, act = policy.env, policy.seeds, policy.metadata["step"], policy
+        diverged = set(policy.metadata.get("diverged", []))
+    else:
+        from dstrl.checkpoint import load_checkpoint
+        from dstrl.train import build_agent, member_seeds
+
+        config = replace(TrainConfig.load(args.run), device=args.device, out=args.run)
+        agent = build_agent(config)
+        state = load_checkpoint(args.run)
+        agent.load_state_dict(state["agent"])
+        env_id, seeds, step = config.env, member_seeds(config), state["step"]
+        diverged = {event["member"] for event in state.get("diverged", [])}
+
+        def act(obs):
+            return agent.act(obs, explore=False)
+
+    env = make_vector_env(env_id, len(seeds))
+    returns = evaluate(act, env, args.episodes, seeds, round_index=10**6)
     env.close()
-    for seed, value in zip(seeds, returns, strict=True):
-        print(
-            f"seed {seed}: return {value:.1f} over {args.episodes} episodes (step {state['step']})"
-        )
-    print(f"mean {np.mean(returns):.1f} ± {np.std(returns):.1f}")
+    for member, (seed, value) in enumerate(zip(seeds, returns, strict=True)):
+        if member in diverged:
+            print(f"seed {seed}: diverged in training (halted; see summary.json)")
+        else:
+            print(f"seed {seed}: return {value:.1f} over {args.episodes} episodes (step {step})")
+    finished = [r for member, r in enumerate(returns) if member not in diverged]
+    if finished:
+        print(f"mean {np.mean(finished):.1f} ± {np.std(finished):.1f}")
+    return 0
+
+
+def run_export(args: ExportArgs) -> int:
+    from dstrl.policy import export_policy
+
+    if not args.run.is_dir():
+        raise ConfigError(f"{args.run} is not a run directory")
+    policy = export_policy(args.run, args.out, args.member)
+    members = f"member {args.member}" if args.member is not None else f"{policy.members} member(s)"
+    print(
+        f"wrote {args.out}: {policy.metadata['algo']} on {policy.env}, {members}, step "
+        f"{policy.metadata['step']:,}; load it with dstrl.load_policy({str(args.out)!r})"
+    )
     return 0
 
 
@@ -143,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "train": TrainConfig,
             "eval": EvalArgs,
+            "export": ExportArgs,
             "report": ReportArgs,
             "sweep": SweepArgs,
         },
@@ -153,14 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if isinstance(command, EvalArgs):
             return run_eval(command)
+        if isinstance(command, ExportArgs):
+            return run_export(command)
         if isinstance(command, ReportArgs):
             return run_report(command)
         if isinstance(command, SweepArgs):
             return run_sweep(command)
         return run_train(command, argv[1:])
-    except (ConfigError, CheckpointError, RunError) as error:
+    except (ConfigError, CheckpointError, RunError, PolicyError) as error:
         print(f"dstrl: error: {error}", file=sys.stderr)
         return 2
+    except DivergedError as error:
+        print(f"dstrl: error: {error}", file=sys.stderr)
+        return 3
+    except RunDirError as error:
+        print(f"dstrl: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"dstrl: error: {describe(error)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("dstrl: interrupted", file=sys.stderr)
         return 130

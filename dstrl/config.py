@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,7 @@ from typing import Literal
 from dstrl.agents.sac import SACConfig
 from dstrl.agents.td3 import TD3Config
 from dstrl.sparse.config import SparsityConfig
+from dstrl.sparse.distributions import er_lambda_limit
 from dstrl.sparse.schedule import TopologySchedule
 
 # An algorithm is a family (td3, sac) with a topology prefix: none (dense), static-, ds- (prune
@@ -108,6 +110,9 @@ class TrainConfig:
     """Torch CPU threads (1 is fastest for these small networks)."""
     resume: bool = False
     """Continue the run in --out from its checkpoint (its saved configuration is used)."""
+    auto_resume: bool = False
+    """Continue the run in --out if it holds a checkpoint, else start it: one command for a job
+    and all its requeues."""
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
@@ -203,6 +208,35 @@ class TrainConfig:
             nm=self.nm_pattern(),
             prune_start=prune_start,
             prune_end=prune_end,
+        )
+
+    def dense_note(self, networks: list[list[tuple[int, int]]]) -> str:
+        """Why no layer of these networks (their (n_in, n_out) shapes) came out sparse, and which
+        setting would make some sparse: for a note when a sparse method trains dense networks."""
+        sparsity = self.sparsity()
+        assert sparsity is not None
+        if self.nm is not None:
+            m = self.nm_pattern()[1]
+            return (
+                f"--nm {self.nm} keeps every layer dense here (no sparse layer's fan-in is a "
+                f"multiple of {m}); choose another M, or --density D < 1"
+            )
+        if self.density is not None:
+            return f"--density {self.density:g} keeps every layer dense; give a density below 1"
+        slots = ("input", "hidden", "output")
+        limits: dict[str, float] = {}
+        for shapes in networks:
+            last = len(shapes) - 1
+            for i in sparsity.sparse_layer_indices(len(shapes)):
+                slot = slots[0] if i == 0 else slots[2] if i == last else slots[1]
+                limit = er_lambda_limit(*shapes[i])
+                limits[slot] = min(limits.get(slot, limit), limit)
+        lambdas = " ".join(f"{lam:g}" for lam in self.lambdas or self.default_lambdas())
+        below = " and ".join(f"{limits[s]:.3g} ({s})" for s in slots if s in limits)
+        return (
+            f"the ER λ {lambdas} give every layer of these networks density 1 (hidden sizes "
+            f"{' '.join(map(str, self.agent.hidden_sizes))}), so {self.algo} trains dense "
+            f"networks here; --lambdas below {below}, or --density D < 1, would make them sparse"
         )
 
     def _prune_steps(self) -> tuple[int, int]:
@@ -308,6 +342,17 @@ class TrainConfig:
         data = dataclasses.asdict(self)
         data["out"] = str(self.run_dir)
         return data
+
+    @classmethod
+    def load(cls, run_dir: Path) -> TrainConfig:
+        """The configuration saved in ``run_dir/config.json``."""
+        path = run_dir / "config.json"
+        if not path.exists():
+            raise ConfigError(f"{run_dir} is not a dstrl run directory (no config.json)")
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ConfigError(f"{path} is not a valid dstrl configuration ({error})") from error
 
     @classmethod
     def from_json(cls, data: dict) -> TrainConfig:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+
+from dstrl.rundir import write_atomic
 
 
 class CsvLog:
@@ -16,13 +19,15 @@ class CsvLog:
                 csv.writer(f).writerow(fields)
 
     def truncate_after(self, step: int) -> None:
-        """Forget rows logged after ``step`` (they are redone by a resumed run)."""
+        """Forget rows logged after ``step`` (they are redone by a resumed run); atomically, so
+        a kill meanwhile loses nothing."""
         with self.path.open(newline="") as f:
             rows = [row for row in csv.DictReader(f) if _step(row) <= step]
-        with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, self.fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, self.fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.path, text.getvalue())
 
     def write(self, rows: list[dict]) -> None:
         with self.path.open("a", newline="") as f:

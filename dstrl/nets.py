@@ -32,6 +32,11 @@ def _forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], tan
     return (torch.tanh_(x) if tanh else x), inputs
 
 
+def mlp(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], tanh: bool = False):
+    """A stacked MLP's output from its parameters alone (inference, no autograd node)."""
+    return _forward(x, weights, biases, tanh)[0]
+
+
 def _backward(
     grad: Tensor,
     y: Tensor,

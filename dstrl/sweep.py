@@ -1,8 +1,9 @@
 """`dstrl sweep`: a grid of independent `dstrl train` runs, resumable, on this machine or on Ray.
 
 Each cell (env, algo, seed) is one run directory ``OUT/<env>/<algo>/seed<seed>``. A finished
-run (summary.json) is skipped, a stopped one (checkpoint.pt) is resumed, anything else starts
-afresh; every run uses one torch thread. Ray is optional: ``pip install -e '.[ray]'``.
+run (summary.json) is skipped; any other is run with ``dstrl train --auto-resume``, which
+continues a stopped one from its checkpoint and starts anything else afresh; every run uses one
+torch thread. Ray is optional: ``pip install -e '.[ray]'``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +24,17 @@ import tyro
 from dstrl.config import Algo, ConfigError
 
 # Options that the sweep sets itself for every run.
-RESERVED = {"--algo", "--env", "--seed", "--seeds", "--steps", "--out", "--resume", "--threads"}
+RESERVED = {
+    "--algo",
+    "--env",
+    "--seed",
+    "--seeds",
+    "--steps",
+    "--out",
+    "--resume",
+    "--auto-resume",
+    "--threads",
+}
 
 
 @dataclass
@@ -103,8 +113,15 @@ def plan(args: SweepArgs) -> list[Cell]:
 
 
 def command(cell: Cell, args: SweepArgs) -> list[str] | None:
-    """The `dstrl train` command that finishes ``cell``; None if it is already finished."""
-    base = [
+    """The `dstrl train` command that finishes ``cell``; None if it is already finished.
+
+    It is the same command whatever state the cell is in: ``--auto-resume`` starts the run, or
+    continues it from its checkpoint (extending it to a larger ``--steps``).
+    """
+    summary = cell.path / "summary.json"
+    if summary.exists() and json.loads(summary.read_text())["steps"] >= args.steps:
+        return None
+    return [
         sys.executable,
         "-m",
         "dstrl.cli",
@@ -116,16 +133,7 @@ def command(cell: Cell, args: SweepArgs) -> list[str] | None:
         "--no-progress",
         "--steps",
         str(args.steps),
-    ]
-    summary = cell.path / "summary.json"
-    if summary.exists() and json.loads(summary.read_text())["steps"] >= args.steps:
-        return None
-    if (cell.path / "checkpoint.pt").exists():  # stopped, or finished with fewer steps
-        return [*base, "--resume"]
-    if cell.path.exists():  # started, but stopped before its first checkpoint: nothing to keep
-        shutil.rmtree(cell.path)
-    return [
-        *base,
+        "--auto-resume",
         "--algo",
         cell.algo,
         "--env",

@@ -1,12 +1,16 @@
 """The training loop: act, step, store, update, evaluate, log, checkpoint.
 
-One loop drives a population of ``seeds`` agents in lockstep (see design.md, Populations).
+One loop drives a population of ``seeds`` agents in lockstep (see design.md, Populations). It is
+built to run unattended for a day: one writer per run directory, atomic checkpoints written only
+from finite state, diverged agents halted while the others go on (``dstrl.health``), write
+failures reported in one line with the last checkpoint intact, and subnormal floats flushed.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from contextlib import contextmanager
 
@@ -23,7 +27,17 @@ from dstrl.config import ConfigError, TrainConfig
 from dstrl.data.envs import check_env, get_env_state, make_vector_env, set_env_state
 from dstrl.data.replay import ReplayBuffer
 from dstrl.evaluation import evaluate
+from dstrl.health import DivergedError, Health, advice
 from dstrl.logs import CsvLog, TensorBoard
+from dstrl.rundir import (
+    RunDirError,
+    describe,
+    exclusive,
+    holds_run_files,
+    make_run_dir,
+    remove_temporaries,
+    write_atomic,
+)
 from dstrl.sparse.distributions import SparsityError
 
 EVAL_FIELDS = ["step", "member", "seed", "return"]
@@ -62,6 +76,10 @@ def build_agent(config: TrainConfig) -> ActorCritic:
         obs_dim, low, high = check_env(config.env)
     except ValueError as error:
         raise ConfigError(str(error)) from error
+    # Subnormal floats (|x| < 1.2e-38) make CPU arithmetic many times slower, and weights that
+    # only weight decay moves shrink into them over a long run (see README, Long runs). Flush
+    # them to zero; set before torch starts its worker threads, which inherit the setting.
+    torch.set_flush_denormal(True)
     torch.set_num_threads(config.threads)
     generator = torch.Generator(device).manual_seed(config.seed)
     try:
@@ -95,174 +113,374 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     """Run (or resume) training; returns the summary, or None if stopped before the end.
 
     ``stop_after`` ends the run early at that step with a checkpoint, as an interruption would.
+    Raises ConfigError / CheckpointError for bad input, RunDirError when the run directory
+    cannot be written, DivergedError when every agent has diverged.
     """
-    run_dir = config.run_dir
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is a file, not a directory")
-    if config.resume:
-        state = load_checkpoint(run_dir)  # on the CPU; loading copies onto the device
-        missing = CHECKPOINT_KEYS - set(state)
-        if missing:
-            raise CheckpointError(f"{run_dir}/checkpoint.pt lacks {sorted(missing)}; cannot resume")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(
-            f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
-        )
     agent = build_agent(config)
-    seeds = member_seeds(config)
-    obs_dim, act_dim = agent.actor.sizes[0], agent.act_dim
-    buffer = ReplayBuffer(
-        config.seeds, min(config.buffer_size, config.steps), obs_dim, act_dim, agent.device
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=2))
+    run_dir = config.run_dir
+    make_run_dir(run_dir)
+    with exclusive(run_dir):
+        remove_temporaries(run_dir)
+        state = None
+        if config.resume:
+            state = load_checkpoint(run_dir)  # on the CPU; loading copies onto the device
+            missing = CHECKPOINT_KEYS - set(state)
+            if missing:
+                raise CheckpointError(
+                    f"{run_dir}/checkpoint.pt lacks {sorted(missing)}; cannot resume"
+                )
+        elif holds_run_files(run_dir):
+            raise ConfigError(
+                f"{run_dir} already holds a run; pass --resume to continue it, or choose "
+                "another --out"
+            )
+        if agent.sparsity is not None and not (
+            agent.actor_sparse.weights or agent.critic_sparse.weights
+        ):
+            note = config.dense_note([agent.actor.shapes, agent.critic.shapes])
+            print(f"dstrl: note: {note}", file=sys.stderr, flush=True)
+        write_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2))
+        return Trainer(config, agent, state).run(stop_after)
 
-    envs = make_vector_env(config.env, config.seeds)
-    eval_envs = make_vector_env(config.env, config.seeds)
-    obs, _ = envs.reset(seed=seeds)
-    low, high = envs.single_action_space.low, envs.single_action_space.high
-    step, wall, flops_so_far, eval_round = 0, 0.0, 0, 0
-    learning_wall, learning_steps = 0.0, 0  # time and steps after warm-up, evaluation excluded
-    history: list[np.ndarray] = []
-    evaluations = CsvLog(run_dir / "evaluations.csv", EVAL_FIELDS)
-    layer_names = _layer_names(agent)
-    metrics = CsvLog(
-        run_dir / "train_metrics.csv",
-        ["step", *agent.loss_names, "flops", *layer_names, "connections_changed"],
-    )
-    changed = 0
-    if config.resume:
+
+class Trainer:
+    """One run's agents, environments, replay, logs and counters, advanced stage by stage."""
+
+    def __init__(self, config: TrainConfig, agent: ActorCritic, state: dict | None) -> None:
+        self.config, self.agent = config, agent
+        self.run_dir = run_dir = config.run_dir
+        self.seeds = member_seeds(config)
+        obs_dim = agent.actor.sizes[0]
+        self.buffer = ReplayBuffer(
+            config.seeds,
+            min(config.buffer_size, config.steps),
+            obs_dim,
+            agent.act_dim,
+            agent.device,
+        )
+        self.envs = make_vector_env(config.env, config.seeds)
+        self.eval_envs = make_vector_env(config.env, config.seeds)
+        self.obs, _ = self.envs.reset(seed=self.seeds)
+        space = self.envs.single_action_space
+        self.low, self.high = space.low, space.high
+        self.middle = (self.low + self.high) / 2  # the action of a halted agent
+        self.step, self.wall, self.flops, self.changed = 0, 0.0, 0, 0
+        self.learning_wall, self.learning_steps = 0.0, 0  # after warm-up, evaluation excluded
+        self.history: list[np.ndarray] = []
+        self.last_checkpoint: int | None = None
+        self.health = Health(self.seeds, advice(config.family, config.agent.learning_rate))
+        self.layer_names = _layer_names(agent)
+        self.evaluations = CsvLog(run_dir / "evaluations.csv", EVAL_FIELDS)
+        self.metrics = CsvLog(
+            run_dir / "train_metrics.csv",
+            [
+                "step",
+                *agent.loss_names,
+                "flops",
+                *self.layer_names,
+                "connections_changed",
+                "env_steps_per_second",
+            ],
+        )
+        if state is not None:
+            self._restore(state)
+        self.cost = agent.cost()
+
+    # ---- persistence --------------------------------------------------------------------
+    def _restore(self, state: dict) -> None:
+        config, run_dir = self.config, self.run_dir
         try:
-            agent.load_state_dict(state["agent"])
-            buffer.load_state_dict(state["buffer"])
-            for env, env_state in zip(envs.envs, state["envs"], strict=True):
+            self.agent.load_state_dict(state["agent"])
+            self.buffer.load_state_dict(state["buffer"])
+            for env, env_state in zip(self.envs.envs, state["envs"], strict=True):
                 set_env_state(env, env_state)
-        except (RuntimeError, ValueError, KeyError) as error:
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(
                 f"{run_dir}/checkpoint.pt does not fit the run's config.json ({error})"
             ) from error
-        obs = state["obs"]
-        step, wall, flops_so_far = state["step"], state["wall_seconds"], state["flops"]
-        learning_wall, learning_steps = state["learning_wall"], state["learning_steps"]
-        history = [np.asarray(h) for h in state["history"]]
-        changed = state["changed"]
-        if step == state["steps_planned"] < config.steps and step % config.eval_every:
-            history.pop()  # an extended run: its old end-of-run evaluation is off the grid
-            evaluations.truncate_after(step - 1)
-        eval_round = len(history)
-        evaluations.truncate_after(step)
-        metrics.truncate_after(step)
+        self.obs = np.asarray(state["obs"])
+        self.step, self.wall, self.flops = state["step"], state["wall_seconds"], state["flops"]
+        self.learning_wall, self.learning_steps = state["learning_wall"], state["learning_steps"]
+        self.history = [np.asarray(h) for h in state["history"]]
+        self.changed = state["changed"]
+        self.health.load_state_dict(state.get("diverged", []))
+        if self.health.any:
+            self.agent.halt(torch.from_numpy(self.health.halted))
+        self.last_checkpoint = self.step
+        if self.step == state["steps_planned"] < config.steps and self.step % config.eval_every:
+            self.history.pop()  # an extended run: its old end-of-run evaluation is off the grid
+            self.evaluations.truncate_after(self.step - 1)
+        self.evaluations.truncate_after(self.step)
+        self.metrics.truncate_after(self.step)
 
-    cost = agent.cost()
-    board = TensorBoard(run_dir / "tensorboard" if config.tensorboard else None, purge_step=step)
-    bar = tqdm(
-        total=config.steps,
-        initial=step,
-        disable=not config.progress,
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=1.0,
-        desc=f"{config.algo} {config.env}",
-    )
-
-    def checkpoint() -> None:
+    def _checkpoint(self, started: float) -> None:
+        """Write the checkpoint, after halting any agent whose numbers are no longer finite."""
+        self._check_agents()
         save_checkpoint(
             {
-                "agent": agent.state_dict(),
-                "buffer": buffer.state_dict(),
-                "envs": [get_env_state(env) for env in envs.envs],
-                "obs": obs,
-                "step": step,
-                "wall_seconds": wall + time.perf_counter() - started,
-                "flops": flops_so_far,
-                "learning_wall": learning_wall,
-                "learning_steps": learning_steps,
-                "history": [h.tolist() for h in history],
-                "changed": changed,
-                "steps_planned": config.steps,
+                "agent": self.agent.state_dict(),
+                "buffer": self.buffer.state_dict(),
+                "envs": [get_env_state(env) for env in self.envs.envs],
+                "obs": torch.from_numpy(np.array(self.obs)),
+                "step": self.step,
+                "wall_seconds": self.wall + time.perf_counter() - started,
+                "flops": self.flops,
+                "learning_wall": self.learning_wall,
+                "learning_steps": self.learning_steps,
+                "history": [h.tolist() for h in self.history],
+                "changed": self.changed,
+                "steps_planned": self.config.steps,
+                "diverged": self.health.state_dict(),
             },
-            run_dir,
+            self.run_dir,
+        )
+        self.last_checkpoint = self.step
+
+    # ---- divergence ---------------------------------------------------------------------
+    def _halt(self, bad: np.ndarray, reason: str, step: int | None = None) -> None:
+        """Halt the members flagged in ``bad``, found at ``step`` (default: the last completed
+        one); stop the run when none is left."""
+        new = self.health.record(bad, self.step if step is None else step, reason)
+        if new.any():
+            self.agent.halt(torch.from_numpy(new))
+        if self.health.all:
+            raise DivergedError(self.health.message(self.last_checkpoint))
+
+    def _check_agents(self) -> None:
+        """Losses since the last check, weights, targets and optimiser moments: one sync."""
+        for part, bad in self.agent.nonfinite().items():
+            if bad.any():
+                self._halt(bad, f"its {part} became NaN or infinite")
+
+    def _halt_nonfinite(self, reason: str, *values: np.ndarray, step: int | None = None) -> None:
+        """Halt every member whose row of ``values`` (each (E, ...)) holds a NaN or an
+        infinity; the common case costs one check per array."""
+        if all(np.isfinite(v).all() for v in values):
+            return
+        finite = [np.isfinite(v).reshape(len(v), -1).all(axis=1) for v in values]
+        self._halt(~np.logical_and.reduce(finite), reason, step)
+
+    def _halted_rows(self, values: np.ndarray, fill) -> np.ndarray:
+        if not self.health.any:
+            return values
+        halted = self.health.halted.reshape(-1, *[1] * (values.ndim - 1))
+        return np.where(halted, fill, values)
+
+    # ---- the loop -----------------------------------------------------------------------
+    def _act(self) -> np.ndarray:
+        config = self.config
+        if self.step < config.start_steps:
+            generator = self.agent.generator
+            u = torch.rand(
+                (config.seeds, self.low.size), generator=generator, device=generator.device
+            )
+            action = self.low + u.cpu().numpy() * (self.high - self.low)
+        else:
+            action = self.agent.act(self.obs, explore=True)
+            self.flops += self.cost["inference_flops"] * config.seeds
+            reason = "its actor gave a NaN or infinite action"
+            self._halt_nonfinite(reason, action, step=self.step + 1)
+        return self._halted_rows(action, self.middle)
+
+    def _step_envs(self, action: np.ndarray) -> None:
+        """Step and store (the true final observation of an episode, for bootstrapping)."""
+        next_obs, reward, terminated, truncated, info = self.envs.step(action)
+        stored_next = next_obs
+        done = terminated | truncated
+        if done.any():
+            stored_next = next_obs.copy()
+            stored_next[done] = np.stack(info["final_obs"][done])
+        reason = "its environment returned a NaN or infinite observation or reward"
+        self._halt_nonfinite(reason, reward, stored_next, step=self.step + 1)
+        self.buffer.add(
+            self.obs,
+            action,
+            self._halted_rows(reward, 0.0),
+            self._halted_rows(stored_next, 0.0),
+            terminated,
+        )
+        self.obs = self._halted_rows(next_obs, 0.0)
+        self.step += 1
+
+    def _learn(self) -> None:
+        agent, config = self.agent, self.config
+        agent.update(*self.buffer.sample(config.agent.batch_size, agent.generator))
+        self.flops += self.cost["train_flops"] * config.seeds
+        if agent.last_topology_change is not None:
+            change = agent.last_topology_change
+            self.changed += sum(change["actor"]) + sum(change["critic"])
+            self.cost = agent.cost()  # pruning changes the connection count
+
+    def _log(self, steps: int, seconds: float) -> None:
+        """A row of train_metrics.csv; ``steps`` in ``seconds`` of loop time since the last row
+        (evaluation excluded) give its speed."""
+        self._check_agents()
+        live = ~self.health.halted
+        row = {
+            "step": self.step,
+            "flops": self.flops,
+            "connections_changed": self.changed,
+            "env_steps_per_second": steps * self.config.seeds / seconds,
+        }
+        row.update({k: float(v[live].mean()) for k, v in self.agent.pop_losses().items()})
+        row.update(zip(self.layer_names, _layer_densities(self.agent), strict=True))
+        self.metrics.write([row])
+        self.board.scalars({f"train/{k}": v for k, v in row.items() if k != "step"}, self.step)
+        self.changed = 0
+
+    def _evaluate(self) -> None:
+        agent = self.agent
+        returns = evaluate(
+            lambda o: self._halted_rows(agent.act(o, explore=False), self.middle),
+            self.eval_envs,
+            self.config.eval_episodes,
+            self.seeds,
+            len(self.history),
+        )
+        self._halt_nonfinite("its evaluation return was NaN or infinite", returns)
+        returns = self._halted_rows(returns, 0.0)  # placeholders, never reported
+        self.history.append(returns)
+        live = ~self.health.halted
+        self.evaluations.write(
+            [
+                {"step": self.step, "member": i, "seed": s, "return": float(r)}
+                for i, (s, r) in enumerate(zip(self.seeds, returns, strict=True))
+                if live[i]
+            ]
+        )
+        self.board.scalars({"eval/return_mean": float(returns[live].mean())}, self.step)
+        self.bar.set_postfix(eval_return=f"{returns[live].mean():.1f}", refresh=False)
+
+    def run(self, stop_after: int | None) -> dict | None:
+        config = self.config
+        self.board = TensorBoard(
+            self.run_dir / "tensorboard" if config.tensorboard else None, purge_step=self.step
+        )
+        self.bar = tqdm(
+            total=config.steps,
+            initial=self.step,
+            disable=not config.progress,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+            desc=f"{config.algo} {config.env}",
+        )
+        started = time.perf_counter()
+        try:
+            self._loop(stop_after, started)
+        except OSError as error:
+            raise self._write_failure(error) from error
+        except RunDirError as error:
+            raise RunDirError(f"{error}; {self._resume_hint()}") from error
+        finally:
+            self.bar.close()
+            self.board.close()
+            self.envs.close()
+            self.eval_envs.close()
+        self.wall += time.perf_counter() - started
+        if self.step < config.steps:
+            print(f"stopped at step {self.step:,}; continue with: {self._resume_command()}")
+            return None
+        summary = self._summary()
+        write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        return summary
+
+    def _loop(self, stop_after: int | None, started: float) -> None:
+        config = self.config
+        end = config.steps if stop_after is None else min(stop_after, config.steps)
+        # the current log interval: its start (moved on by evaluations) and first step
+        interval, interval_step = time.perf_counter(), self.step
+        with _deferred_interrupt() as interrupted:
+            while self.step < end and not interrupted:
+                tick = time.perf_counter()
+                self._step_envs(self._act())
+                if self.step > config.start_steps:
+                    self._learn()
+                    self.learning_wall += time.perf_counter() - tick
+                    self.learning_steps += 1
+                if self.step % config.log_every == 0:
+                    self._log(self.step - interval_step, time.perf_counter() - interval)
+                    interval, interval_step = time.perf_counter(), self.step
+                if self.step % config.eval_every == 0 or self.step == config.steps:
+                    evaluation = time.perf_counter()
+                    self._evaluate()
+                    interval += time.perf_counter() - evaluation
+                if self.step % config.checkpoint_every == 0:
+                    self._checkpoint(started)
+                self.bar.update(1)
+            if self.step % config.checkpoint_every:
+                self._checkpoint(started)
+
+    # ---- failures -----------------------------------------------------------------------
+    def _resume_command(self) -> str:
+        return f"dstrl train --out {self.run_dir} --resume"
+
+    def _resume_hint(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint had been written yet: start the run again once this is fixed"
+        return (
+            f"the checkpoint of step {self.last_checkpoint:,} is intact: fix this, then "
+            f"continue with {self._resume_command()}"
         )
 
-    started = time.perf_counter()
-    end = config.steps if stop_after is None else min(stop_after, config.steps)
-    generator = agent.generator
-    with _deferred_interrupt() as interrupted:
-        while step < end and not interrupted:
-            tick = time.perf_counter()
-            # act
-            if step < config.start_steps:
-                u = torch.rand(
-                    (config.seeds, low.size), generator=generator, device=generator.device
-                )
-                action = low + u.cpu().numpy() * (high - low)
-            else:
-                action = agent.act(obs, explore=True)
-                flops_so_far += cost["inference_flops"] * config.seeds
-            # step and store (the true final observation of an episode, for bootstrapping)
-            next_obs, reward, terminated, truncated, info = envs.step(action)
-            stored_next = next_obs
-            done = terminated | truncated
-            if done.any():
-                stored_next = next_obs.copy()
-                stored_next[done] = np.stack(info["final_obs"][done])
-            buffer.add(obs, action, reward, stored_next, terminated)
-            obs = next_obs
-            step += 1
-            # learn
-            if step > config.start_steps:
-                agent.update(*buffer.sample(config.agent.batch_size, generator))
-                flops_so_far += cost["train_flops"] * config.seeds
-                if agent.last_topology_change is not None:
-                    change = agent.last_topology_change
-                    changed += sum(change["actor"]) + sum(change["critic"])
-                    cost = agent.cost()  # pruning changes the connection count
-                learning_wall += time.perf_counter() - tick
-                learning_steps += 1
-            # log
-            if step % config.log_every == 0:
-                row = {"step": step, "flops": flops_so_far, "connections_changed": changed}
-                row.update(agent.pop_losses())
-                row.update(zip(layer_names, _layer_densities(agent), strict=True))
-                metrics.write([row])
-                board.scalars({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
-                changed = 0
-            if step % config.eval_every == 0 or step == config.steps:
-                returns = evaluate(
-                    lambda o: agent.act(o, explore=False),
-                    eval_envs,
-                    config.eval_episodes,
-                    seeds,
-                    eval_round,
-                )
-                eval_round += 1
-                history.append(returns)
-                evaluations.write(
-                    [
-                        {"step": step, "member": i, "seed": s, "return": float(r)}
-                        for i, (s, r) in enumerate(zip(seeds, returns, strict=True))
-                    ]
-                )
-                board.scalars({"eval/return_mean": float(returns.mean())}, step)
-                bar.set_postfix(eval_return=f"{returns.mean():.1f}", refresh=False)
-            if step % config.checkpoint_every == 0:
-                checkpoint()
-            bar.update(1)
-        if step % config.checkpoint_every:
-            checkpoint()
-    bar.close()
-    board.close()
-    wall += time.perf_counter() - started
-    envs.close()
-    eval_envs.close()
-    if step < config.steps:
-        print(f"stopped at step {step:,}; continue with: dstrl train --out {run_dir} --resume")
-        return None
-    summary = _summary(config, agent, seeds, history, wall, flops_so_far)
-    summary["learning_steps_per_second"] = (
-        learning_steps * config.seeds / learning_wall if learning_wall else None
-    )
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    def _write_failure(self, error: OSError) -> RunDirError:
+        return RunDirError(f"cannot write {describe(error)}; {self._resume_hint()}")
+
+    # ---- results ------------------------------------------------------------------------
+    def _summary(self) -> dict:
+        config, agent = self.config, self.agent
+        curves = np.stack(self.history, axis=1)  # (members, evaluations)
+        live = ~self.health.halted
+        finals = [final_return(c) if ok else None for c, ok in zip(curves, live, strict=True)]
+        areas = [learning_curve_area(c) if ok else None for c, ok in zip(curves, live, strict=True)]
+        sparse, dense = agent.cost(), agent.cost(dense=True)
+        learning_steps = max(config.steps - config.start_steps, 0)
+        dense_run = config.seeds * (
+            dense["train_flops"] * learning_steps + dense["inference_flops"] * learning_steps
+        )
+        return {
+            "algo": config.algo,
+            "env": config.env,
+            "steps": config.steps,
+            "seeds": self.seeds,
+            "evaluations": curves.shape[1],
+            "final_return": _over_live(finals),
+            "lca": _over_live(areas),
+            "diverged": self.health.state_dict(),
+            "params": {
+                "total": sparse["params"],
+                "dense_total": dense["params"],
+                "ratio": sparse["params"] / dense["params"],
+                "actor": sparse["actor_params"],
+                "dense_actor": dense["actor_params"],
+                "critics": sparse["critic_params"],
+                "dense_critics": dense["critic_params"],
+            },
+            "flops": {
+                "train": sparse["train_flops"],
+                "dense_train": dense["train_flops"],
+                "inference": sparse["inference_flops"],
+                "dense_inference": dense["inference_flops"],
+                "run_total": self.flops,
+                "dense_run_total": dense_run,
+                "train_ratio": sparse["train_flops"] / dense["train_flops"],
+                "run_ratio": self.flops / dense_run if dense_run else None,
+            },
+            "layer_density": dict(zip(self.layer_names, _layer_densities(agent), strict=True)),
+            "wall_seconds": self.wall,
+            "env_steps_per_second": config.steps * config.seeds / self.wall,
+            "learning_steps_per_second": (
+                self.learning_steps * config.seeds / self.learning_wall
+                if self.learning_wall
+                else None
+            ),
+        }
+
+
+def _over_live(values: list[float | None]) -> dict:
+    """``mean_std`` over the members that did not diverge; ``per_seed`` keeps None for those."""
+    summary = mean_std([v for v in values if v is not None])
+    summary["per_seed"] = values
     return summary
 
 
@@ -281,50 +499,3 @@ def _layer_densities(agent: ActorCritic) -> list[float]:
         if layers is not None
         for d in layers.densities()
     ]
-
-
-def _summary(
-    config: TrainConfig,
-    agent: ActorCritic,
-    seeds: list[int],
-    history: list[np.ndarray],
-    wall: float,
-    flops_so_far: int,
-) -> dict:
-    curves = np.stack(history, axis=1)  # (members, evaluations)
-    sparse, dense = agent.cost(), agent.cost(dense=True)
-    learning_steps = max(config.steps - config.start_steps, 0)
-    dense_run = config.seeds * (
-        dense["train_flops"] * learning_steps + dense["inference_flops"] * learning_steps
-    )
-    return {
-        "algo": config.algo,
-        "env": config.env,
-        "steps": config.steps,
-        "seeds": seeds,
-        "evaluations": curves.shape[1],
-        "final_return": mean_std([final_return(c) for c in curves]),
-        "lca": mean_std([learning_curve_area(c) for c in curves]),
-        "params": {
-            "total": sparse["params"],
-            "dense_total": dense["params"],
-            "ratio": sparse["params"] / dense["params"],
-            "actor": sparse["actor_params"],
-            "dense_actor": dense["actor_params"],
-            "critics": sparse["critic_params"],
-            "dense_critics": dense["critic_params"],
-        },
-        "flops": {
-            "train": sparse["train_flops"],
-            "dense_train": dense["train_flops"],
-            "inference": sparse["inference_flops"],
-            "dense_inference": dense["inference_flops"],
-            "run_total": flops_so_far,
-            "dense_run_total": dense_run,
-            "train_ratio": sparse["train_flops"] / dense["train_flops"],
-            "run_ratio": flops_so_far / dense_run if dense_run else None,
-        },
-        "layer_density": dict(zip(_layer_names(agent), _layer_densities(agent), strict=True)),
-        "wall_seconds": wall,
-        "env_steps_per_second": config.steps * config.seeds / wall,
-    }

@@ -87,6 +87,7 @@ class ActorCritic:
             self._targets = list(self.actor_target.parameters()) + self._targets
         self.updates = 0
         self.last_topology_change: dict[str, list[int]] | None = None
+        self.halted: Tensor | None = None  # (E,) bool once a member has been halted
         self._reset_losses()
 
     # ---- shared steps -------------------------------------------------------------------
@@ -108,18 +109,21 @@ class ActorCritic:
         q, saved = self.critic.forward_saved(self._twin_input(obs, action))
         error = q.view(self.members, 2, -1) - target.unsqueeze(1)
         self.critic.backward_from(saved, (error * (2 / error.shape[-1])).view(q.shape))
+        self._hold_halted(self.critic.parameters(), 2)
         if self.critic_sparse is not None:
             self.critic_sparse.mask_gradients(self.updates)
         self.critic_optimizer.step()
-        self._record(0, error.square().mean(dim=-1).sum())
+        self._record(0, error.square().mean(dim=-1).sum(dim=1))
 
-    def _actor_step(self, loss: Tensor) -> None:
+    def _actor_step(self, losses: Tensor) -> None:
+        """Minimise the members' actor losses (E,)."""
         self.actor_optimizer.zero_grad()
-        loss.backward()  # the critics in an actor's loss are frozen: only the actor gets gradients
+        losses.sum().backward()  # the critics in an actor's loss are frozen: actor gradients only
+        self._hold_halted(self.actor.parameters(), 1)
         if self.actor_sparse is not None:
             self.actor_sparse.mask_gradients(self.updates)
         self.actor_optimizer.step()
-        self._record(1, loss)
+        self._record(1, losses)
 
     @torch.no_grad()
     def _update_targets(self, tau: float) -> None:
@@ -138,23 +142,79 @@ class ActorCritic:
 
     # ---- losses -------------------------------------------------------------------------
     def _reset_losses(self) -> None:
-        self._loss_sums = [torch.zeros((), device=self.device) for _ in self.loss_names]
+        self._loss_sums = [torch.zeros(self.members, device=self.device) for _ in self.loss_names]
         self._loss_counts = [0] * len(self.loss_names)
 
-    def _record(self, index: int, loss: Tensor) -> None:
-        self._loss_sums[index].add_(loss.detach())
+    def _record(self, index: int, losses: Tensor) -> None:
+        """Add the members' losses (E,) of one step to the running sums."""
+        self._loss_sums[index].add_(losses.detach())
         self._loss_counts[index] += 1
 
-    def pop_losses(self) -> dict[str, float]:
-        """Mean losses per agent since the last call (one sync, not one per step)."""
-        sums = [float(x) for x in self._loss_sums]
+    def pop_losses(self) -> dict[str, np.ndarray]:
+        """Each member's mean losses (E,) since the last call (one sync, not one per step)."""
         means = {
-            name: total / (count * self.members)
-            for name, total, count in zip(self.loss_names, sums, self._loss_counts, strict=True)
+            name: total.cpu().numpy() / count
+            for name, total, count in zip(
+                self.loss_names, self._loss_sums, self._loss_counts, strict=True
+            )
             if count
         }
         self._reset_losses()
         return means
+
+    # ---- health -------------------------------------------------------------------------
+    def _member_tensors(self) -> dict[str, list[tuple[Tensor, int]]]:
+        """Every tensor with a member axis, by part, with its rows per member (critics: 2)."""
+        parts: dict[str, list[tuple[Tensor, int]]] = {}
+        nets = [("actor", self.actor, self.actor_target, self.actor_optimizer, 1)]
+        nets.append(("critic", self.critic, self.critic_target, self.critic_optimizer, 2))
+        for name, net, target, optimizer, rows in nets:
+            tensors = [p.data for p in net.parameters()]
+            if target is not None:
+                tensors += list(target.parameters())
+            for p in net.parameters():
+                tensors += [v for v in optimizer.state.get(p, {}).values() if torch.is_tensor(v)]
+            parts[f"{name} weights"] = [(t, rows) for t in tensors]
+        for name, total in zip(self.loss_names, self._loss_sums, strict=True):
+            parts[name.replace("_", " ")] = [(total, 1)]
+        return parts
+
+    @torch.no_grad()
+    def nonfinite(self) -> dict[str, np.ndarray]:
+        """Per part (losses so far, then weights with their targets and optimiser moments),
+        which members (E,) hold a NaN or an infinity: one sync for the whole population."""
+        parts = self._member_tensors()
+        finite = torch.stack(
+            [
+                torch.stack([t.isfinite().view(self.members, -1).all(1) for t, _ in tensors]).all(0)
+                for tensors in parts.values()
+            ]
+        )
+        return {part: ~ok for part, ok in zip(parts, finite.cpu().numpy(), strict=True)}
+
+    @torch.no_grad()
+    def halt(self, members: Tensor) -> None:
+        """Stop the ``members`` (bool (E,)) for good, the others going on unchanged: their
+        networks, targets, optimiser moments and loss sums become zero, and from now on so do
+        their gradients, so they hold still at finite values (masks, and counts, are kept)."""
+        members = members.to(self.device)
+        self.halted = members if self.halted is None else self.halted | members
+        for tensors in self._member_tensors().values():
+            for tensor, rows in tensors:
+                tensor.masked_fill_(self._rows(self.halted, rows, tensor.dim()), 0.0)
+
+    def _hold_halted(self, params, rows: int) -> None:
+        """Zero the halted members' gradients (NaN-safe); nothing to do while none is halted."""
+        if self.halted is None:
+            return
+        for p in params:
+            if p.grad is not None:
+                p.grad.masked_fill_(self._rows(self.halted, rows, p.dim()), 0.0)
+
+    @staticmethod
+    def _rows(members: Tensor, rows: int, dim: int) -> Tensor:
+        """A member mask (E,) as a mask of a tensor's leading axis (E·rows, 1, ...)."""
+        return members.repeat_interleave(rows).view(-1, *[1] * (dim - 1))
 
     # ---- accounting ---------------------------------------------------------------------
     def layer_shapes(self) -> dict[str, list[LayerShape]]:
@@ -239,7 +299,7 @@ class ActorCritic:
             generator=self.generator.get_state(),
             generator_device=self.device.type,
             updates=self.updates,
-            loss_sums=[float(x) for x in self._loss_sums],
+            loss_sums=[x.cpu().clone() for x in self._loss_sums],
             loss_counts=list(self._loss_counts),
         )
         if self.actor_sparse is not None and self.critic_sparse is not None:
@@ -256,7 +316,11 @@ class ActorCritic:
         else:  # another device's generator state cannot be restored: a new, seeded stream
             self.generator.manual_seed(int(state["updates"]))
         self.updates = state["updates"]
-        self._loss_sums = [torch.tensor(x, device=self.device) for x in state["loss_sums"]]
+        self._loss_sums = [  # older checkpoints kept one sum over all members
+            torch.as_tensor(x, dtype=torch.float32).to(self.device).expand(self.members).clone()
+            / (1 if torch.is_tensor(x) else self.members)
+            for x in state["loss_sums"]
+        ]
         self._loss_counts = list(state["loss_counts"])
         if self.actor_sparse is not None and self.critic_sparse is not None:
             self.actor_sparse.load_state_dict(state["actor_masks"])

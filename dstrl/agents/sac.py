@@ -133,14 +133,15 @@ class SAC(ActorCritic):
         self._critic_step(obs, action, target)
         new_action, log_prob = self._sample(obs)
         q = self._q(self.critic, obs, new_action, frozen=True).amin(dim=1)
-        self._actor_step((alpha * log_prob - q).mean(dim=1).sum())
+        self._actor_step((alpha * log_prob - q).mean(dim=1))
         if self.alpha_optimizer is not None:
             entropy_gap = (log_prob.detach() + self.target_entropy).mean(dim=1)
             alpha_loss = -(self.log_alpha * entropy_gap).sum()
             self.alpha_optimizer.zero_grad(set_to_none=False)
             alpha_loss.backward()
+            self._hold_halted([self.log_alpha], 1)
             self.alpha_optimizer.step()
-        self._record(2, alpha.sum())
+        self._record(2, alpha.squeeze(1))
         if self.updates % cfg.target_update_interval == 0:
             self._update_targets(cfg.tau)
         self._update_topology()
@@ -160,6 +161,16 @@ class SAC(ActorCritic):
         critic_step = 2 * training_flops(forward_flops(critic, batch))
         actor_step = training_flops(forward_flops(actor, batch) + 2 * forward_flops(critic, batch))
         return target + critic_step + actor_step
+
+    # ---- health -------------------------------------------------------------------------
+    def _member_tensors(self) -> dict[str, list[tuple[Tensor, int]]]:
+        parts = super()._member_tensors()
+        temperature = [self.log_alpha.data]
+        if self.alpha_optimizer is not None:
+            state = self.alpha_optimizer.state.get(self.log_alpha, {})
+            temperature += [v for v in state.values() if torch.is_tensor(v)]
+        parts["temperature"] = [(t, 1) for t in temperature]
+        return parts
 
     # ---- persistence --------------------------------------------------------------------
     def state_dict(self) -> dict:

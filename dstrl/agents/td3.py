@@ -110,9 +110,7 @@ class TD3(ActorCritic):
         if self.updates % cfg.policy_delay == 0:
             first_critic = slice(0, None, 2)
             x = torch.cat([obs, self._policy(self.actor, obs)], dim=-1)
-            self._actor_step(
-                -self.critic(x, members=first_critic, frozen=True).mean(dim=(1, 2)).sum()
-            )
+            self._actor_step(-self.critic(x, members=first_critic, frozen=True).mean(dim=(1, 2)))
             self._update_targets(cfg.tau)
         self._update_topology()
 

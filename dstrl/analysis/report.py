@@ -211,6 +211,12 @@ def plot_topology(results: list[MethodCurves], env: str, path: Path) -> bool:
     return True
 
 
+def _left_out(run: Run) -> str:
+    if not run.diverged:
+        return ""
+    return f"; left out, diverged: seed(s) {', '.join(map(str, run.diverged))}"
+
+
 def write_report(paths: list[Path], out: Path, baseline: str | None = None) -> pd.DataFrame:
     """Find the runs under ``paths`` and write report.md, report.csv and figures into ``out``."""
     runs = [load_run(p) for p in find_runs(paths)]
@@ -225,6 +231,6 @@ def write_report(paths: list[Path], out: Path, baseline: str | None = None) -> p
         sections.append(f"![{env} learning curves](curves_{slug}.png)")
         if plot_topology(results, env, out / f"topology_{slug}.png"):
             sections.append(f"![{env} topology](topology_{slug}.png)")
-    sections += ["", "Runs:", *(f"- `{r.path}` ({r.method})" for r in runs)]
+    sections += ["", "Runs:", *(f"- `{r.path}` ({r.method}){_left_out(r)}" for r in runs)]
     (out / "report.md").write_text("\n".join(sections) + "\n")
     return table

@@ -15,6 +15,7 @@ NOT_A_METHOD = {
     "seeds",
     "out",
     "resume",
+    "auto_resume",
     "device",
     "threads",
     "progress",
@@ -38,6 +39,7 @@ class Run:
     evaluations: pd.DataFrame  # step, member, seed, return
     metrics: pd.DataFrame | None = None  # train_metrics.csv, if present
     method: str = field(default="")
+    diverged: list[int] = field(default_factory=list)  # seeds left out: they diverged
 
     @property
     def env(self) -> str:
@@ -79,11 +81,14 @@ def load_run(path: Path) -> Run:
         evaluations = pd.read_csv(path / "evaluations.csv")
     except (OSError, ValueError) as error:
         raise RunError(f"{path}: cannot read its files ({error})") from error
+    # agents halted by divergence have a cut curve: they are left out, and the report says so
+    diverged = sorted(event["seed"] for event in summary.get("diverged", []))
+    evaluations = evaluations[~evaluations["seed"].isin(diverged)]
     if evaluations.empty:
-        raise RunError(f"{path}/evaluations.csv has no evaluations")
+        raise RunError(f"{path}/evaluations.csv has no evaluations of an agent that finished")
     metrics_path = path / "train_metrics.csv"
     metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
-    return Run(path, config, summary, evaluations, metrics)
+    return Run(path, config, summary, evaluations, metrics, diverged=diverged)
 
 
 def label_methods(runs: list[Run]) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-import pickle
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 
 class EnvError(ValueError):
@@ -61,11 +61,12 @@ def _time_limits(env: gym.Env) -> list[gym.Env]:
 
 
 def get_env_state(env: gym.Env) -> dict:
-    """Everything needed to continue ``env`` exactly: physics, wrapper counters, RNG."""
+    """Everything needed to continue ``env`` exactly, as plain data (tensors, numbers, strings):
+    physics, wrapper counters, RNG."""
     base = env.unwrapped
     state: dict = {
         "elapsed": [w._elapsed_steps for w in _time_limits(env)],
-        "rng": base.np_random.bit_generator.state,
+        "rng": base.np_random.bit_generator.state,  # a dict of strings and integers
     }
     if hasattr(base, "model") and hasattr(base, "data"):  # a MuJoCo environment
         import mujoco
@@ -73,19 +74,23 @@ def get_env_state(env: gym.Env) -> dict:
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         physics = np.empty(mujoco.mj_stateSize(base.model, spec))
         mujoco.mj_getState(base.model, base.data, physics, spec)
-        state["mujoco"] = physics
-    else:  # plain Python environments (classic control): their picklable plain attributes
-        plain = {}
-        for key, value in vars(base).items():
-            if key.startswith("_np_random") or isinstance(value, gym.Space):
-                continue
-            try:
-                pickle.dumps(value)
-            except Exception:
-                continue
-            plain[key] = value
-        state["attributes"] = plain
+        state["mujoco"] = torch.from_numpy(physics)
+    else:  # plain Python environments (classic control): their numeric attributes
+        state["attributes"] = {
+            key: _plain(value)
+            for key, value in vars(base).items()
+            if not key.startswith("_np_random") and _plain(value) is not None
+        }
     return state
+
+
+def _plain(value):
+    """A numeric attribute as plain data (arrays and NumPy scalars as tensors), else None."""
+    if isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.ndarray | np.generic) and value.dtype.kind in "biuf":
+        return torch.from_numpy(np.array(value))
+    return None
 
 
 def set_env_state(env: gym.Env, state: dict) -> None:
@@ -97,9 +102,10 @@ def set_env_state(env: gym.Env, state: dict) -> None:
     if "mujoco" in state:
         import mujoco
 
-        mujoco.mj_setState(
-            base.model, base.data, state["mujoco"], mujoco.mjtState.mjSTATE_INTEGRATION
-        )
+        physics = np.asarray(state["mujoco"], dtype=np.float64)
+        mujoco.mj_setState(base.model, base.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
     else:
         for key, value in state["attributes"].items():
+            if isinstance(value, torch.Tensor):  # back to the array or NumPy scalar it was
+                value = value.numpy().copy() if value.dim() else value.numpy()[()]
             setattr(base, key, value)

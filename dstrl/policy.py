@@ -1,0 +1,183 @@
+"""Trained policies on their own: ``dstrl export`` writes a run's actors to one safetensors
+file, and ``load_policy`` turns that file back into a function from observations to actions,
+with no replay buffer, optimiser, critic or environment code.
+
+The file holds, per actor layer i, ``weight.i`` (members, n_out, n_in), ``bias.i`` (members,
+n_out) and, for sparse layers, the boolean ``mask.i``; the action bounds; and, as metadata,
+the format, the environment id, the algorithm, the seeds, the step and the run's configuration.
+safetensors stores raw arrays and a JSON header only, so loading one cannot execute code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dstrl.nets import mlp
+
+FORMAT = "dstrl-policy/1"
+
+
+class PolicyError(ValueError):
+    """A file is not a dstrl policy, or a policy is used in a way it cannot be."""
+
+
+class Policy:
+    """Deterministic actions of one or more trained actors (a population's members).
+
+    ``policy(obs)`` maps observations (..., obs_dim) to actions (..., act_dim) for a single
+    member; for several members, the leading axis of ``obs`` is the member. ``member(i)`` picks
+    one.
+    """
+
+    def __init__(
+        self,
+        weights: list[Tensor],
+        biases: list[Tensor],
+        masks: dict[int, Tensor],
+        action_low: Tensor,
+        action_high: Tensor,
+        head: str,
+        metadata: dict,
+    ) -> None:
+        self.weights, self.biases, self.masks = weights, biases, masks
+        self.action_low, self.action_high = action_low, action_high
+        self.scale, self.bias = (action_high - action_low) / 2, (action_high + action_low) / 2
+        self.head = head
+        self.metadata = metadata
+        self.members = weights[0].shape[0]
+        self.obs_dim, self.act_dim = weights[0].shape[2], action_low.numel()
+
+    @property
+    def env(self) -> str:
+        return self.metadata["env"]
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.metadata["seeds"]
+
+    def member(self, index: int) -> Policy:
+        """The policy of member ``index`` alone."""
+        if not 0 <= index < self.members:
+            raise PolicyError(f"member {index} does not exist; this policy has {self.members}")
+        pick = slice(index, index + 1)
+        diverged = [0] if index in self.metadata.get("diverged", []) else []
+        metadata = dict(self.metadata, seeds=[self.seeds[index]], diverged=diverged)
+        return Policy(
+            [w[pick] for w in self.weights],
+            [b[pick] for b in self.biases],
+            {i: m[pick] for i, m in self.masks.items()},
+            self.action_low,
+            self.action_high,
+            self.head,
+            metadata,
+        )
+
+    def to_bytes(self) -> bytes:
+        """The safetensors file ``load_policy`` reads."""
+        from safetensors.torch import save
+
+        tensors = {f"weight.{i}": w for i, w in enumerate(self.weights)}
+        tensors.update({f"bias.{i}": b for i, b in enumerate(self.biases)})
+        tensors.update({f"mask.{i}": m for i, m in self.masks.items()})
+        tensors.update(action_low=self.action_low, action_high=self.action_high)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        return save(tensors, metadata={"format": FORMAT, "metadata": json.dumps(self.metadata)})
+
+    @torch.no_grad()
+    def __call__(self, obs) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        if x.shape[-1] != self.obs_dim:
+            raise PolicyError(f"observations must have {self.obs_dim} entries, got {x.shape[-1]}")
+        if self.members > 1 and (x.dim() < 2 or x.shape[0] != self.members):
+            raise PolicyError(
+                f"this policy holds {self.members} members: give observations shaped "
+                f"({self.members}, ..., {self.obs_dim}), or pick one with .member(i)"
+            )
+        shape = x.shape[:-1]
+        x = x.reshape(self.members, -1, self.obs_dim)
+        if self.head == "tanh":  # TD3: the network's output is the squashed action
+            y = mlp(x, self.weights, self.biases, tanh=True)
+        else:  # SAC: the squashed mean of the Gaussian
+            y = torch.tanh(mlp(x, self.weights, self.biases)[..., : self.act_dim])
+        return (y * self.scale + self.bias).reshape(*shape, self.act_dim).numpy()
+
+
+def load_policy(path: str | Path, member: int | None = None) -> Policy:
+    """Read a file written by ``dstrl export``; ``member`` picks one agent of a population."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyError(f"{path} is not a file")
+    try:
+        # fresh (aligned) copies: BLAS picks its kernels by alignment, and with them its
+        # rounding, so an exported policy acts to the bit as its agent did
+        tensors = {name: tensor.clone() for name, tensor in load_file(path).items()}
+        with safe_open(path, "pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise PolicyError(f"{path} is not a safetensors file ({error})") from error
+    if header.get("format") != FORMAT:
+        raise PolicyError(f"{path} is not a dstrl policy (format {header.get('format')!r})")
+    metadata = json.loads(header["metadata"])
+    layers = metadata["layers"]
+    policy = Policy(
+        [tensors[f"weight.{i}"] for i in range(layers)],
+        [tensors[f"bias.{i}"] for i in range(layers)],
+        {i: tensors[f"mask.{i}"] for i in range(layers) if f"mask.{i}" in tensors},
+        tensors["action_low"],
+        tensors["action_high"],
+        metadata["head"],
+        metadata,
+    )
+    return policy if member is None else policy.member(member)
+
+
+def export_policy(run_dir: Path, out: Path, member: int | None = None) -> Policy:
+    """Write the actors of the run in ``run_dir`` (all members, or ``member``) to ``out``."""
+    from dstrl.checkpoint import load_checkpoint
+    from dstrl.config import TrainConfig
+    from dstrl.rundir import write_atomic
+    from dstrl.train import build_agent, member_seeds
+
+    config = TrainConfig.load(run_dir)
+    state = load_checkpoint(run_dir)
+    agent = build_agent(config)
+    agent.load_state_dict(state["agent"])
+    masks = {}
+    if agent.actor_sparse is not None:
+        masks = dict(zip(agent.actor_sparse.indices, agent.actor_sparse.masks, strict=True))
+    metadata = {
+        "env": config.env,
+        "algo": config.algo,
+        "seeds": member_seeds(config),
+        "step": state["step"],
+        "layers": len(agent.actor.weights),
+        "head": "tanh" if config.family == "td3" else "squashed-gaussian-mean",
+        "diverged": sorted(event["member"] for event in state.get("diverged", [])),
+        "config": config.to_json(),
+    }
+    policy = Policy(
+        [w.detach().cpu() for w in agent.actor.weights],
+        [b.detach().cpu() for b in agent.actor.biases],
+        {i: m.cpu() for i, m in masks.items()},
+        agent.action_low.cpu(),
+        agent.action_high.cpu(),
+        metadata["head"],
+        metadata,
+    )
+    if member is not None:
+        if member in metadata["diverged"]:
+            raise PolicyError(
+                f"member {member} of {run_dir} diverged and was halted (summary.json says "
+                "where); export another member"
+            )
+        policy = policy.member(member)
+    write_atomic(out, policy.to_bytes())
+    return policy

@@ -1,0 +1,133 @@
+"""The run directory on disk: atomic writes, one writer at a time, and failures told plainly.
+
+A run lasts hours on shared machines, so every file it replaces (checkpoint, config, summary,
+rewritten logs) goes through a temporary file, fsync and an atomic rename: a crash, a kill or a
+full disk mid-write leaves the previous version intact and no temporary file behind. A lock
+(``flock`` on ``.lock``) keeps a second process from training into the same directory; the
+kernel drops it when its holder dies, so a killed run never leaves it stuck.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+LOCK = ".lock"
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be created, locked or written; the message says where and why."""
+
+
+def describe(error: OSError) -> str:
+    """``runs/x/checkpoint.pt: No space left on device`` from an OSError."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], None] | bytes | str) -> None:
+    """Replace ``path`` with what ``write`` writes (or the given bytes/text), all or nothing.
+
+    On any failure the old file is untouched, the temporary file is removed, and an OSError
+    becomes a RunDirError that names the file.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb") as f:
+            if callable(write):
+                write(f)
+            else:
+                f.write(write.encode() if isinstance(write, str) else write)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise RunDirError(f"cannot write {path}: {error.strerror or error}") from error
+        raise
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` (and its parents), or say in one line why it cannot be."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--out {run_dir} is a file, not a directory; choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except NotADirectoryError as error:
+        blocking = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+        where = f"{blocking} is a file" if blocking else describe(error)
+        raise RunDirError(f"--out {run_dir} cannot be created: {where}") from error
+    except OSError as error:
+        raise RunDirError(f"--out {run_dir} cannot be created: {describe(error)}") from error
+
+
+@contextmanager
+def exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's writer lock for the duration, or refuse at once if another
+    process holds it."""
+    path = run_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise RunDirError(f"cannot lock {run_dir}: {describe(error)}") from error
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunDirError(f"cannot lock {run_dir}: {describe(error)}") from error
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunDirError(
+                f"another dstrl process (pid {holder}) is training in {run_dir}; wait for it to "
+                "end, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files of writes that a killed process never finished."""
+    for path in run_dir.glob("*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def holds_run_files(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds anything besides the writer lock."""
+    return run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir())
+
+
+# What an attempt killed before its first checkpoint can leave in its run directory.
+UNFINISHED_RUN_FILES = {"config.json", "evaluations.csv", "train_metrics.csv", "tensorboard", LOCK}
+
+
+def clear_unfinished_run(run_dir: Path) -> None:
+    """Remove what a run killed before its first checkpoint left, so that it can start again;
+    refuse a directory that holds anything else."""
+    entries = list(run_dir.iterdir())
+    foreign = [
+        p.name
+        for p in entries
+        if p.name not in UNFINISHED_RUN_FILES and not p.name.endswith(".tmp")
+    ]
+    if foreign:
+        raise RunDirError(
+            f"{run_dir} holds files that are not an unfinished dstrl run ({', '.join(foreign)}) "
+            "and no checkpoint.pt; choose another --out"
+        )
+    for path in entries:
+        if path.name == LOCK:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

@@ -1,0 +1,76 @@
+"""Checkpoints are plain data: loaded without running code, old ones converted, others refused."""
+
+import numpy as np
+import pytest
+import torch
+
+from dstrl.checkpoint import CheckpointError, check_plain, load_checkpoint
+from dstrl.cli import main
+from dstrl.train import train
+from tests.helpers import tiny_config
+
+
+class Planted:
+    """What a tampered checkpoint could carry: unpickling it would create a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("env", ["Pendulum-v1", "Hopper-v5"])
+def test_a_checkpoint_is_plain_data_for_classic_and_mujoco_environments(tmp_path, env):
+    train(tiny_config(tmp_path / "run", env=env, steps=200))
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    check_plain(state)
+    env_state = state["envs"][0]
+    assert isinstance(env_state["rng"]["state"]["state"], int)
+    physics = env_state["mujoco"] if env == "Hopper-v5" else env_state["attributes"]["state"]
+    assert torch.is_tensor(physics) and physics.dtype == torch.float64
+
+
+def test_a_checkpoint_carrying_a_python_object_is_refused_and_never_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_config(run, steps=200))
+    state = torch.load(run / "checkpoint.pt")
+    marker = tmp_path / "it-ran"
+    state["envs"][0]["rng"] = Planted(marker)
+    torch.save(state, run / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match=r"holds Python objects \(io.open\).*will not load"):
+        load_checkpoint(run)
+    for command in (
+        ["eval", str(run), "--episodes", "1"],
+        ["train", "--out", str(run), "--resume"],
+    ):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "will not load it" in err
+    assert not marker.exists()
+
+
+def _as_old_format(path):
+    """Rewrite a checkpoint the way dstrl wrote them before: NumPy arrays, pickled."""
+    state = torch.load(path)
+    state["obs"] = state["obs"].numpy()
+    for env in state["envs"]:
+        attributes = env["attributes"]
+        attributes["state"] = attributes["state"].numpy()
+        attributes["last_u"] = np.float32(attributes["last_u"])
+    torch.save(state, path)
+
+
+def test_an_old_checkpoint_with_numpy_arrays_still_resumes_exactly(tmp_path):
+    settings = dict(seeds=2, steps=400, checkpoint_every=100)
+    train(tiny_config(tmp_path / "whole", **settings))
+    train(tiny_config(tmp_path / "old", **settings), stop_after=250)
+    _as_old_format(tmp_path / "old" / "checkpoint.pt")
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(
+        str(tmp_path / "old" / "checkpoint.pt")
+    )
+    assert any("numpy" in name for name in names)  # it really is the old format
+    train(tiny_config(tmp_path / "old", **settings, resume=True))
+    evaluations = [(tmp_path / run / "evaluations.csv").read_text() for run in ("old", "whole")]
+    assert evaluations[0] == evaluations[1]
+    check_plain(torch.load(tmp_path / "old" / "checkpoint.pt"))  # and is written anew

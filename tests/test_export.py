@@ -1,0 +1,72 @@
+"""`dstrl export` and `dstrl.load_policy`: a trained policy without the training stack."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import dstrl
+from dstrl.checkpoint import load_checkpoint
+from dstrl.cli import main
+from dstrl.config import TrainConfig
+from dstrl.policy import PolicyError
+from dstrl.train import build_agent, train
+from tests.helpers import tiny_config
+
+
+def _agent(run_dir):
+    agent = build_agent(TrainConfig.load(run_dir))
+    agent.load_state_dict(load_checkpoint(run_dir)["agent"])
+    return agent
+
+
+@pytest.mark.parametrize("algo", ["ds-td3", "ds-sac"])
+def test_an_exported_policy_acts_exactly_as_the_trained_agents(tmp_path, capsys, algo):
+    run, file = tmp_path / "run", tmp_path / "policy.safetensors"
+    train(tiny_config(run, algo=algo, env="Hopper-v5", seeds=2, steps=300))
+    assert main(["export", str(run), "--out", str(file)]) == 0
+    assert "2 member(s)" in capsys.readouterr().out
+    policy = dstrl.load_policy(file)
+    assert (policy.env, policy.seeds, policy.members) == ("Hopper-v5", [0, 1], 2)
+    obs = np.random.default_rng(0).normal(size=(2, 11))
+    agent = _agent(run)
+    assert np.array_equal(policy(obs), agent.act(obs, explore=False))
+    # one member alone, on one observation or on a batch of them
+    second = dstrl.load_policy(file, member=1)
+    assert np.array_equal(second(obs[1]), agent.act(obs, explore=False)[1])
+    assert second(np.stack([obs[1]] * 5)).shape == (5, 3)
+    # the masks travel with the weights, and the weights are zero outside them
+    for i, mask in zip(agent.actor_sparse.indices, agent.actor_sparse.masks, strict=True):
+        assert torch.equal(policy.masks[i], mask) and (policy.weights[i][~mask] == 0).all()
+    with safe_open(file, "pt") as f:  # a plain safetensors file: arrays and a JSON header
+        assert json.loads(f.metadata()["metadata"])["config"]["algo"] == algo
+
+
+def test_eval_of_an_exported_file_equals_eval_of_its_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_config(run, seeds=2, steps=300))
+    assert main(["eval", str(run), "--episodes", "2"]) == 0
+    from_run = capsys.readouterr().out
+    assert main(["export", str(run), "--out", str(tmp_path / "all.safetensors")]) == 0
+    one = tmp_path / "one.safetensors"
+    assert main(["export", str(run), "--out", str(one), "--member", "1"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "all.safetensors"), "--episodes", "2"]) == 0
+    assert capsys.readouterr().out == from_run
+    assert main(["eval", str(one), "--episodes", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == from_run.splitlines()[1]  # seed 1
+
+
+def test_bad_policy_files_and_members_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
+    assert main(["eval", str(tmp_path / "junk.safetensors")]) == 2
+    assert "is not a safetensors file" in capsys.readouterr().err
+    run = tmp_path / "run"
+    train(tiny_config(run, steps=200))
+    assert main(["export", str(run), "--out", str(tmp_path / "p"), "--member", "3"]) == 2
+    assert "member 3 does not exist; this policy has 1" in capsys.readouterr().err
+    main(["export", str(run), "--out", str(tmp_path / "p")])
+    with pytest.raises(PolicyError, match="observations must have 3 entries"):
+        dstrl.load_policy(tmp_path / "p")(np.zeros(4))

@@ -1,0 +1,217 @@
+"""Run directories under stress: full disks, bad --out, a second writer, requeued jobs."""
+
+import errno
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dstrl.cli import main
+from dstrl.logs import CsvLog
+from dstrl.rundir import RunDirError, write_atomic
+from dstrl.train import train
+from tests.helpers import tiny_config
+
+TINY = ["--env", "Pendulum-v1", "--steps", "400", "--start-steps", "100", "--eval-every", "200"]
+TINY += ["--eval-episodes", "1", "--checkpoint-every", "100", "--update-period", "50"]
+TINY += ["--td3.hidden-sizes", "32", "32", "--td3.batch-size", "32", "--lambdas", "1", "8"]
+TINY += ["--no-progress", "--no-tensorboard"]
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_temporary_file(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    write_atomic(run / "checkpoint.pt", b"the previous checkpoint")
+    (run / "checkpoint.pt.tmp").symlink_to("/dev/full")  # every write there: ENOSPC
+    with pytest.raises(RunDirError, match="cannot write .*checkpoint.pt: No space left on device"):
+        write_atomic(run / "checkpoint.pt", lambda f: torch.save({"x": torch.zeros(10**5)}, f))
+    assert (run / "checkpoint.pt").read_bytes() == b"the previous checkpoint"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
+
+
+def _limit_file_size(size):
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+def test_a_failing_write_mid_run_is_one_line_and_resume_finishes_the_run(tmp_path):
+    """A real write failure from the kernel: files may not grow past a size between the
+    checkpoints of steps 200 and 300 (the replay buffer grows them), so the third one fails."""
+    run, whole = tmp_path / "run", tmp_path / "whole"
+    assert main(["train", *TINY, "--out", str(whole)]) == 0
+    sizes = []
+    for step in (200, 300):
+        train(tiny_config(tmp_path / f"s{step}", checkpoint_every=100), stop_after=step)
+        sizes.append((tmp_path / f"s{step}" / "checkpoint.pt").stat().st_size)
+    result = subprocess.run(
+        [sys.executable, "-m", "dstrl.cli", "train", *TINY, "--out", str(run)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size(sum(sizes) // 2),
+    )
+    assert result.returncode == 1
+    line = _one_line(result.stderr)
+    assert "cannot write" in line and "checkpoint.pt: File too large" in line
+    assert "the checkpoint of step 200 is intact" in line
+    assert f"dstrl train --out {run} --resume" in line
+    assert torch.load(run / "checkpoint.pt")["step"] == 200
+    assert not list(run.glob("*.tmp"))
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+    for log in ("evaluations.csv", "train_metrics.csv"):
+        assert _without_timing(run / log) == _without_timing(whole / log)
+
+
+def _without_timing(path):
+    rows = path.read_text().splitlines()
+    if "env_steps_per_second" not in rows[0]:
+        return rows
+    return [row.rsplit(",", 1)[0] for row in rows]  # the last column is the wall-clock one
+
+
+def test_a_log_that_cannot_be_written_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
+    def full(self, rows):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+
+    monkeypatch.setattr(CsvLog, "write", full)
+    assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 1
+    line = _one_line(capsys.readouterr().err)
+    # the first log row is the evaluation at step 200, after the checkpoint of step 100
+    assert "cannot write" in line and "evaluations.csv: No space left on device" in line
+    assert "the checkpoint of step 100 is intact" in line
+
+
+@pytest.mark.parametrize("case", ["under a file", "a file", "no permission"])
+def test_an_out_that_cannot_be_a_directory_is_one_line(tmp_path, monkeypatch, capsys, case):
+    blocker = tmp_path / "passwd"
+    blocker.write_text("not a directory")
+    out = {"under a file": blocker / "x", "a file": blocker, "no permission": tmp_path / "ro"}
+    if case == "no permission":  # as a read-only mount or another user's directory would do
+
+        def refuse(self, *args, **kwargs):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+        monkeypatch.setattr(type(tmp_path), "mkdir", refuse)
+    assert main(["train", *TINY, "--out", str(out[case])]) == 1
+    line = _one_line(capsys.readouterr().err)
+    expected = {
+        "under a file": f"cannot be created: {blocker} is a file",
+        "a file": "is a file, not a directory",
+        "no permission": "ro cannot be created: ",
+    }
+    assert expected[case] in line
+    assert case != "no permission" or line.endswith("ro: Permission denied")
+
+
+@pytest.mark.parametrize("algo", ["ds-td3", "static-td3", "ds-sac"])
+def test_sparse_methods_train_where_er_makes_every_layer_dense(tmp_path, capsys, algo):
+    family = algo.split("-")[1]
+    args = ["train", "--algo", algo, "--env", "Pendulum-v1", f"--{family}.hidden-sizes", "64", "64"]
+    args += ["--steps", "300", "--start-steps", "100", "--eval-every", "300"]
+    args += ["--eval-episodes", "1", "--no-progress", "--no-tensorboard"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    note = _one_line(capsys.readouterr().err)
+    assert note.startswith("dstrl: note:") and f"so {algo} trains dense networks" in note
+    assert "--lambdas below" in note and "(hidden)" in note and "--density D < 1" in note
+    # and the λ it names do make the hidden layers sparse
+    hidden = float(re.search(r"([\d.]+) \(hidden\)", note).group(1))
+    lambdas = ["--lambdas", "1", str(hidden * 0.9)]
+    assert main([*args, *lambdas, "--out", str(tmp_path / "sparse")]) == 0
+    assert "note" not in capsys.readouterr().err
+
+
+def _evaluations(run_dir):
+    return (run_dir / "evaluations.csv").read_text()
+
+
+def test_resume_accepts_the_command_that_started_the_run(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "run")]
+    assert train(tiny_config(tmp_path / "run", checkpoint_every=100), stop_after=200) is None
+    assert main(["train", *TINY, *out, "--resume"]) == 0  # every value as saved
+    assert main(["train", *TINY, "--out", str(tmp_path / "whole")]) == 0
+    assert _evaluations(tmp_path / "run") == _evaluations(tmp_path / "whole")
+    capsys.readouterr()
+    changed = [*TINY, *out, "--resume", "--td3.batch-size", "64", "--lambdas", "1", "9"]
+    assert main(["train", *changed]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "--lambdas is 1 8 in the run, 1 9 here" in line
+    assert "--td3.batch-size is 32 in the run, 64 here" in line
+
+
+def test_auto_resume_starts_continues_and_restarts_a_run_that_never_checkpointed(tmp_path):
+    whole = tmp_path / "whole"
+    assert main(["train", *TINY, "--out", str(whole)]) == 0
+
+    def command(run):
+        return ["train", *TINY, "--out", str(run), "--auto-resume"]
+
+    assert main(command(tmp_path / "new")) == 0  # nothing there yet: it starts
+    assert _evaluations(tmp_path / "new") == _evaluations(whole)
+    # killed before its first checkpoint: what it left is cleared and the run starts again
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.json").write_text("{half a conf")
+    (killed / "evaluations.csv").write_text("step,member,seed,return\n100,0,0,-1\n")
+    (killed / "checkpoint.pt.tmp").write_bytes(b"half a checkpoint")
+    assert main(command(killed)) == 0
+    assert _evaluations(killed) == _evaluations(whole)
+    # stopped after a checkpoint: it continues
+    stopped = tmp_path / "stopped"
+    assert train(tiny_config(stopped, checkpoint_every=100), stop_after=250) is None
+    assert main(command(stopped)) == 0
+    assert _evaluations(stopped) == _evaluations(whole)
+    assert main(command(stopped)) == 0  # finished: nothing to do but the summary
+    assert _evaluations(stopped) == _evaluations(whole)
+
+
+def test_auto_resume_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["train", *TINY, "--out", str(tmp_path), "--auto-resume"]) == 1
+    assert "not an unfinished dstrl run (notes.txt)" in _one_line(capsys.readouterr().err)
+    assert (tmp_path / "notes.txt").exists()
+
+
+def test_a_second_process_on_the_same_run_is_refused_until_the_first_dies(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from dstrl.rundir import exclusive\n"
+            f"with exclusive(Path({str(run)!r})):\n    print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["train", *TINY, "--out", str(run), "--auto-resume"]) == 1
+        line = _one_line(capsys.readouterr().err)
+        assert f"another dstrl process (pid {holder.pid}) is training in {run}" in line
+    finally:
+        holder.kill()  # a killed holder leaves no stale lock behind
+        holder.wait()
+    assert main(["train", *TINY, "--out", str(run), "--auto-resume"]) == 0
+
+
+def test_a_stale_temporary_file_is_removed_on_resume(tmp_path):
+    run = tmp_path / "run"
+    assert train(tiny_config(run, steps=400, checkpoint_every=100), stop_after=200) is None
+    (run / "checkpoint.pt.tmp").write_bytes(b"from a process killed mid-write")
+    assert train(tiny_config(run, steps=400, checkpoint_every=100, resume=True)) is not None
+    assert not list(run.glob("*.tmp"))
