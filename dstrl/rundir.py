@@ -14,7 +14,7 @@ import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,7 +48,8 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None] | bytes | str) ->
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as error:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # nothing to remove where nothing could be created
+            tmp.unlink()
         if isinstance(error, OSError):
             raise RunDirError(f"cannot write {path}: {error.strerror or error}") from error
         raise
