@@ -2,9 +2,10 @@
 
 A checkpoint holds tensors, numbers, strings, lists, tuples and dicts only, so it loads with
 ``torch.load(weights_only=True)``: opening a run directory from someone else can never execute
-code. One that carries any other Python object is refused. Checkpoints of dstrl before
-2026-11 stored NumPy arrays as pickled objects; those (and only those) load through an allowlist
-of NumPy's array constructors and are converted to tensors, so old runs still resume.
+code. One that carries any object outside torch's weights-only allowlist is refused.
+Checkpoints of dstrl before 2026-11 stored NumPy arrays as pickled objects; those (and only
+those) load through an allowlist of NumPy's array constructors and are converted to tensors,
+so old runs still resume.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from dstrl.rundir import write_atomic
 
 CHECKPOINT = "checkpoint.pt"
-PLAIN = (torch.Tensor, int, float, bool, str, type(None))
+PLAIN = (torch.Tensor, int, float, str, type(None))  # bool is an int
 
 
 class CheckpointError(RuntimeError):
@@ -28,7 +29,7 @@ class CheckpointError(RuntimeError):
 
 def _legacy_globals() -> dict[str, object]:
     """The globals that old checkpoints used for NumPy arrays and scalars, by pickled name."""
-    from numpy import dtypes
+    dtypes = getattr(np, "dtypes", None)  # NumPy >= 1.25
 
     try:
         from numpy._core import multiarray
@@ -38,7 +39,7 @@ def _legacy_globals() -> dict[str, object]:
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         names[f"{module}._reconstruct"] = multiarray._reconstruct
         names[f"{module}.scalar"] = multiarray.scalar
-    for name in dir(dtypes):
+    for name in dir(dtypes) if dtypes else []:
         if name.endswith("DType"):
             names[f"numpy.dtypes.{name}"] = getattr(dtypes, name)
     return names
@@ -69,8 +70,8 @@ def load_checkpoint(run_dir: Path) -> dict:
     path = run_dir / CHECKPOINT
     if not path.exists():
         raise CheckpointError(
-            f"{path} does not exist: the run never reached its first checkpoint; "
-            "start it again without --resume (remove the directory first)"
+            f"{path} does not exist: the run never reached its first checkpoint (start it "
+            "again, or with --auto-resume)"
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -123,7 +124,8 @@ def to_plain(value):
     """NumPy arrays as tensors and NumPy scalars as 0-d tensors, other objects dropped from
     dicts (the non-state attributes old checkpoints kept for classic-control environments)."""
     if isinstance(value, np.ndarray | np.generic):
-        return torch.from_numpy(np.array(value))
+        numeric = value.dtype.kind in "biuf"
+        return torch.from_numpy(np.array(value)) if numeric else _DROP
     if isinstance(value, dict):
         converted = {k: to_plain(v) for k, v in value.items()}
         return {k: v for k, v in converted.items() if v is not _DROP}

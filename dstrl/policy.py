@@ -3,7 +3,8 @@ file, and ``load_policy`` turns that file back into a function from observations
 with no replay buffer, optimiser, critic or environment code.
 
 The file holds, per actor layer i, ``weight.i`` (members, n_out, n_in), ``bias.i`` (members,
-n_out) and, for sparse layers, the boolean ``mask.i``; the action bounds; and, as metadata,
+n_out) and, for sparse layers, the boolean ``mask.i`` (the weights are already zero outside it;
+the masks are there for analysis and for sparse inference); the action bounds; and, as metadata,
 the format, the environment id, the algorithm, the seeds, the step and the run's configuration.
 safetensors stores raw arrays and a JSON header only, so loading one cannot execute code.
 """
@@ -11,6 +12,7 @@ safetensors stores raw arrays and a JSON header only, so loading one cannot exec
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -110,32 +112,34 @@ class Policy:
 def load_policy(path: str | Path, member: int | None = None) -> Policy:
     """Read a file written by ``dstrl export``; ``member`` picks one agent of a population."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise PolicyError(f"{path} is not a file")
     try:
-        # fresh (aligned) copies: BLAS picks its kernels by alignment, and with them its
-        # rounding, so an exported policy acts to the bit as its agent did
-        tensors = {name: tensor.clone() for name, tensor in load_file(path).items()}
         with safe_open(path, "pt") as f:
             header = f.metadata() or {}
+            # fresh (aligned) copies: BLAS picks its kernels by alignment, and with them its
+            # rounding, so an exported policy acts to the bit as its agent did
+            tensors = {name: f.get_tensor(name).clone() for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise PolicyError(f"{path} is not a safetensors file ({error})") from error
     if header.get("format") != FORMAT:
         raise PolicyError(f"{path} is not a dstrl policy (format {header.get('format')!r})")
-    metadata = json.loads(header["metadata"])
-    layers = metadata["layers"]
-    policy = Policy(
-        [tensors[f"weight.{i}"] for i in range(layers)],
-        [tensors[f"bias.{i}"] for i in range(layers)],
-        {i: tensors[f"mask.{i}"] for i in range(layers) if f"mask.{i}" in tensors},
-        tensors["action_low"],
-        tensors["action_high"],
-        metadata["head"],
-        metadata,
-    )
+    try:
+        metadata = json.loads(header["metadata"])
+        layers = metadata["layers"]
+        policy = Policy(
+            [tensors[f"weight.{i}"] for i in range(layers)],
+            [tensors[f"bias.{i}"] for i in range(layers)],
+            {i: tensors[f"mask.{i}"] for i in range(layers) if f"mask.{i}" in tensors},
+            tensors["action_low"],
+            tensors["action_high"],
+            metadata["head"],
+            metadata,
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise PolicyError(f"{path} is an incomplete dstrl policy (missing {error})") from error
     return policy if member is None else policy.member(member)
 
 
@@ -148,7 +152,7 @@ def export_policy(run_dir: Path, out: Path, member: int | None = None) -> Policy
 
     config = TrainConfig.load(run_dir)
     state = load_checkpoint(run_dir)
-    agent = build_agent(config)
+    agent = build_agent(replace(config, device="cpu"))  # a GPU run exports anywhere
     agent.load_state_dict(state["agent"])
     masks = {}
     if agent.actor_sparse is not None:

@@ -47,12 +47,21 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None] | bytes | str) ->
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)  # the rename itself survives a power cut
     except BaseException as error:
         with suppress(OSError):  # nothing to remove where nothing could be created
             tmp.unlink()
         if isinstance(error, OSError):
             raise RunDirError(f"cannot write {path}: {error.strerror or error}") from error
         raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def make_run_dir(run_dir: Path) -> None:

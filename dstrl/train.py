@@ -41,6 +41,7 @@ from dstrl.rundir import (
 from dstrl.sparse.distributions import SparsityError
 
 EVAL_FIELDS = ["step", "member", "seed", "return"]
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 CHECKPOINT_KEYS = {
     "agent",
     "buffer",
@@ -139,8 +140,9 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
         ):
             note = config.dense_note([agent.actor.shapes, agent.critic.shapes])
             print(f"dstrl: note: {note}", file=sys.stderr, flush=True)
+        trainer = Trainer(config, agent, state)  # a checkpoint that does not fit fails here
         write_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2))
-        return Trainer(config, agent, state).run(stop_after)
+        return trainer.run(stop_after)
 
 
 class Trainer:
@@ -194,16 +196,17 @@ class Trainer:
             self.buffer.load_state_dict(state["buffer"])
             for env, env_state in zip(self.envs.envs, state["envs"], strict=True):
                 set_env_state(env, env_state)
-        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            self.obs = np.asarray(state["obs"])
+            self.step, self.wall = state["step"], state["wall_seconds"]
+            self.flops, self.changed = state["flops"], state["changed"]
+            self.learning_wall = state["learning_wall"]
+            self.learning_steps = state["learning_steps"]
+            self.history = [np.asarray(h) for h in state["history"]]
+            self.health.load_state_dict(state.get("diverged", []))
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
             raise CheckpointError(
                 f"{run_dir}/checkpoint.pt does not fit the run's config.json ({error})"
             ) from error
-        self.obs = np.asarray(state["obs"])
-        self.step, self.wall, self.flops = state["step"], state["wall_seconds"], state["flops"]
-        self.learning_wall, self.learning_steps = state["learning_wall"], state["learning_steps"]
-        self.history = [np.asarray(h) for h in state["history"]]
-        self.changed = state["changed"]
-        self.health.load_state_dict(state.get("diverged", []))
         if self.health.any:
             self.agent.halt(torch.from_numpy(self.health.halted))
         self.last_checkpoint = self.step
@@ -253,12 +256,13 @@ class Trainer:
                 self._halt(bad, f"its {part} became NaN or infinite")
 
     def _halt_nonfinite(self, reason: str, *values: np.ndarray, step: int | None = None) -> None:
-        """Halt every member whose row of ``values`` (each (E, ...)) holds a NaN or an
-        infinity; the common case costs one check per array."""
-        if all(np.isfinite(v).all() for v in values):
+        """Halt every member whose row of ``values`` (each (E, ...)) holds a NaN, an infinity,
+        or a number too large for the float32 replay buffer; the common case costs one check
+        per array."""
+        if all((np.abs(v) <= FLOAT32_MAX).all() for v in values):
             return
-        finite = [np.isfinite(v).reshape(len(v), -1).all(axis=1) for v in values]
-        self._halt(~np.logical_and.reduce(finite), reason, step)
+        fine = [(np.abs(v) <= FLOAT32_MAX).reshape(len(v), -1).all(axis=1) for v in values]
+        self._halt(~np.logical_and.reduce(fine), reason, step)
 
     def _halted_rows(self, values: np.ndarray, fill) -> np.ndarray:
         if not self.health.any:
@@ -291,7 +295,7 @@ class Trainer:
             stored_next = next_obs.copy()
             stored_next[done] = np.stack(info["final_obs"][done])
         reason = "its environment returned a NaN or infinite observation or reward"
-        self._halt_nonfinite(reason, reward, stored_next, step=self.step + 1)
+        self._halt_nonfinite(reason, reward, stored_next, next_obs, step=self.step + 1)
         self.buffer.add(
             self.obs,
             action,

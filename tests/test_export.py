@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 import dstrl
 from dstrl.checkpoint import load_checkpoint
@@ -63,6 +64,10 @@ def test_bad_policy_files_and_members_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
     assert main(["eval", str(tmp_path / "junk.safetensors")]) == 2
     assert "is not a safetensors file" in capsys.readouterr().err
+    header = {"format": "dstrl-policy/1", "metadata": json.dumps({"layers": 2})}
+    save_file({"weight.0": torch.zeros(1, 2, 3)}, tmp_path / "part.safetensors", header)
+    assert main(["eval", str(tmp_path / "part.safetensors")]) == 2
+    assert "is an incomplete dstrl policy (missing 'weight.1')" in capsys.readouterr().err
     run = tmp_path / "run"
     train(tiny_config(run, steps=200))
     assert main(["export", str(run), "--out", str(tmp_path / "p"), "--member", "3"]) == 2

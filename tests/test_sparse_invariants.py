@@ -131,3 +131,40 @@ def test_global_density_up_to_99_percent_sparsity(distribution, density):
         assert densities == pytest.approx([density, density], abs=1e-3)
     else:
         assert densities[0] > densities[1]  # ER: the small input layer is denser
+
+
+@pytest.mark.parametrize(
+    ("topology", "grow"), [("set", "random"), ("set", "gradient"), ("prune", "random")]
+)
+def test_a_frozen_member_keeps_its_masks_and_no_member_depends_on_another(topology, grow):
+    """Member 1 is frozen and its weights are garbage (signs, zeros, NaN); members 0 and 2 end
+    with exactly the masks they get when member 1 is a healthy, unfrozen network."""
+    runs = []
+    for frozen in (False, True):
+        net, layers, optimizer, g = _network(topology=topology, grow=grow)
+        if topology == "prune":
+            layers.rule = type(layers.rule)(layers.rule.final_densities, 5, 60)
+        garbage = torch.Generator().manual_seed(1)  # its own stream: g's draws stay the same
+        if frozen:
+            layers.freeze(torch.tensor([False, True, False]))
+            before = [m[1].clone() for m in layers.masks]
+        for step in range(1, 71):
+            x = torch.randn(net.members, 16, 8, generator=g)
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            layers.mask_gradients(step)
+            optimizer.step()
+            with torch.no_grad():
+                for weight in layers.weights:
+                    # exact ties among the weakest weights of members 0 and 2: which of them go
+                    # depends on the top-k's k, which member 1 must not change
+                    weight[[0, 2], :, :4] = torch.where(weight[[0, 2], :, :4] != 0, 1e-6, 0.0)
+                    if frozen:  # member 1 goes bad, with more positive weights than the others
+                        weight[1] = torch.randint(0, 2, weight[1].shape, generator=garbage)
+                        weight[1, 0, 0] = float("nan")
+            layers.maybe_update(step)
+        runs.append([m.clone() for m in layers.masks])
+        if frozen:
+            assert all(torch.equal(b, m[1]) for b, m in zip(before, layers.masks, strict=True))
+    for clean, with_frozen in zip(*runs, strict=True):
+        assert torch.equal(clean[[0, 2]], with_frozen[[0, 2]])

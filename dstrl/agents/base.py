@@ -146,8 +146,12 @@ class ActorCritic:
         self._loss_counts = [0] * len(self.loss_names)
 
     def _record(self, index: int, losses: Tensor) -> None:
-        """Add the members' losses (E,) of one step to the running sums."""
-        self._loss_sums[index].add_(losses.detach())
+        """Add the members' losses (E,) of one step to the running sums (halted members' stay
+        at zero)."""
+        losses = losses.detach()
+        if self.halted is not None:
+            losses = losses.masked_fill(self.halted, 0.0)
+        self._loss_sums[index].add_(losses)
         self._loss_counts[index] += 1
 
     def pop_losses(self) -> dict[str, np.ndarray]:
@@ -196,12 +200,16 @@ class ActorCritic:
     def halt(self, members: Tensor) -> None:
         """Stop the ``members`` (bool (E,)) for good, the others going on unchanged: their
         networks, targets, optimiser moments and loss sums become zero, and from now on so do
-        their gradients, so they hold still at finite values (masks, and counts, are kept)."""
+        their gradients and losses, so they hold still at finite values; their masks are
+        frozen."""
         members = members.to(self.device)
         self.halted = members if self.halted is None else self.halted | members
         for tensors in self._member_tensors().values():
             for tensor, rows in tensors:
                 tensor.masked_fill_(self._rows(self.halted, rows, tensor.dim()), 0.0)
+        for layers, rows in ((self.actor_sparse, 1), (self.critic_sparse, 2)):
+            if layers is not None:
+                layers.freeze(self.halted.repeat_interleave(rows))
 
     def _hold_halted(self, params, rows: int) -> None:
         """Zero the halted members' gradients (NaN-safe); nothing to do while none is halted."""

@@ -76,10 +76,11 @@ def get_env_state(env: gym.Env) -> dict:
         mujoco.mj_getState(base.model, base.data, physics, spec)
         state["mujoco"] = torch.from_numpy(physics)
     else:  # plain Python environments (classic control): their numeric attributes
+        plain = {key: _plain(value) for key, value in vars(base).items()}
         state["attributes"] = {
-            key: _plain(value)
-            for key, value in vars(base).items()
-            if not key.startswith("_np_random") and _plain(value) is not None
+            key: value
+            for key, value in plain.items()
+            if value is not None and not key.startswith("_np_random")
         }
     return state
 

@@ -6,7 +6,9 @@ Contract (tested in tests/test_sparse_invariants.py):
 - a prune-and-grow update keeps the number of active connections of every layer and member
   (gradual pruning only removes, down to its schedule);
 - a grown connection starts at weight 0, and Adam's moments are zeroed at every grown and
-  every dropped position, so a regrown connection starts fresh and a dropped one cannot drift.
+  every dropped position, so a regrown connection starts fresh and a dropped one cannot drift;
+- the masks of frozen members (``freeze``) never change, and no member's topology depends on
+  another member's weights.
 """
 
 from __future__ import annotations
@@ -53,7 +55,14 @@ class MaskedLayers:
         self.generator = generator
         self.optimizer: torch.optim.Optimizer | None = None
         self.version = 0  # incremented by every topology change
+        self.frozen: Tensor | None = None  # (members,) bool: members whose masks stay as they are
         self._dense_gradients: list[Tensor] | None = None  # for rules that grow by gradient
+
+    def freeze(self, members: Tensor) -> None:
+        """From now on, keep the masks of ``members`` (bool, one per leading index, flattened)
+        as they are: topology updates leave them out."""
+        members = members.to(self.masks[0].device) if self.masks else members
+        self.frozen = members if self.frozen is None else self.frozen | members
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Register the optimiser whose per-weight state must follow topology changes."""
@@ -132,6 +141,12 @@ class MaskedLayers:
             ]
             self._dense_gradients = None
         change = self.rule.change(rows, flat_masks, fraction, step, self.generator, gradients)
+        if self.frozen is not None:  # every row is ranked on its own: undo the frozen ones
+            kept = self.frozen.unsqueeze(1)
+            for i, old in enumerate(flat_masks):
+                change.masks[i] = torch.where(kept, old, change.masks[i])
+                change.dropped[i] = change.dropped[i] & ~kept
+                change.grown[i] = change.grown[i] & ~kept
         replaced = []
         self.version += 1
         for i, weight in enumerate(self.weights):

@@ -55,13 +55,15 @@ class GradualPruning:
             raise ValueError("gradual pruning needs the step to know its density")
         if len(weights) != len(self.final_densities):
             raise ValueError(f"{len(weights)} layers but {len(self.final_densities)} densities")
-        scores, counts = [], []
+        scores, counts, bounds = [], [], []
         for w, m, final in zip(weights, masks, self.final_densities, strict=True):
             n = w.shape[1]
             keep = active_count(self.density_at(step, final), n, 1)
             scores.append(torch.where(m, w.abs(), torch.full_like(w, torch.inf)))
             counts.append((m.sum(1) - keep).clamp(min=0))
-        dropped = lowest(scores, counts)
+            # a bound from the shapes alone: no row's choice depends on another row's weights
+            bounds.append(torch.full_like(counts[-1], n - keep))
+        dropped = lowest(scores, counts, bounds)
         grown = [torch.zeros_like(d) for d in dropped]
         new_masks = [m & ~d for m, d in zip(masks, dropped, strict=True)]
         return TopologyChange(new_masks, dropped, grown)
