@@ -109,6 +109,10 @@ def test_a_partly_diverged_run_finishes_and_exits_3(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "seed 0: diverged in training (halted; see summary.json)"
     assert lines[1].startswith("seed 1: return") and lines[2].startswith("mean")
+    policy = str(tmp_path / "p.safetensors")
+    assert main(["export", str(out), "--out", policy, "--member", "0"]) == 2
+    assert "diverged and was halted" in capsys.readouterr().err
+    assert not (tmp_path / "p.safetensors").exists()
 
 
 def test_a_halted_agent_holds_still_at_zero_and_keeps_its_masks(tmp_path):
