@@ -295,7 +295,8 @@ class Trainer:
             stored_next = next_obs.copy()
             stored_next[done] = np.stack(info["final_obs"][done])
         reason = "its environment returned a NaN or infinite observation or reward"
-        self._halt_nonfinite(reason, reward, stored_next, next_obs, step=self.step + 1)
+        checked = (reward, stored_next, next_obs) if done.any() else (reward, next_obs)
+        self._halt_nonfinite(reason, *checked, step=self.step + 1)
         self.buffer.add(
             self.obs,
             action,

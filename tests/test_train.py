@@ -202,6 +202,7 @@ def test_training_flushes_subnormal_floats(tmp_path):
     """Weights of dead units decay into subnormals, which are slow on many CPUs: flushed."""
     from dstrl.train import build_agent
 
+    torch.set_flush_denormal(False)  # as a fresh process, whatever ran before in this one
     build_agent(tiny_config(tmp_path / "unused"))
     tiny = torch.finfo(torch.float32).tiny
     assert (torch.full((4,), tiny) * 0.5 == 0).all()

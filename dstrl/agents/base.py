@@ -154,6 +154,13 @@ class ActorCritic:
         self._loss_sums[index].add_(losses)
         self._loss_counts[index] += 1
 
+    def _loss_sum(self, saved: Tensor | float) -> Tensor:
+        """A saved loss sum as the members' sums (E,); older checkpoints kept one float, the sum
+        over all members."""
+        if torch.is_tensor(saved):
+            return saved.to(self.device, torch.float32).clone()
+        return torch.full((self.members,), saved / self.members, device=self.device)
+
     def pop_losses(self) -> dict[str, np.ndarray]:
         """Each member's mean losses (E,) since the last call (one sync, not one per step)."""
         means = {
@@ -324,11 +331,7 @@ class ActorCritic:
         else:  # another device's generator state cannot be restored: a new, seeded stream
             self.generator.manual_seed(int(state["updates"]))
         self.updates = state["updates"]
-        self._loss_sums = [  # older checkpoints kept one sum over all members
-            torch.as_tensor(x, dtype=torch.float32).to(self.device).expand(self.members).clone()
-            / (1 if torch.is_tensor(x) else self.members)
-            for x in state["loss_sums"]
-        ]
+        self._loss_sums = [self._loss_sum(x) for x in state["loss_sums"]]
         self._loss_counts = list(state["loss_counts"])
         if self.actor_sparse is not None and self.critic_sparse is not None:
             self.actor_sparse.load_state_dict(state["actor_masks"])
