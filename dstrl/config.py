@@ -10,6 +10,7 @@ from typing import Literal
 
 from dstrl.agents.sac import SACConfig
 from dstrl.agents.td3 import TD3Config
+from dstrl.dormant import Recycling
 from dstrl.sparse.config import SparsityConfig
 from dstrl.sparse.distributions import er_lambda_limit
 from dstrl.sparse.schedule import TopologySchedule
@@ -100,6 +101,13 @@ class TrainConfig:
     """Keep target networks sparse by magnitude pruning (the release), the online mask, or not."""
     buffer_size: int = 1_000_000
     """Replay capacity per agent (capped at --steps)."""
+    dormant_threshold: float = 0.1
+    """τ of dormant neurons (ReDo): a hidden unit whose mean |activation| is at most τ times its
+    layer's mean is dormant. Their share per layer is logged every --log-every steps."""
+    redo_period: int | None = None
+    """Recycle dormant neurons (ReDo) every this many gradient steps: fresh incoming weights
+    (at fresh random connections in a sparse layer, as many as before), zero outgoing weights,
+    zero Adam moments. Default: never."""
     checkpoint_every: int = 50_000
     """Write checkpoint.pt every this many steps (and at the end, and on Ctrl-C)."""
     log_every: int = 1_000
@@ -175,6 +183,12 @@ class TrainConfig:
         if self.freeze_last is not None:
             return self.freeze_last
         return min(50_000, self.steps // 20)
+
+    def recycling(self) -> Recycling | None:
+        """Dormant-neuron recycling, if --redo-period asks for it."""
+        if self.redo_period is None:
+            return None
+        return Recycling(self.redo_period, self.dormant_threshold)
 
     def sparsity(self) -> SparsityConfig | None:
         """The sparse-training configuration implied by ``algo`` and the sparsity options."""
@@ -269,6 +283,12 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"--{name} must be a positive integer, got {value}")
+        if self.redo_period is not None and self.redo_period < 1:
+            raise ConfigError(f"--redo-period must be a positive integer, got {self.redo_period}")
+        if not 0 <= self.dormant_threshold < 1:
+            raise ConfigError(
+                f"--dormant-threshold must be in [0, 1), got {self.dormant_threshold}"
+            )
         if self.start_steps < 0:
             raise ConfigError(f"--start-steps must be ≥ 0, got {self.start_steps}")
         if self.density is not None and self.lambdas is not None:

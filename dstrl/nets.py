@@ -135,6 +135,11 @@ class StackedMLP(nn.Module):
         return _forward(x, params[:n], params[n:], self.output_tanh)[0]
 
     @torch.no_grad()
+    def hidden(self, x: Tensor) -> list[Tensor]:
+        """The output of every hidden layer (after its ReLU) for the input ``x``."""
+        return _forward(x, list(self.weights), list(self.biases), self.output_tanh)[1][1:]
+
+    @torch.no_grad()
     def forward_saved(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Output and what ``backward_from`` needs, without an autograd graph: for a loss whose
         gradient at the output is known in closed form (a regression), autograd's bookkeeping

@@ -42,6 +42,7 @@ from dstrl.sparse.distributions import SparsityError
 
 EVAL_FIELDS = ["step", "member", "seed", "return"]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+DORMANT_BATCH = 256  # states per dormant-neuron measurement (ReDo uses 64 to 256)
 CHECKPOINT_KEYS = {
     "agent",
     "buffer",
@@ -85,7 +86,16 @@ def build_agent(config: TrainConfig) -> ActorCritic:
     generator = torch.Generator(device).manual_seed(config.seed)
     try:
         kind = SAC if config.family == "sac" else TD3
-        return kind(obs_dim, low, high, config.seeds, config.agent, config.sparsity(), generator)
+        return kind(
+            obs_dim,
+            low,
+            high,
+            config.seeds,
+            config.agent,
+            config.sparsity(),
+            generator,
+            config.recycling(),
+        )
     except (SparsityError, ValueError) as error:
         raise ConfigError(str(error)) from error
 
@@ -181,6 +191,8 @@ class Trainer:
                 "flops",
                 *self.layer_names,
                 "connections_changed",
+                *agent.dormant_names(),
+                "neurons_recycled",
                 "env_steps_per_second",
             ],
         )
@@ -325,13 +337,24 @@ class Trainer:
             "step": self.step,
             "flops": self.flops,
             "connections_changed": self.changed,
+            "neurons_recycled": self.agent.pop_recycled(),
             "env_steps_per_second": steps * self.config.seeds / seconds,
         }
         row.update({k: float(v[live].mean()) for k, v in self.agent.pop_losses().items()})
+        row.update({k: float(v[live].mean()) for k, v in self._dormant().items()})
         row.update(zip(self.layer_names, _layer_densities(self.agent), strict=True))
         self.metrics.write([row])
         self.board.scalars({f"train/{k}": v for k, v in row.items() if k != "step"}, self.step)
         self.changed = 0
+
+    def _dormant(self) -> dict[str, np.ndarray]:
+        """Each agent's dormant-neuron share per hidden layer, on replayed states that a
+        generator of its own draws (seeded by the step: training's random stream is untouched,
+        and a resumed run measures the same states)."""
+        device = self.agent.device
+        generator = torch.Generator(device).manual_seed(self.config.seed * 1_000_003 + self.step)
+        obs, action, *_ = self.buffer.sample(DORMANT_BATCH, generator)
+        return self.agent.dormant(obs, action, self.config.dormant_threshold)
 
     def _evaluate(self) -> None:
         agent = self.agent

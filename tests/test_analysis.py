@@ -70,6 +70,7 @@ def synthetic_run(path, algo, seed, curve, env="Toy-v0", steps=400, params_ratio
     }
     (path / "summary.json").write_text(json.dumps(summary))
     metrics = {"step": grid, "connections_changed": 5, "density/actor0": params_ratio}
+    metrics.update({"dormant/actor_h1": 0.1 * seed, "dormant/critic_h1": 0.2})
     pd.DataFrame(metrics).to_csv(path / "train_metrics.csv", index=False)
 
 
@@ -92,8 +93,9 @@ def test_report_table_and_figures(tmp_path):
     assert table.loc["ds-td3", "params_ratio"] == 0.5
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| Toy-v0 | ds-td3 | 2 | 400 | 31 ± 4 |" in report and "33%" in report
-    for name in ("curves_Toy-v0.png", "topology_Toy-v0.png"):
+    for name in ("curves_Toy-v0.png", "topology_Toy-v0.png", "dormant_Toy-v0.png"):
         assert (tmp_path / "report" / name).stat().st_size > 10_000
+    assert "![Toy-v0 dormant units](dormant_Toy-v0.png)" in report
     assert len(pd.read_csv(tmp_path / "report" / "report.csv")) == 2
 
 

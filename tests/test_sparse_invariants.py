@@ -1,8 +1,10 @@
 """The sparse core's contracts, checked over many optimiser steps and topology updates."""
 
+import numpy as np
 import pytest
 import torch
 
+from dstrl.dormant import recycle
 from dstrl.nets import StackedMLP
 from dstrl.optim import Adam
 from dstrl.sparse.config import SparsityConfig
@@ -168,3 +170,52 @@ def test_a_frozen_member_keeps_its_masks_and_no_member_depends_on_another(topolo
             assert all(torch.equal(b, m[1]) for b, m in zip(before, layers.masks, strict=True))
     for clean, with_frozen in zip(*runs, strict=True):
         assert torch.equal(clean[[0, 2]], with_frozen[[0, 2]])
+
+
+def test_recycling_keeps_counts_masks_and_clears_moments():
+    net, layers, optimizer, g = _network()
+    for step in range(1, 8):
+        _train_step(net, layers, optimizer, g, step)
+    counts = [m.sum(-1).clone() for m in layers.masks]  # per member and row
+    masks = [m.clone() for m in layers.masks]
+    weights = [w.detach().clone() for w in net.weights]
+    units = [torch.zeros(3, 32, dtype=torch.bool) for _ in range(2)]
+    units[0][0, [1, 5]] = True
+    units[1][2, 7] = True
+    assert recycle(net, units, optimizer, layers, g) == 3
+    for k, chosen in enumerate(units):
+        incoming, outgoing = net.weights[k], net.weights[k + 1]
+        mask = layers.masks[k]
+        assert torch.equal(mask.sum(-1), counts[k])  # every row keeps its connection count
+        assert (incoming[~mask] == 0).all()
+        assert not torch.equal(mask[chosen], masks[k][chosen])  # the row was redrawn
+        assert torch.equal(mask[~chosen], masks[k][~chosen])
+        bound = 1 / np.sqrt(incoming.shape[-1])
+        fresh = incoming[chosen][mask[chosen]]
+        assert (fresh != 0).all() and (fresh.abs() <= bound).all()
+        expected = weights[k]
+        if k > 0:  # the previous layer's recycled units lose their outgoing weights here
+            expected = expected.masked_fill(units[k - 1].unsqueeze(-2), 0.0)
+        assert torch.equal(incoming[~chosen], expected[~chosen])
+        assert (outgoing.transpose(-1, -2)[chosen] == 0).all()
+        for param, positions in (
+            (incoming, chosen.unsqueeze(-1).expand_as(incoming)),
+            (net.biases[k], chosen),
+            (outgoing, chosen.unsqueeze(-2).expand_as(outgoing)),
+        ):
+            for moment in optimizer.state[param].values():
+                assert (moment[positions] == 0).all()
+                assert (moment[~positions] != 0).any()
+    for step in range(8, 30):  # training and topology updates go on with the invariants
+        _train_step(net, layers, optimizer, g, step)
+        for weight, mask, count in zip(layers.weights, layers.masks, counts, strict=True):
+            assert (weight[~mask] == 0).all()
+            assert torch.equal(mask.sum((-2, -1)), count.sum(-1))
+
+
+def test_recycling_leaves_frozen_members_masks_alone():
+    net, layers, optimizer, g = _network()
+    layers.freeze(torch.tensor([False, True, False]))
+    before = [m[1].clone() for m in layers.masks]
+    recycle(net, [torch.ones(3, 32, dtype=torch.bool)] * 2, optimizer, layers, g)
+    assert all(torch.equal(b, m[1]) for b, m in zip(before, layers.masks, strict=True))

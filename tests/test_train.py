@@ -60,6 +60,7 @@ def test_same_seed_same_evaluations(tmp_path, algo):
         ("ds-td3", {}),
         ("ds-td3", {"nm": "2:4", "grow": "gradient"}),
         ("prune-td3", {}),
+        ("ds-td3", {"redo_period": 40}),
         ("sac", {}),
         ("prune-sac", {}),
         (

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dstrl.dormant import Recycling, dormant_fractions, dormant_units, recycle
 from dstrl.nets import StackedMLP
 from dstrl.optim import Adam
 from dstrl.sparse import LayerShape, SparseTarget, forward_flops
@@ -40,8 +41,11 @@ class ActorCritic:
         actor_target: bool,
         sparsity: SparsityConfig | None,
         generator: torch.Generator,
+        recycling: Recycling | None = None,
     ) -> None:
         self.sparsity = sparsity
+        self.recycling = recycling
+        self.recycled = 0  # neurons recycled since the last ``pop_recycled``
         self.members = members
         self.generator = generator
         device = self.device = generator.device
@@ -139,6 +143,51 @@ class ActorCritic:
         critic = self.critic_sparse.maybe_update(self.updates)
         if actor is not None or critic is not None:
             self.last_topology_change = {"actor": actor or [], "critic": critic or []}
+
+    # ---- dormant neurons ----------------------------------------------------------------
+    def dormant_names(self) -> list[str]:
+        """One name per hidden layer of actor and critics, e.g. ``dormant/critic_h2``."""
+        return [
+            f"dormant/{name}_h{k}"
+            for name, net in (("actor", self.actor), ("critic", self.critic))
+            for k in range(1, len(net.sizes) - 1)
+        ]
+
+    @torch.no_grad()
+    def dormant(self, obs: Tensor, action: Tensor, threshold: float) -> dict[str, np.ndarray]:
+        """Each agent's fraction of τ-dormant units (E,) per hidden layer, on states (E, B, ·)
+        and, for the critics, the actions taken there (twin critics averaged)."""
+        actor = dormant_fractions(self.actor, obs, threshold)
+        critic = dormant_fractions(self.critic, self._twin_input(obs, action), threshold)
+        values = actor + [c.view(self.members, 2).mean(dim=1) for c in critic]
+        return dict(zip(self.dormant_names(), torch.stack(values).cpu().numpy(), strict=True))
+
+    def _recycle(self, obs: Tensor, action: Tensor) -> None:
+        """At the recycling period, recycle the dormant neurons of actor and critics found on
+        this batch (ReDo); halted agents are left alone."""
+        if self.recycling is None or self.updates % self.recycling.period:
+            return
+        threshold = self.recycling.threshold
+        nets = (
+            (self.actor, obs, self.actor_optimizer, self.actor_sparse, 1),
+            (
+                self.critic,
+                self._twin_input(obs, action),
+                self.critic_optimizer,
+                self.critic_sparse,
+                2,
+            ),
+        )
+        for net, x, optimizer, layers, rows in nets:
+            units = dormant_units(net.hidden(x), threshold)
+            if self.halted is not None:
+                units = [u & ~self._rows(self.halted, rows, 2) for u in units]
+            self.recycled += recycle(net, units, optimizer, layers, self.generator)
+
+    def pop_recycled(self) -> int:
+        """Neurons recycled (all agents) since the last call."""
+        count, self.recycled = self.recycled, 0
+        return count
 
     # ---- losses -------------------------------------------------------------------------
     def _reset_losses(self) -> None:
@@ -316,6 +365,7 @@ class ActorCritic:
             updates=self.updates,
             loss_sums=[x.cpu().clone() for x in self._loss_sums],
             loss_counts=list(self._loss_counts),
+            recycled=self.recycled,
         )
         if self.actor_sparse is not None and self.critic_sparse is not None:
             state["actor_masks"] = self.actor_sparse.state_dict()
@@ -333,6 +383,7 @@ class ActorCritic:
         self.updates = state["updates"]
         self._loss_sums = [self._loss_sum(x) for x in state["loss_sums"]]
         self._loss_counts = list(state["loss_counts"])
+        self.recycled = int(state.get("recycled", 0))
         if self.actor_sparse is not None and self.critic_sparse is not None:
             self.actor_sparse.load_state_dict(state["actor_masks"])
             self.critic_sparse.load_state_dict(state["critic_masks"])

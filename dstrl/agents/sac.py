@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.nn import functional
 
 from dstrl.agents.base import ActorCritic
+from dstrl.dormant import Recycling
 from dstrl.optim import Adam
 from dstrl.sparse import LayerShape, forward_flops, training_flops
 from dstrl.sparse.config import SparsityConfig
@@ -63,6 +64,7 @@ class SAC(ActorCritic):
         config: SACConfig,
         sparsity: SparsityConfig | None,
         generator: torch.Generator,
+        recycling: Recycling | None = None,
     ) -> None:
         self.config = config
         act_dim = len(np.atleast_1d(action_low))
@@ -78,6 +80,7 @@ class SAC(ActorCritic):
             actor_target=False,
             sparsity=sparsity,
             generator=generator,
+            recycling=recycling,
         )
         self.log_alpha = torch.full(
             (members,), math.log(config.alpha), device=self.device, requires_grad=config.autotune
@@ -145,6 +148,7 @@ class SAC(ActorCritic):
         if self.updates % cfg.target_update_interval == 0:
             self._update_targets(cfg.tau)
         self._update_topology()
+        self._recycle(obs, action)
 
     # ---- accounting ---------------------------------------------------------------------
     def _step_flops(

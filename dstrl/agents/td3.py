@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from dstrl.agents.base import ActorCritic
+from dstrl.dormant import Recycling
 from dstrl.nets import StackedMLP
 from dstrl.sparse import LayerShape, forward_flops, training_flops
 from dstrl.sparse.config import SparsityConfig
@@ -56,6 +57,7 @@ class TD3(ActorCritic):
         config: TD3Config,
         sparsity: SparsityConfig | None,
         generator: torch.Generator,
+        recycling: Recycling | None = None,
     ) -> None:
         self.config = config
         super().__init__(
@@ -70,6 +72,7 @@ class TD3(ActorCritic):
             actor_target=True,
             sparsity=sparsity,
             generator=generator,
+            recycling=recycling,
         )
 
     @property
@@ -113,6 +116,7 @@ class TD3(ActorCritic):
             self._actor_step(-self.critic(x, members=first_critic, frozen=True).mean(dim=(1, 2)))
             self._update_targets(cfg.tau)
         self._update_topology()
+        self._recycle(obs, action)
 
     # ---- accounting ---------------------------------------------------------------------
     def _step_flops(

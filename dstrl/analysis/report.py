@@ -211,6 +211,40 @@ def plot_topology(results: list[MethodCurves], env: str, path: Path) -> bool:
     return True
 
 
+def plot_dormant(results: list[MethodCurves], env: str, path: Path) -> bool:
+    """Share of τ-dormant hidden units over time, actor and critics side by side: one colour
+    per method (mean over its seeds), one line style per hidden layer."""
+    logged = [
+        r
+        for r in results
+        if r.env == env
+        and all(run.metrics is not None for run in r.runs)
+        and any(c.startswith("dormant/") for c in r.runs[0].metrics.columns)
+    ]
+    if not logged:
+        return False
+    fig = Figure(figsize=(11, 4))
+    axes = dict(zip(("actor", "critic"), fig.subplots(1, 2), strict=True))
+    styles = ["-", "--", ":", "-."]
+    for index, r in enumerate(logged):
+        color = f"C{index % 10}"
+        metrics = pd.concat([run.metrics for run in r.runs]).groupby("step").mean()
+        for column in (c for c in metrics.columns if c.startswith("dormant/")):
+            net, layer = column.removeprefix("dormant/").split("_h")
+            style = styles[(int(layer) - 1) % len(styles)]
+            label = f"{r.method}, hidden {layer}"
+            axes[net].plot(
+                metrics.index, metrics[column], color=color, linestyle=style, label=label
+            )
+    for net, ax in axes.items():
+        ax.set(title=f"{env}: dormant units, {net}", xlabel="environment steps", ylabel="share")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
 def _left_out(run: Run) -> str:
     if not run.diverged:
         return ""
@@ -231,6 +265,8 @@ def write_report(paths: list[Path], out: Path, baseline: str | None = None) -> p
         sections.append(f"![{env} learning curves](curves_{slug}.png)")
         if plot_topology(results, env, out / f"topology_{slug}.png"):
             sections.append(f"![{env} topology](topology_{slug}.png)")
+        if plot_dormant(results, env, out / f"dormant_{slug}.png"):
+            sections.append(f"![{env} dormant units](dormant_{slug}.png)")
     sections += ["", "Runs:", *(f"- `{r.path}` ({r.method}){_left_out(r)}" for r in runs)]
     (out / "report.md").write_text("\n".join(sections) + "\n")
     return table

@@ -8,7 +8,9 @@ Contract (tested in tests/test_sparse_invariants.py):
 - a grown connection starts at weight 0, and Adam's moments are zeroed at every grown and
   every dropped position, so a regrown connection starts fresh and a dropped one cannot drift;
 - the masks of frozen members (``freeze``) never change, and no member's topology depends on
-  another member's weights.
+  another member's weights;
+- ``redraw_rows`` moves a row's (a unit's incoming) connections to random positions and keeps
+  every row's count, so recycling a neuron stays within the layer's connection budget.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import Tensor, nn
 
 from dstrl.sparse.pruning import GradualPruning
 from dstrl.sparse.schedule import TopologySchedule
-from dstrl.sparse.topology import SET
+from dstrl.sparse.topology import SET, lowest
 
 Rule = SET | GradualPruning
 
@@ -158,6 +160,26 @@ class MaskedLayers:
             grown, dropped = change.grown[i], change.dropped[i]
             replaced.append(max(int((grown & ~dropped).sum()), int((dropped & ~grown).sum())))
         return replaced
+
+    @torch.no_grad()
+    def redraw_rows(self, position: int, rows: Tensor) -> None:
+        """Give the chosen rows (output units) of sparse weight ``position`` as many connections
+        as before, at positions drawn uniformly at random; ``rows`` is bool (*members, n_out).
+
+        Weights and optimiser moments of those rows are left to the caller, who re-initialises
+        the whole row (a recycled neuron); frozen members keep their masks.
+        """
+        assert self.generator is not None, "redrawing connections needs a random generator"
+        if self.frozen is not None:
+            rows = rows & ~self.frozen.view(-1, *[1] * (rows.dim() - 1))
+        mask = self.masks[position]
+        flat = mask.reshape(-1, mask.shape[-1])
+        counts = flat.sum(1)
+        scores = torch.rand(flat.shape, generator=self.generator, device=self.generator.device)
+        drawn = lowest([scores.to(flat.device)], [counts], [counts])[0]
+        mask.copy_(torch.where(rows.reshape(-1, 1), drawn, flat).view(mask.shape))
+        self._factors[position].copy_(mask)
+        self.version += 1
 
     def _clear_optimizer_state(self, weight: Tensor, positions: Tensor) -> None:
         if self.optimizer is None:
