@@ -16,11 +16,20 @@ from dstrl.sparse.distributions import er_lambda_limit
 from dstrl.sparse.schedule import TopologySchedule
 
 # An algorithm is a family (td3, sac) with a topology prefix: none (dense), static-, ds- (prune
-# and grow, the paper's name), prune- (gradual magnitude pruning).
+# and grow, the paper's name), prune- (gradual magnitude pruning), rlx2- (RLx2's recipe).
 Algo = Literal[
-    "td3", "static-td3", "ds-td3", "prune-td3", "sac", "static-sac", "ds-sac", "prune-sac"
+    "td3",
+    "static-td3",
+    "ds-td3",
+    "prune-td3",
+    "rlx2-td3",
+    "sac",
+    "static-sac",
+    "ds-sac",
+    "prune-sac",
+    "rlx2-sac",
 ]
-TOPOLOGIES = {"": "dense", "static": "static", "ds": "set", "prune": "prune"}
+TOPOLOGIES = {"": "dense", "static": "static", "ds": "set", "prune": "prune", "rlx2": "set"}
 DEFAULT_LAMBDAS = (7.0, 64.0)
 # λ (input, hidden) of the DS-SAC appendix, per task; other tasks use DEFAULT_LAMBDAS.
 SAC_LAMBDAS = {
@@ -34,6 +43,23 @@ FAMILY_DEFAULTS = {  # start steps, drop fraction
     "td3": (25_000, 0.05),
     "sac": (10_000, 0.1),
 }
+# Defaults of the options that the rlx2- preset changes (see TrainConfig.resolve_defaults).
+METHOD_DEFAULTS = dict(
+    grow="random",
+    update_period=1_000,
+    decay="constant",
+    target_sparsity="magnitude",
+    n_step=1,
+    n_step_start=0.0,
+    replay="uniform",
+    buffer_check_every=10_000,
+)
+# RLx2 (Tan et al., ICLR 2023) as released: 3M environment steps after a 25k warm-up; RigL
+# growth, drop fraction cosine-annealed from 0.5 to 0 over the learning steps, every 10^4
+# updates; targets masked by the online masks; 3-step targets after a tenth of the run; the
+# dynamic buffer checked every 10^4 steps.
+RLX2_LEARNING_STEPS = 2_975_000
+RLX2_PERIOD = 10_000
 
 
 class ConfigError(ValueError):
@@ -84,23 +110,55 @@ class TrainConfig:
     0.1 SAC)."""
     drop_score: Literal["signed", "magnitude"] = "signed"
     """Drop by sign-separated weight (as the release) or by |w|."""
-    grow: Literal["random", "gradient"] = "random"
-    """Grow new connections at random (SET, the paper) or where the dense gradient is largest
-    (RigL; the dense gradient is taken at topology-update steps only)."""
-    update_period: int = 1_000
-    """Gradient steps between topology updates (e; for prune-: between pruning steps)."""
-    decay: Literal["constant", "cosine"] = "constant"
-    """How the drop fraction evolves until the topology freezes."""
+    grow: Literal["random", "gradient"] | None = None
+    """Grow new connections at random (SET, the paper; the default) or where the dense gradient
+    is largest (RigL, the rlx2- default; the dense gradient is taken at topology-update steps
+    only)."""
+    update_period: int | None = None
+    """Gradient steps between topology updates (e; for prune-: between pruning steps). Default
+    1,000; rlx2-: RLx2's 10,000 scaled to the run (1,000 per 297,500 learning steps, between
+    1,000 and 10,000)."""
+    actor_update_period: int | None = None
+    """Gradient steps between the actor's topology updates (default: --update-period; rlx2-td3:
+    --update-period x --td3.policy-delay, as RLx2 counts the actor's schedule in its own
+    optimiser steps)."""
+    actor_topology_stop: float = 1.0
+    """The actor's topology freezes at this fraction of the critics' freezing step (its drop
+    fraction anneals to 0 by then with --decay cosine)."""
+    decay: Literal["constant", "cosine"] | None = None
+    """How the drop fraction evolves until the topology freezes (default constant; rlx2-:
+    cosine)."""
     freeze_last: int | None = None
-    """Steps at the end with a frozen topology (default: 50,000, at most 5% of --steps)."""
+    """Steps at the end with a frozen topology (default: 50,000, at most 5% of --steps; rlx2-:
+    0, the anneal ends with the run)."""
     prune_start: float = 0.2
     """prune-: fraction of the learning steps (after warm-up) at which pruning starts."""
     prune_end: float = 0.8
     """prune-: fraction of the learning steps at which the final density is reached."""
-    target_sparsity: Literal["magnitude", "online-mask", "dense"] = "magnitude"
-    """Keep target networks sparse by magnitude pruning (the release), the online mask, or not."""
+    target_sparsity: Literal["magnitude", "online-mask", "dense"] | None = None
+    """Keep target networks sparse by magnitude pruning (the DS-TD3 release; the default), the
+    online mask (rlx2-), or not."""
     buffer_size: int = 1_000_000
     """Replay capacity per agent (capped at --steps)."""
+    n_step: int | None = None
+    """Multi-step TD targets: sum up to N discounted rewards before bootstrapping, cut short at
+    episode ends (default 1; rlx2-: 3)."""
+    n_step_start: float | None = None
+    """Fraction of the learning steps trained with one-step targets before --n-step switches on
+    (default 0; rlx2-: 0.1, RLx2's 300k of 3M)."""
+    replay: Literal["uniform", "dynamic"] | None = None
+    """uniform: keep the newest --buffer-size transitions (the default). dynamic (RLx2, the
+    rlx2- default): every --buffer-check-every steps, compare the policy with the noise-free
+    actions of each agent's 2,048 oldest transitions, and drop its oldest 10% while they differ
+    by more than --buffer-policy-distance and it holds more than --buffer-min-size."""
+    buffer_check_every: int | None = None
+    """Environment steps between the dynamic buffer's checks (default 10,000; rlx2-: scaled as
+    --update-period)."""
+    buffer_policy_distance: float = 0.2
+    """The dynamic buffer's threshold on ½·mean((π(s) − μ)² / half-range²)."""
+    buffer_min_size: int | None = None
+    """The dynamic buffer never shrinks below this many transitions (default: a tenth of the
+    replay capacity for TD3, a fifth for SAC: RLx2's 1e5 and 2e5 of 1e6)."""
     dormant_threshold: float = 0.1
     """τ of dormant neurons (ReDo): a hidden unit whose mean |activation| is at most τ times its
     layer's mean is dormant. Their share per layer is logged every --log-every steps."""
@@ -131,11 +189,39 @@ class TrainConfig:
     """SAC hyperparameters."""
 
     def __post_init__(self) -> None:
+        self.resolve_defaults()
+
+    def resolve_defaults(self) -> None:
+        """Fill every option left at None with its default for this algorithm: the family's
+        warm-up and drop fraction, and for rlx2- RLx2's recipe scaled to the run length."""
         start_steps, drop_fraction = FAMILY_DEFAULTS[self.family]
         if self.start_steps is None:
             self.start_steps = start_steps
-        if self.drop_fraction is None:
-            self.drop_fraction = drop_fraction
+        defaults = dict(METHOD_DEFAULTS, drop_fraction=drop_fraction)
+        if self.algo.startswith("rlx2-"):
+            tenths = round(10 * self.learning_steps / RLX2_LEARNING_STEPS)
+            period = min(max(tenths, 1), 10) * (RLX2_PERIOD // 10)
+            defaults.update(
+                grow="gradient",
+                drop_fraction=0.5,
+                update_period=period,
+                decay="cosine",
+                freeze_last=0,
+                target_sparsity="online-mask",
+                n_step=3,
+                n_step_start=0.1,
+                replay="dynamic",
+                buffer_check_every=period,
+            )
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.actor_update_period is None:
+            delay = self.td3.policy_delay if self.algo == "rlx2-td3" else 1
+            self.actor_update_period = self.update_period * delay
+        if self.buffer_min_size is None:
+            share = 0.2 if self.family == "sac" else 0.1
+            self.buffer_min_size = int(share * min(self.buffer_size, self.steps))
 
     # ---- derived ------------------------------------------------------------------------
     @property
@@ -190,16 +276,20 @@ class TrainConfig:
             return None
         return Recycling(self.redo_period, self.dormant_threshold)
 
-    def sparsity(self) -> SparsityConfig | None:
-        """The sparse-training configuration implied by ``algo`` and the sparsity options."""
+    def sparsity(self, net: Literal["critic", "actor"] = "critic") -> SparsityConfig | None:
+        """The sparse-training configuration implied by ``algo`` and the sparsity options, for
+        the critics or the actor (which may have a schedule of its own)."""
         if self.topology == "dense":
             return None
         stop = self.steps - self.frozen_steps - self.start_steps
+        period = self.update_period
         prune_start, prune_end = self._prune_steps()
         if self.topology == "prune":
             stop = prune_end + 1
+        elif net == "actor":
+            period, stop = self.actor_update_period, int(stop * self.actor_topology_stop)
         schedule = TopologySchedule(
-            update_period=self.update_period,
+            update_period=period,
             drop_fraction=self.drop_fraction,
             decay=self.decay,
             stop_step=max(stop, 0),
@@ -283,6 +373,23 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"--{name} must be a positive integer, got {value}")
+        if self.n_step < 1:
+            raise ConfigError(f"--n-step must be a positive integer, got {self.n_step}")
+        if not 0 <= self.n_step_start <= 1:
+            raise ConfigError(f"--n-step-start must be in [0, 1], got {self.n_step_start}")
+        if self.buffer_check_every < 1 or self.actor_update_period < 1:
+            raise ConfigError(
+                "--buffer-check-every and --actor-update-period must be positive integers"
+            )
+        if self.buffer_min_size < 0 or self.buffer_policy_distance <= 0:
+            raise ConfigError(
+                "--buffer-min-size must be ≥ 0 and --buffer-policy-distance positive, got "
+                f"{self.buffer_min_size} and {self.buffer_policy_distance}"
+            )
+        if not 0 < self.actor_topology_stop <= 1:
+            raise ConfigError(
+                f"--actor-topology-stop must be in (0, 1], got {self.actor_topology_stop}"
+            )
         if self.redo_period is not None and self.redo_period < 1:
             raise ConfigError(f"--redo-period must be a positive integer, got {self.redo_period}")
         if not 0 <= self.dormant_threshold < 1:
@@ -342,11 +449,11 @@ class TrainConfig:
                     f"longer or lower --update-period"
                 )
         delay = agent.policy_delay if isinstance(agent, TD3Config) else 1
-        if self.grow == "gradient" and self.update_period % delay:
+        if self.grow == "gradient" and self.actor_update_period % delay:
             raise ConfigError(
                 f"--grow gradient needs the actor's gradient at topology updates: make "
-                f"--update-period ({self.update_period}) a multiple of --td3.policy-delay "
-                f"({delay})"
+                f"--actor-update-period ({self.actor_update_period}; default --update-period) a "
+                f"multiple of --td3.policy-delay ({delay})"
             )
         if not 0 < agent.tau <= 1:
             raise ConfigError(f"{prefix}tau must be in (0, 1], got {agent.tau}")

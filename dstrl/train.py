@@ -43,6 +43,8 @@ from dstrl.sparse.distributions import SparsityError
 EVAL_FIELDS = ["step", "member", "seed", "return"]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 DORMANT_BATCH = 256  # states per dormant-neuron measurement (ReDo uses 64 to 256)
+DYNAMIC_BUFFER_CHECKED = 2_048  # RLx2: the oldest 8 batches of 256 transitions
+DYNAMIC_BUFFER_DROPPED = 0.1  # RLx2: the oldest tenth goes
 CHECKPOINT_KEYS = {
     "agent",
     "buffer",
@@ -95,6 +97,7 @@ def build_agent(config: TrainConfig) -> ActorCritic:
             config.sparsity(),
             generator,
             config.recycling(),
+            config.sparsity("actor"),
         )
     except (SparsityError, ValueError) as error:
         raise ConfigError(str(error)) from error
@@ -169,7 +172,10 @@ class Trainer:
             obs_dim,
             agent.act_dim,
             agent.device,
+            policy_actions=config.replay == "dynamic",
         )
+        self.n_step_from = round(config.n_step_start * config.learning_steps)  # in updates
+        self.policy_distance: np.ndarray | None = None  # the dynamic buffer's last measurement
         self.envs = make_vector_env(config.env, config.seeds)
         self.eval_envs = make_vector_env(config.env, config.seeds)
         self.obs, _ = self.envs.reset(seed=self.seeds)
@@ -191,6 +197,8 @@ class Trainer:
                 "flops",
                 *self.layer_names,
                 "connections_changed",
+                "replay_size",
+                "policy_distance",
                 *agent.dormant_names(),
                 "neurons_recycled",
                 "env_steps_per_second",
@@ -215,6 +223,8 @@ class Trainer:
             self.learning_steps = state["learning_steps"]
             self.history = [np.asarray(h) for h in state["history"]]
             self.health.load_state_dict(state.get("diverged", []))
+            distance = state.get("policy_distance")
+            self.policy_distance = None if distance is None else np.asarray(distance)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
             raise CheckpointError(
                 f"{run_dir}/checkpoint.pt does not fit the run's config.json ({error})"
@@ -246,6 +256,9 @@ class Trainer:
                 "changed": self.changed,
                 "steps_planned": self.config.steps,
                 "diverged": self.health.state_dict(),
+                "policy_distance": None
+                if self.policy_distance is None
+                else torch.from_numpy(self.policy_distance),
             },
             self.run_dir,
         )
@@ -283,22 +296,24 @@ class Trainer:
         return np.where(halted, fill, values)
 
     # ---- the loop -----------------------------------------------------------------------
-    def _act(self) -> np.ndarray:
+    def _act(self) -> tuple[np.ndarray, np.ndarray]:
+        """Exploratory actions, and the noise-free ones they came from (μ; in the random
+        warm-up, the actions themselves)."""
         config = self.config
         if self.step < config.start_steps:
             generator = self.agent.generator
             u = torch.rand(
                 (config.seeds, self.low.size), generator=generator, device=generator.device
             )
-            action = self.low + u.cpu().numpy() * (self.high - self.low)
+            action = policy_action = self.low + u.cpu().numpy() * (self.high - self.low)
         else:
-            action = self.agent.act(self.obs, explore=True)
+            action, policy_action = self.agent.explore(self.obs)
             self.flops += self.cost["inference_flops"] * config.seeds
             reason = "its actor gave a NaN or infinite action"
             self._halt_nonfinite(reason, action, step=self.step + 1)
-        return self._halted_rows(action, self.middle)
+        return self._halted_rows(action, self.middle), self._halted_rows(policy_action, self.middle)
 
-    def _step_envs(self, action: np.ndarray) -> None:
+    def _step_envs(self, action: np.ndarray, policy_action: np.ndarray) -> None:
         """Step and store (the true final observation of an episode, for bootstrapping)."""
         next_obs, reward, terminated, truncated, info = self.envs.step(action)
         stored_next = next_obs
@@ -315,13 +330,19 @@ class Trainer:
             self._halted_rows(reward, 0.0),
             self._halted_rows(stored_next, 0.0),
             terminated,
+            done,
+            policy_action,
         )
         self.obs = self._halted_rows(next_obs, 0.0)
         self.step += 1
 
     def _learn(self) -> None:
         agent, config = self.agent, self.config
-        agent.update(*self.buffer.sample(config.agent.batch_size, agent.generator))
+        n_step = config.n_step if agent.updates >= self.n_step_from else 1
+        batch = self.buffer.sample(
+            config.agent.batch_size, agent.generator, n_step, config.agent.gamma
+        )
+        agent.update(*batch)
         self.flops += self.cost["train_flops"] * config.seeds
         if agent.last_topology_change is not None:
             change = agent.last_topology_change
@@ -338,14 +359,30 @@ class Trainer:
             "flops": self.flops,
             "connections_changed": self.changed,
             "neurons_recycled": self.agent.pop_recycled(),
+            "replay_size": float(self.buffer.sizes[live].mean()),
             "env_steps_per_second": steps * self.config.seeds / seconds,
         }
         row.update({k: float(v[live].mean()) for k, v in self.agent.pop_losses().items()})
         row.update({k: float(v[live].mean()) for k, v in self._dormant().items()})
+        if self.policy_distance is not None:
+            row["policy_distance"] = float(self.policy_distance[live].mean())
         row.update(zip(self.layer_names, _layer_densities(self.agent), strict=True))
         self.metrics.write([row])
         self.board.scalars({f"train/{k}": v for k, v in row.items() if k != "step"}, self.step)
         self.changed = 0
+
+    def _adapt_buffer(self) -> None:
+        """RLx2's dynamic buffer: each agent whose policy has moved away from the noise-free
+        actions of its oldest transitions forgets the oldest tenth, down to a minimum size."""
+        config = self.config
+        obs, policy_action = self.buffer.oldest(DYNAMIC_BUFFER_CHECKED)
+        self.policy_distance = self.agent.policy_distance(obs, policy_action)
+        shrink = (
+            (self.policy_distance > config.buffer_policy_distance)
+            & (self.buffer.sizes > config.buffer_min_size)
+            & ~self.health.halted
+        )
+        self.buffer.drop_oldest(shrink, DYNAMIC_BUFFER_DROPPED)
 
     def _dormant(self) -> dict[str, np.ndarray]:
         """Each agent's dormant-neuron share per hidden layer, on replayed states that a
@@ -421,8 +458,10 @@ class Trainer:
         with _deferred_interrupt() as interrupted:
             while self.step < end and not interrupted:
                 tick = time.perf_counter()
-                self._step_envs(self._act())
+                self._step_envs(*self._act())
                 if self.step > config.start_steps:
+                    if config.replay == "dynamic" and self.step % config.buffer_check_every == 0:
+                        self._adapt_buffer()
                     self._learn()
                     self.learning_wall += time.perf_counter() - tick
                     self.learning_steps += 1

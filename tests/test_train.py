@@ -53,6 +53,12 @@ def test_same_seed_same_evaluations(tmp_path, algo):
     ]
 
 
+# RLx2 with its dynamic buffer shrinking and n-step targets switched on before the stop
+RLX2_TINY = dict(
+    buffer_check_every=50, buffer_min_size=100, buffer_policy_distance=1e-6, n_step_start=0.3
+)
+
+
 @pytest.mark.parametrize(
     ("algo", "extra"),
     [
@@ -61,6 +67,8 @@ def test_same_seed_same_evaluations(tmp_path, algo):
         ("ds-td3", {"nm": "2:4", "grow": "gradient"}),
         ("prune-td3", {}),
         ("ds-td3", {"redo_period": 40}),
+        ("rlx2-td3", {**RLX2_TINY, "redo_period": 40}),
+        ("rlx2-sac", RLX2_TINY),
         ("sac", {}),
         ("prune-sac", {}),
         (

@@ -42,8 +42,11 @@ class ActorCritic:
         sparsity: SparsityConfig | None,
         generator: torch.Generator,
         recycling: Recycling | None = None,
+        actor_sparsity: SparsityConfig | None = None,
     ) -> None:
+        """``actor_sparsity``: the actor's own sparse configuration (default ``sparsity``)."""
         self.sparsity = sparsity
+        self.actor_sparsity = sparsity if actor_sparsity is None else actor_sparsity
         self.recycling = recycling
         self.recycled = 0  # neurons recycled since the last ``pop_recycled``
         self.members = members
@@ -62,7 +65,7 @@ class ActorCritic:
         self.actor_sparse: MaskedLayers | None = None
         self.critic_sparse: MaskedLayers | None = None
         if sparsity is not None:
-            self.actor_sparse = sparsity.build(self.actor, generator)
+            self.actor_sparse = self.actor_sparsity.build(self.actor, generator)
             self.critic_sparse = sparsity.build(self.critic, generator)
         self.actor_target = None
         if actor_target:
@@ -143,6 +146,19 @@ class ActorCritic:
         critic = self.critic_sparse.maybe_update(self.updates)
         if actor is not None or critic is not None:
             self.last_topology_change = {"actor": actor or [], "critic": critic or []}
+
+    # ---- acting -------------------------------------------------------------------------
+    def greedy(self, obs: Tensor) -> Tensor:
+        """Noise-free actions (E, B, act_dim) for states (E, B, obs_dim)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def policy_distance(self, obs: Tensor, policy_action: Tensor) -> np.ndarray:
+        """RLx2's policy distance per agent (E,): half the mean squared gap, in units of the
+        action half-range, between today's noise-free actions at ``obs`` and the noise-free
+        actions ``policy_action`` stored with them."""
+        gap = (self.greedy(obs) - policy_action) / self.action_scale
+        return (0.5 * gap.square().mean(dim=(1, 2))).cpu().numpy()
 
     # ---- dormant neurons ----------------------------------------------------------------
     def dormant_names(self) -> list[str]:
@@ -326,10 +342,12 @@ class ActorCritic:
         train = self._step_flops(actor, critic, t_actor, t_critic)
         rigl = self.sparsity is not None and self.sparsity.topology == "set"
         if rigl and self.sparsity.grow == "gradient" and not dense:
-            missing = sum(s.dense().active - s.active for s in actor) + 2 * sum(
-                s.dense().active - s.active for s in critic
-            )
-            train += 2 * missing * self.batch_size // self.sparsity.schedule.update_period
+            actor_missing = sum(s.dense().active - s.active for s in actor)
+            critic_missing = 2 * sum(s.dense().active - s.active for s in critic)
+            actor_period = self.actor_sparsity.schedule.update_period
+            critic_period = self.sparsity.schedule.update_period
+            missing = actor_missing * critic_period + critic_missing * actor_period
+            train += 2 * missing * self.batch_size // (actor_period * critic_period)
         actor_params = sum(s.params for s in actor)
         critic_params = 2 * sum(s.params for s in critic)
         return {

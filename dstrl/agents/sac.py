@@ -65,6 +65,7 @@ class SAC(ActorCritic):
         sparsity: SparsityConfig | None,
         generator: torch.Generator,
         recycling: Recycling | None = None,
+        actor_sparsity: SparsityConfig | None = None,
     ) -> None:
         self.config = config
         act_dim = len(np.atleast_1d(action_low))
@@ -81,6 +82,7 @@ class SAC(ActorCritic):
             sparsity=sparsity,
             generator=generator,
             recycling=recycling,
+            actor_sparsity=actor_sparsity,
         )
         self.log_alpha = torch.full(
             (members,), math.log(config.alpha), device=self.device, requires_grad=config.autotune
@@ -98,8 +100,16 @@ class SAC(ActorCritic):
         return self.config.batch_size
 
     # ---- policy -------------------------------------------------------------------------
-    def _sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """Squashed-Gaussian actions (E, B, act_dim) and their log-probabilities (E, B)."""
+    def _squash(self, u: Tensor) -> Tensor:
+        return torch.tanh(u) * self.action_scale + self.action_bias
+
+    def greedy(self, obs: Tensor) -> Tensor:
+        """Noise-free (squashed mean) actions (E, B, act_dim) for states (E, B, obs_dim)."""
+        return self._squash(self.actor(obs)[..., : self.act_dim])
+
+    def _sample(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Squashed-Gaussian actions (E, B, act_dim), their log-probabilities (E, B), and the
+        Gaussian's means (before squashing)."""
         mean, log_std = self.actor(obs).chunk(2, dim=-1)
         log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         noise = torch.randn(mean.shape, generator=self.generator, device=self.device)
@@ -107,34 +117,48 @@ class SAC(ActorCritic):
         # log N(u) minus log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), and the action scale
         log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         log_prob = log_prob - (2 * (math.log(2) - u - functional.softplus(-2 * u))).sum(-1)
-        action = torch.tanh(u) * self.action_scale + self.action_bias
-        return action, log_prob - self._log_scale
+        return self._squash(u), log_prob - self._log_scale, mean
+
+    @torch.no_grad()
+    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sampled actions (E, act_dim) for observations (E, obs_dim), and the squashed means
+        (μ)."""
+        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
+        action, _, mean = self._sample(x)
+        both = torch.cat([action, self._squash(mean)], dim=1).cpu().numpy()
+        return both[:, 0], both[:, 1]
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, explore: bool) -> np.ndarray:
         """Actions (E, act_dim): sampled if ``explore``, else the squashed mean."""
-        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
         if explore:
-            action, _ = self._sample(x)
-        else:
-            mean = self.actor(x)[..., : self.act_dim]
-            action = torch.tanh(mean) * self.action_scale + self.action_bias
-        return action.squeeze(1).cpu().numpy()
+            return self.explore(obs)[0]
+        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
+        return self.greedy(x).squeeze(1).cpu().numpy()
 
     # ---- learning -----------------------------------------------------------------------
     def update(
-        self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminated: Tensor
+        self,
+        obs: Tensor,
+        action: Tensor,
+        reward: Tensor,
+        next_obs: Tensor,
+        terminated: Tensor,
+        discount: Tensor | float | None = None,
     ) -> None:
-        """One SAC gradient step on a batch (E, B, ·); losses accumulate for ``pop_losses``."""
+        """One SAC gradient step on a batch (E, B, ·); losses accumulate for ``pop_losses``.
+        ``discount`` of the bootstrap (n-step batches: per transition; default γ); the next
+        action is sampled at ``next_obs``, the n-step state."""
         cfg = self.config
+        discount = cfg.gamma if discount is None else discount
         self.updates += 1
         alpha = self.log_alpha.detach().exp().unsqueeze(1)  # (E, 1)
         with torch.no_grad():
-            next_action, next_log_prob = self._sample(next_obs)
+            next_action, next_log_prob, _ = self._sample(next_obs)
             next_q = self._q(self.critic_target, next_obs, next_action).amin(dim=1)
-            target = reward + cfg.gamma * (1 - terminated) * (next_q - alpha * next_log_prob)
+            target = reward + discount * (1 - terminated) * (next_q - alpha * next_log_prob)
         self._critic_step(obs, action, target)
-        new_action, log_prob = self._sample(obs)
+        new_action, log_prob, _ = self._sample(obs)
         q = self._q(self.critic, obs, new_action, frozen=True).amin(dim=1)
         self._actor_step((alpha * log_prob - q).mean(dim=1))
         if self.alpha_optimizer is not None:

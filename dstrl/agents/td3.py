@@ -58,6 +58,7 @@ class TD3(ActorCritic):
         sparsity: SparsityConfig | None,
         generator: torch.Generator,
         recycling: Recycling | None = None,
+        actor_sparsity: SparsityConfig | None = None,
     ) -> None:
         self.config = config
         super().__init__(
@@ -73,6 +74,7 @@ class TD3(ActorCritic):
             sparsity=sparsity,
             generator=generator,
             recycling=recycling,
+            actor_sparsity=actor_sparsity,
         )
 
     @property
@@ -83,23 +85,44 @@ class TD3(ActorCritic):
     def _policy(self, net: StackedMLP, obs: Tensor) -> Tensor:
         return net(obs) * self.action_scale + self.action_bias
 
+    def greedy(self, obs: Tensor) -> Tensor:
+        """Noise-free actions (E, B, act_dim) for states (E, B, obs_dim)."""
+        return self._policy(self.actor, obs)
+
+    @torch.no_grad()
+    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exploratory actions (E, act_dim) for observations (E, obs_dim), Gaussian noise on the
+        policy's own, and those noise-free actions (μ)."""
+        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
+        mean = self.greedy(x).squeeze(1)
+        noise = torch.randn(mean.shape, generator=self.generator, device=self.device)
+        action = mean + noise * (self.config.exploration_noise * self.action_scale)
+        action = torch.clamp(action, self.action_low, self.action_high)
+        both = torch.stack([action, mean]).cpu().numpy()
+        return both[0], both[1]
+
     @torch.no_grad()
     def act(self, obs: np.ndarray, explore: bool) -> np.ndarray:
         """Actions (E, act_dim) for observations (E, obs_dim); Gaussian noise if ``explore``."""
-        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
-        action = self._policy(self.actor, x).squeeze(1)
         if explore:
-            noise = torch.randn(action.shape, generator=self.generator, device=self.device)
-            action = action + noise * (self.config.exploration_noise * self.action_scale)
-            action = torch.clamp(action, self.action_low, self.action_high)
-        return action.cpu().numpy()
+            return self.explore(obs)[0]
+        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
+        return self.greedy(x).squeeze(1).cpu().numpy()
 
     # ---- learning -----------------------------------------------------------------------
     def update(
-        self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminated: Tensor
+        self,
+        obs: Tensor,
+        action: Tensor,
+        reward: Tensor,
+        next_obs: Tensor,
+        terminated: Tensor,
+        discount: Tensor | float | None = None,
     ) -> None:
-        """One TD3 gradient step on a batch (E, B, ·); losses accumulate for ``pop_losses``."""
+        """One TD3 gradient step on a batch (E, B, ·); losses accumulate for ``pop_losses``.
+        ``discount`` of the bootstrap (n-step batches: per transition; default γ)."""
         cfg = self.config
+        discount = cfg.gamma if discount is None else discount
         self.updates += 1
         assert self.actor_target is not None
         with torch.no_grad():
@@ -108,7 +131,7 @@ class TD3(ActorCritic):
             next_action = self._policy(self.actor_target, next_obs) + noise * self.action_scale
             next_action = torch.clamp(next_action, self.action_low, self.action_high)
             next_q = self._q(self.critic_target, next_obs, next_action).amin(dim=1)
-            target = reward + cfg.gamma * (1 - terminated) * next_q
+            target = reward + discount * (1 - terminated) * next_q
         self._critic_step(obs, action, target)
         if self.updates % cfg.policy_delay == 0:
             first_critic = slice(0, None, 2)
