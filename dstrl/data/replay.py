@@ -81,7 +81,9 @@ class ReplayBuffer:
         self.ends[:, self.position] = torch.from_numpy(np.asarray(ended, dtype=bool)).to(device)
         if self.policy_actions is not None:
             mu = action if policy_action is None else policy_action
-            self.policy_actions[:, self.position] = torch.as_tensor(mu, dtype=torch.float32)
+            self.policy_actions[:, self.position] = torch.as_tensor(mu, dtype=torch.float32).to(
+                device
+            )
         self.position = (self.position + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         self.sizes = np.minimum(self.sizes + 1, self.capacity)
