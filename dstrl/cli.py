@@ -24,7 +24,7 @@ from dstrl.rundir import RunDirError, clear_unfinished_run, describe, exclusive,
 from dstrl.sweep import SweepArgs, run_sweep
 
 # Options a resume may change; any other option given with it must equal its saved value.
-RESUME_OVERRIDES = {"steps", "device", "threads", "progress", "tensorboard"}
+RESUME_OVERRIDES = {"steps", "device", "threads", "vector_env", "progress", "tensorboard"}
 NOT_SAVED = {"resume", "auto_resume", "out"}
 
 

@@ -174,6 +174,11 @@ class TrainConfig:
     """Torch device: cpu, cuda, cuda:1, ..."""
     threads: int = 1
     """Torch CPU threads (1 is fastest for these small networks)."""
+    vector_env: Literal["sync", "async"] = "sync"
+    """Step the agents' environments one after another in this process (sync), or each in a
+    worker process of its own (async: Gymnasium's AsyncVectorEnv with shared memory), which
+    pays once environment steps cost more than the exchange with the workers: many agents,
+    many cores, slow environments. Results are identical."""
     resume: bool = False
     """Continue the run in --out from its checkpoint (its saved configuration is used)."""
     auto_resume: bool = False

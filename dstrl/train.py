@@ -24,7 +24,7 @@ from dstrl.agents.td3 import TD3
 from dstrl.analysis.metrics import final_return, learning_curve_area, mean_std
 from dstrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dstrl.config import ConfigError, TrainConfig
-from dstrl.data.envs import check_env, get_env_state, make_vector_env, set_env_state
+from dstrl.data.envs import check_env, env_states, make_vector_env, restore_env_states
 from dstrl.data.replay import ReplayBuffer
 from dstrl.evaluation import evaluate
 from dstrl.health import DivergedError, Health, advice
@@ -176,8 +176,9 @@ class Trainer:
         )
         self.n_step_from = round(config.n_step_start * config.learning_steps)  # in updates
         self.policy_distance: np.ndarray | None = None  # the dynamic buffer's last measurement
-        self.envs = make_vector_env(config.env, config.seeds)
-        self.eval_envs = make_vector_env(config.env, config.seeds)
+        parallel = config.vector_env == "async"
+        self.envs = make_vector_env(config.env, config.seeds, parallel)
+        self.eval_envs = make_vector_env(config.env, config.seeds, parallel)
         self.obs, _ = self.envs.reset(seed=self.seeds)
         space = self.envs.single_action_space
         self.low, self.high = space.low, space.high
@@ -214,8 +215,7 @@ class Trainer:
         try:
             self.agent.load_state_dict(state["agent"])
             self.buffer.load_state_dict(state["buffer"])
-            for env, env_state in zip(self.envs.envs, state["envs"], strict=True):
-                set_env_state(env, env_state)
+            restore_env_states(self.envs, state["envs"])
             self.obs = np.asarray(state["obs"])
             self.step, self.wall = state["step"], state["wall_seconds"]
             self.flops, self.changed = state["flops"], state["changed"]
@@ -245,7 +245,7 @@ class Trainer:
             {
                 "agent": self.agent.state_dict(),
                 "buffer": self.buffer.state_dict(),
-                "envs": [get_env_state(env) for env in self.envs.envs],
+                "envs": env_states(self.envs),
                 "obs": torch.from_numpy(np.array(self.obs)),
                 "step": self.step,
                 "wall_seconds": self.wall + time.perf_counter() - started,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dstrl.data.envs import EnvError, check_env, get_env_state, make_vector_env, set_env_state
+from dstrl.data.envs import EnvError, check_env, env_states, make_vector_env, restore_env_states
 
 
 def test_check_env_reports_sizes_and_bounds():
@@ -19,20 +19,26 @@ def test_discrete_actions_are_rejected():
         check_env("CartPole-v1")
 
 
-@pytest.mark.parametrize("env_id", ["Hopper-v5", "Pendulum-v1"])
-def test_snapshot_restores_an_episode_exactly(env_id):
-    env = make_vector_env(env_id, 2)
+@pytest.mark.parametrize(
+    ("env_id", "parallel"), [("Hopper-v5", False), ("Pendulum-v1", False), ("Hopper-v5", True)]
+)
+def test_snapshot_restores_an_episode_exactly(env_id, parallel):
+    """A state read from one vector env (in this process or in worker processes) continues
+    exactly in another of the other kind."""
+    env = make_vector_env(env_id, 2, parallel)
     env.reset(seed=[1, 2])
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, size=(40, 2, env.single_action_space.shape[0]))
     for a in actions[:15]:
         env.step(a)
-    states = [get_env_state(e) for e in env.envs]
-    expected = [env.step(a)[0] for a in actions[15:]]
-    copy = make_vector_env(env_id, 2)
+    states = env_states(env)
+    expected = [env.step(a)[:4] for a in actions[15:]]
+    copy = make_vector_env(env_id, 2, not parallel)
     copy.reset(seed=[7, 8])
-    for e, s in zip(copy.envs, states, strict=True):
-        set_env_state(e, s)
-    got = [copy.step(a)[0] for a in actions[15:]]
+    restore_env_states(copy, states)
+    got = [copy.step(a)[:4] for a in actions[15:]]
+    env.close()
+    copy.close()
     for a, b in zip(expected, got, strict=True):
-        np.testing.assert_array_equal(a, b)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)

@@ -215,3 +215,15 @@ def test_training_flushes_subnormal_floats(tmp_path):
     build_agent(tiny_config(tmp_path / "unused"))
     tiny = torch.finfo(torch.float32).tiny
     assert (torch.full((4,), tiny) * 0.5 == 0).all()
+
+
+def test_environments_in_worker_processes_give_the_same_run(tmp_path):
+    """--vector-env async steps each agent's environment in a process of its own; the run is
+    the same, including a stop and a resume that switches between the two kinds."""
+    settings = dict(env="Hopper-v5", seeds=2, steps=400, eval_every=200)
+    train(tiny_config(tmp_path / "sync", **settings))
+    parts = tiny_config(tmp_path / "async", vector_env="async", **settings)
+    assert train(parts, stop_after=250) is None
+    train(tiny_config(tmp_path / "async", **settings, resume=True))
+    assert _evaluations(tmp_path / "async") == _evaluations(tmp_path / "sync")
+    assert _logs(tmp_path / "async") == _logs(tmp_path / "sync")

@@ -39,16 +39,48 @@ def check_env(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
     return obs_space.shape[0], act_space.low.astype(np.float32), act_space.high.astype(np.float32)
 
 
-def make_vector_env(env_id: str, members: int) -> gym.vector.SyncVectorEnv:
-    """One environment per member, reset in the same step that ends an episode.
+class Snapshots(gym.Wrapper):
+    """An environment whose exact state can be read and restored through a vector env's
+    attribute calls, which reach it in this process or in a worker process alike."""
+
+    @property
+    def snapshot(self) -> dict:
+        return get_env_state(self.env)
+
+    @snapshot.setter
+    def snapshot(self, state: dict) -> None:
+        set_env_state(self.env, state)
+
+
+def _make(env_id: str) -> Snapshots:
+    return Snapshots(gym.make(env_id))
+
+
+def make_vector_env(env_id: str, members: int, parallel: bool = False) -> gym.vector.VectorEnv:
+    """One environment per member, reset in the same step that ends an episode; stepped one
+    after another in this process, or with ``parallel`` each in a worker process of its own
+    (observations through shared memory).
 
     With same-step autoreset, ``info["final_obs"]`` holds the true last observation of a finished
     episode, which is what must be stored (and bootstrapped from, after a truncation).
     """
-    return gym.vector.SyncVectorEnv(
-        [functools.partial(gym.make, env_id) for _ in range(members)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    makers = [functools.partial(_make, env_id) for _ in range(members)]
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    if parallel:
+        return gym.vector.AsyncVectorEnv(makers, shared_memory=True, autoreset_mode=mode)
+    return gym.vector.SyncVectorEnv(makers, autoreset_mode=mode)
+
+
+def env_states(envs: gym.vector.VectorEnv) -> list[dict]:
+    """Each environment's state (``get_env_state``), wherever it runs."""
+    return list(envs.get_attr("snapshot"))
+
+
+def restore_env_states(envs: gym.vector.VectorEnv, states: list[dict]) -> None:
+    """Inverse of ``env_states``."""
+    if len(states) != envs.num_envs:
+        raise ValueError(f"{len(states)} environment states for {envs.num_envs} environments")
+    envs.set_attr("snapshot", list(states))
 
 
 def _time_limits(env: gym.Env) -> list[gym.Env]:
