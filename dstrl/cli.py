@@ -158,15 +158,16 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
     summary = train(config)
     if summary is None:
         return 130  # stopped by a signal; the checkpoint lets --resume continue
-    final = summary["final_return"]
-    flops = summary["flops"]["run_ratio"] or summary["flops"]["train_ratio"]
-    live = len(summary["seeds"]) - len(summary["diverged"])
-    print(
-        f"{config.algo} on {config.env}: final return {final['mean']:.1f} ± {final['std']:.1f}"
-        f" over {live} seed(s); params {summary['params']['ratio']:.2f}x"
-        f" dense, FLOPs over the run {flops:.2f}x dense; "
-        f"{summary['env_steps_per_second']:.0f} env steps/s; results in {config.run_dir}"
-    )
+    for method in summary.get("methods", {"": summary}).values():
+        final = method["final_return"]
+        flops = method["flops"]["run_ratio"] or method["flops"]["train_ratio"]
+        live = sum(value is not None for value in final["per_seed"])
+        print(
+            f"{method['algo']} on {config.env}: final return {final['mean']:.1f} ± "
+            f"{final['std']:.1f} over {live} seed(s); params {method['params']['ratio']:.2f}x"
+            f" dense, FLOPs over the run {flops:.2f}x dense; "
+            f"{summary['env_steps_per_second']:.0f} env steps/s; results in {config.run_dir}"
+        )
     if summary["diverged"]:
         health = Health(summary["seeds"], advice(config.family, config.agent.learning_rate))
         health.load_state_dict(summary["diverged"])
@@ -187,9 +188,10 @@ def run_eval(args: EvalArgs) -> int:
         policy = load_policy(args.run)
         env_id, seeds, step, act = policy.env, policy.seeds, policy.metadata["step"], policy
         diverged = set(policy.metadata.get("diverged", []))
+        methods = policy.metadata.get("methods", [policy.metadata["algo"]] * len(seeds))
     else:
         from dstrl.checkpoint import load_checkpoint
-        from dstrl.train import build_agent, member_seeds
+        from dstrl.train import build_agent, member_methods, member_seeds
 
         config = replace(TrainConfig.load(args.run), device=args.device, out=args.run)
         agent = build_agent(config)
@@ -197,6 +199,7 @@ def run_eval(args: EvalArgs) -> int:
         agent.load_state_dict(state["agent"])
         env_id, seeds, step = config.env, member_seeds(config), state["step"]
         diverged = {event["member"] for event in state.get("diverged", [])}
+        methods = member_methods(config)
 
         def act(obs):
             return agent.act(obs, explore=False)
@@ -204,14 +207,22 @@ def run_eval(args: EvalArgs) -> int:
     env = make_vector_env(env_id, len(seeds))
     returns = evaluate(act, env, args.episodes, seeds, round_index=10**6)
     env.close()
+    mixed = len(set(methods)) > 1  # a population of several algorithms names each
     for member, (seed, value) in enumerate(zip(seeds, returns, strict=True)):
+        who = f"{methods[member]} seed {seed}" if mixed else f"seed {seed}"
         if member in diverged:
-            print(f"seed {seed}: diverged in training (halted; see summary.json)")
+            print(f"{who}: diverged in training (halted; see summary.json)")
         else:
-            print(f"seed {seed}: return {value:.1f} over {args.episodes} episodes (step {step})")
-    finished = [r for member, r in enumerate(returns) if member not in diverged]
-    if finished:
-        print(f"mean {np.mean(finished):.1f} ± {np.std(finished):.1f}")
+            print(f"{who}: return {value:.1f} over {args.episodes} episodes (step {step})")
+    for method in dict.fromkeys(methods):
+        finished = [
+            r
+            for member, r in enumerate(returns)
+            if member not in diverged and methods[member] == method
+        ]
+        if finished:
+            label = f"{method} mean" if mixed else "mean"
+            print(f"{label} {np.mean(finished):.1f} ± {np.std(finished):.1f}")
     return 0
 
 

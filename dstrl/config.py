@@ -62,6 +62,11 @@ RLX2_LEARNING_STEPS = 2_975_000
 RLX2_PERIOD = 10_000
 
 
+def _topology(algo: str) -> str:
+    """dense, static, set or prune, from an algorithm's prefix."""
+    return TOPOLOGIES[algo.rsplit("-", 1)[0] if "-" in algo else ""]
+
+
 class ConfigError(ValueError):
     """A configuration the user can fix: the message says what is wrong and what to do."""
 
@@ -70,10 +75,12 @@ class ConfigError(ValueError):
 class TrainConfig:
     """Train ``seeds`` independent agents in lockstep and write a run directory."""
 
-    algo: Algo = "ds-td3"
+    algo: Algo | tuple[Algo, ...] = "ds-td3"
     """Family (td3, sac) with a topology prefix: none = dense (sparsity options are ignored);
     static- = fixed sparse topology; ds- = dynamic sparse training (prune and grow, the paper's
-    DS-TD3 / DS-SAC); prune- = gradual magnitude pruning from dense."""
+    DS-TD3 / DS-SAC); prune- = gradual magnitude pruning from dense; rlx2- = RLx2. Several of
+    one family (e.g. td3 static-td3 ds-td3) train side by side as one population, --seeds
+    agents each with the same seeds, sharing every other option (dense, static- and ds- only)."""
     env: str = "HalfCheetah-v5"
     """Gymnasium environment id (continuous Box actions)."""
     steps: int = 1_000_000
@@ -194,6 +201,8 @@ class TrainConfig:
     """SAC hyperparameters."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.algo, tuple | list):  # one name stays a name; several, a tuple
+            self.algo = self.algo[0] if len(self.algo) == 1 else tuple(self.algo)
         self.resolve_defaults()
 
     def resolve_defaults(self) -> None:
@@ -203,7 +212,7 @@ class TrainConfig:
         if self.start_steps is None:
             self.start_steps = start_steps
         defaults = dict(METHOD_DEFAULTS, drop_fraction=drop_fraction)
-        if self.algo.startswith("rlx2-"):
+        if self.methods[0].startswith("rlx2-"):
             tenths = round(10 * self.learning_steps / RLX2_LEARNING_STEPS)
             period = min(max(tenths, 1), 10) * (RLX2_PERIOD // 10)
             defaults.update(
@@ -222,7 +231,7 @@ class TrainConfig:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.actor_update_period is None:
-            delay = self.td3.policy_delay if self.algo == "rlx2-td3" else 1
+            delay = self.td3.policy_delay if self.methods[0] == "rlx2-td3" else 1
             self.actor_update_period = self.update_period * delay
         if self.buffer_min_size is None:
             share = 0.2 if self.family == "sac" else 0.1
@@ -230,15 +239,31 @@ class TrainConfig:
 
     # ---- derived ------------------------------------------------------------------------
     @property
+    def methods(self) -> tuple[str, ...]:
+        """The algorithms of the population, in member order."""
+        return self.algo if isinstance(self.algo, tuple) else (self.algo,)
+
+    @property
+    def members(self) -> int:
+        """Agents in the population: --seeds of each algorithm."""
+        return len(self.methods) * self.seeds
+
+    @property
     def family(self) -> str:
         """td3 or sac."""
-        return self.algo.rsplit("-", 1)[-1]
+        return self.methods[0].rsplit("-", 1)[-1]
 
     @property
     def topology(self) -> str:
-        """dense, static, set or prune."""
-        prefix = self.algo.rsplit("-", 1)[0] if "-" in self.algo else ""
-        return TOPOLOGIES[prefix]
+        """dense, static, set or prune; of a mixed population the most dynamic of its
+        members' (their own are ``topologies``)."""
+        kinds = set(self.topologies)
+        return next(kind for kind in ("prune", "set", "static", "dense") if kind in kinds)
+
+    @property
+    def topologies(self) -> tuple[str, ...]:
+        """Each agent's topology kind, in member order."""
+        return tuple(_topology(algo) for algo in self.methods for _ in range(self.seeds))
 
     @property
     def agent(self) -> TD3Config | SACConfig:
@@ -267,7 +292,7 @@ class TrainConfig:
 
     @property
     def run_dir(self) -> Path:
-        return self.out or Path("runs") / f"{self.env}-{self.algo}-s{self.seed}"
+        return self.out or Path("runs") / f"{self.env}-{'+'.join(self.methods)}-s{self.seed}"
 
     @property
     def frozen_steps(self) -> int:
@@ -344,7 +369,8 @@ class TrainConfig:
         below = " and ".join(f"{limits[s]:.3g} ({s})" for s in slots if s in limits)
         return (
             f"the ER λ {lambdas} give every layer of these networks density 1 (hidden sizes "
-            f"{' '.join(map(str, self.agent.hidden_sizes))}), so {self.algo} trains dense "
+            f"{' '.join(map(str, self.agent.hidden_sizes))}), so {' '.join(self.methods)} "
+            "trains dense "
             f"networks here; --lambdas below {below}, or --density D < 1, would make them sparse"
         )
 
@@ -357,6 +383,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for anything a user can fix before a run starts."""
+        self._validate_population()
         prefix = f"--{self.family}."
         agent = self.agent
         positive = {
@@ -468,6 +495,25 @@ class TrainConfig:
             raise ConfigError(f"{prefix}learning-rate must be positive, got {agent.learning_rate}")
         if any(width < 1 for width in agent.hidden_sizes) or not agent.hidden_sizes:
             raise ConfigError(f"{prefix}hidden-sizes must be one or more positive widths")
+
+    def _validate_population(self) -> None:
+        methods = self.methods
+        if len(methods) == 1:
+            return
+        if len(set(methods)) < len(methods):
+            raise ConfigError(f"--algo names an algorithm twice: {' '.join(methods)}")
+        families = {algo.rsplit("-", 1)[-1] for algo in methods}
+        if len(families) > 1:
+            raise ConfigError(
+                f"--algo {' '.join(methods)} mixes the {' and '.join(sorted(families))} families; "
+                "one population trains one family: run them apart"
+            )
+        apart = [algo for algo in methods if _topology(algo) == "prune" or "rlx2" in algo]
+        if apart:
+            raise ConfigError(
+                f"{' '.join(apart)} cannot share a population with other algorithms (own "
+                "schedules); run it apart"
+            )
 
     # ---- persistence --------------------------------------------------------------------
     def to_json(self) -> dict:

@@ -69,6 +69,8 @@ class Policy:
         pick = slice(index, index + 1)
         diverged = [0] if index in self.metadata.get("diverged", []) else []
         metadata = dict(self.metadata, seeds=[self.seeds[index]], diverged=diverged)
+        if "methods" in metadata:  # a mixed population: the member's own algorithm
+            metadata.update(algo=metadata["methods"][index], methods=[metadata["methods"][index]])
         return Policy(
             [w[pick] for w in self.weights],
             [b[pick] for b in self.biases],
@@ -148,7 +150,7 @@ def export_policy(run_dir: Path, out: Path, member: int | None = None) -> Policy
     from dstrl.checkpoint import load_checkpoint
     from dstrl.config import TrainConfig
     from dstrl.rundir import write_atomic
-    from dstrl.train import build_agent, member_seeds
+    from dstrl.train import build_agent, member_methods, member_seeds
 
     config = TrainConfig.load(run_dir)
     state = load_checkpoint(run_dir)
@@ -161,6 +163,7 @@ def export_policy(run_dir: Path, out: Path, member: int | None = None) -> Policy
         "env": config.env,
         "algo": config.algo,
         "seeds": member_seeds(config),
+        "methods": member_methods(config),
         "step": state["step"],
         "layers": len(agent.actor.weights),
         "head": "tanh" if config.family == "td3" else "squashed-gaussian-mean",

@@ -40,7 +40,7 @@ from dstrl.rundir import (
 )
 from dstrl.sparse.distributions import SparsityError
 
-EVAL_FIELDS = ["step", "member", "seed", "return"]
+EVAL_FIELDS = ["step", "member", "seed", "return", "method"]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 DORMANT_BATCH = 256  # states per dormant-neuron measurement (ReDo uses 64 to 256)
 DYNAMIC_BUFFER_CHECKED = 2_048  # RLx2: the oldest 8 batches of 256 transitions
@@ -92,19 +92,26 @@ def build_agent(config: TrainConfig) -> ActorCritic:
             obs_dim,
             low,
             high,
-            config.seeds,
+            config.members,
             config.agent,
             config.sparsity(),
             generator,
             config.recycling(),
             config.sparsity("actor"),
+            config.topologies if len(config.methods) > 1 else None,
         )
     except (SparsityError, ValueError) as error:
         raise ConfigError(str(error)) from error
 
 
 def member_seeds(config: TrainConfig) -> list[int]:
-    return [config.seed + i for i in range(config.seeds)]
+    """Each member's seed: the algorithms of a mixed population share seeds."""
+    return [config.seed + i % config.seeds for i in range(config.members)]
+
+
+def member_methods(config: TrainConfig) -> list[str]:
+    """Each member's algorithm."""
+    return [algo for algo in config.methods for _ in range(config.seeds)]
 
 
 @contextmanager
@@ -165,9 +172,10 @@ class Trainer:
         self.config, self.agent = config, agent
         self.run_dir = run_dir = config.run_dir
         self.seeds = member_seeds(config)
+        self.methods = member_methods(config)
         obs_dim = agent.actor.sizes[0]
         self.buffer = ReplayBuffer(
-            config.seeds,
+            config.members,
             min(config.buffer_size, config.steps),
             obs_dim,
             agent.act_dim,
@@ -177,13 +185,14 @@ class Trainer:
         self.n_step_from = round(config.n_step_start * config.learning_steps)  # in updates
         self.policy_distance: np.ndarray | None = None  # the dynamic buffer's last measurement
         parallel = config.vector_env == "async"
-        self.envs = make_vector_env(config.env, config.seeds, parallel)
-        self.eval_envs = make_vector_env(config.env, config.seeds, parallel)
+        self.envs = make_vector_env(config.env, config.members, parallel)
+        self.eval_envs = make_vector_env(config.env, config.members, parallel)
         self.obs, _ = self.envs.reset(seed=self.seeds)
         space = self.envs.single_action_space
         self.low, self.high = space.low, space.high
         self.middle = (self.low + self.high) / 2  # the action of a halted agent
-        self.step, self.wall, self.flops, self.changed = 0, 0.0, 0, 0
+        self.step, self.wall, self.changed = 0, 0.0, 0
+        self.flops = [0] * len(config.methods)  # so far, per algorithm (all its agents)
         self.learning_wall, self.learning_steps = 0.0, 0  # after warm-up, evaluation excluded
         self.history: list[np.ndarray] = []
         self.last_checkpoint: int | None = None
@@ -207,7 +216,7 @@ class Trainer:
         )
         if state is not None:
             self._restore(state)
-        self.cost = agent.cost()
+        self._costs()
 
     # ---- persistence --------------------------------------------------------------------
     def _restore(self, state: dict) -> None:
@@ -218,7 +227,9 @@ class Trainer:
             restore_env_states(self.envs, state["envs"])
             self.obs = np.asarray(state["obs"])
             self.step, self.wall = state["step"], state["wall_seconds"]
-            self.flops, self.changed = state["flops"], state["changed"]
+            flops = state["flops"]
+            self.flops = list(flops) if isinstance(flops, list) else [flops]
+            self.changed = state["changed"]
             self.learning_wall = state["learning_wall"]
             self.learning_steps = state["learning_steps"]
             self.history = [np.asarray(h) for h in state["history"]]
@@ -303,12 +314,12 @@ class Trainer:
         if self.step < config.start_steps:
             generator = self.agent.generator
             u = torch.rand(
-                (config.seeds, self.low.size), generator=generator, device=generator.device
+                (config.members, self.low.size), generator=generator, device=generator.device
             )
             action = policy_action = self.low + u.cpu().numpy() * (self.high - self.low)
         else:
             action, policy_action = self.agent.explore(self.obs)
-            self.flops += self.cost["inference_flops"] * config.seeds
+            self._count_flops("inference_flops")
             reason = "its actor gave a NaN or infinite action"
             self._halt_nonfinite(reason, action, step=self.step + 1)
         return self._halted_rows(action, self.middle), self._halted_rows(policy_action, self.middle)
@@ -343,11 +354,11 @@ class Trainer:
             config.agent.batch_size, agent.generator, n_step, config.agent.gamma
         )
         agent.update(*batch)
-        self.flops += self.cost["train_flops"] * config.seeds
+        self._count_flops("train_flops")
         if agent.last_topology_change is not None:
             change = agent.last_topology_change
             self.changed += sum(change["actor"]) + sum(change["critic"])
-            self.cost = agent.cost()  # pruning changes the connection count
+            self._costs()  # pruning changes the connection count
 
     def _log(self, steps: int, seconds: float) -> None:
         """A row of train_metrics.csv; ``steps`` in ``seconds`` of loop time since the last row
@@ -356,11 +367,11 @@ class Trainer:
         live = ~self.health.halted
         row = {
             "step": self.step,
-            "flops": self.flops,
+            "flops": sum(self.flops),
             "connections_changed": self.changed,
             "neurons_recycled": self.agent.pop_recycled(),
             "replay_size": float(self.buffer.sizes[live].mean()),
-            "env_steps_per_second": steps * self.config.seeds / seconds,
+            "env_steps_per_second": steps * self.config.members / seconds,
         }
         row.update({k: float(v[live].mean()) for k, v in self.agent.pop_losses().items()})
         row.update({k: float(v[live].mean()) for k, v in self._dormant().items()})
@@ -408,8 +419,8 @@ class Trainer:
         live = ~self.health.halted
         self.evaluations.write(
             [
-                {"step": self.step, "member": i, "seed": s, "return": float(r)}
-                for i, (s, r) in enumerate(zip(self.seeds, returns, strict=True))
+                {"step": self.step, "member": i, "seed": s, "return": float(r), "method": m}
+                for i, (s, r, m) in enumerate(zip(self.seeds, returns, self.methods, strict=True))
                 if live[i]
             ]
         )
@@ -495,25 +506,46 @@ class Trainer:
 
     # ---- results ------------------------------------------------------------------------
     def _summary(self) -> dict:
+        """summary.json: of the run's algorithm, or of each algorithm of a mixed population
+        under ``methods`` (with the population's shared facts alongside)."""
+        config = self.config
+        shared = {
+            "env": config.env,
+            "steps": config.steps,
+            "diverged": self.health.state_dict(),
+            "wall_seconds": self.wall,
+            "env_steps_per_second": config.steps * config.members / self.wall,
+            "learning_steps_per_second": (
+                self.learning_steps * config.members / self.learning_wall
+                if self.learning_wall
+                else None
+            ),
+        }
+        methods = {algo: self._method_summary(i) | shared for i, algo in enumerate(config.methods)}
+        if len(methods) == 1:
+            return next(iter(methods.values()))
+        return {"algo": list(config.methods), "seeds": self.seeds, **shared, "methods": methods}
+
+    def _method_summary(self, index: int) -> dict:
+        """Returns, parameters and FLOPs of the agents of the ``index``-th algorithm."""
         config, agent = self.config, self.agent
-        curves = np.stack(self.history, axis=1)  # (members, evaluations)
-        live = ~self.health.halted
+        block = self._block(index)
+        curves = np.stack(self.history, axis=1)[block]  # (agents, evaluations)
+        live = ~self.health.halted[block]
         finals = [final_return(c) if ok else None for c, ok in zip(curves, live, strict=True)]
         areas = [learning_curve_area(c) if ok else None for c, ok in zip(curves, live, strict=True)]
-        sparse, dense = agent.cost(), agent.cost(dense=True)
+        sparse, dense = agent.cost(members=block), agent.cost(dense=True, members=block)
         learning_steps = max(config.steps - config.start_steps, 0)
         dense_run = config.seeds * (
             dense["train_flops"] * learning_steps + dense["inference_flops"] * learning_steps
         )
+        run_total = self.flops[index]
         return {
-            "algo": config.algo,
-            "env": config.env,
-            "steps": config.steps,
-            "seeds": self.seeds,
+            "algo": config.methods[index],
+            "seeds": self.seeds[block],
             "evaluations": curves.shape[1],
             "final_return": _over_live(finals),
             "lca": _over_live(areas),
-            "diverged": self.health.state_dict(),
             "params": {
                 "total": sparse["params"],
                 "dense_total": dense["params"],
@@ -528,20 +560,31 @@ class Trainer:
                 "dense_train": dense["train_flops"],
                 "inference": sparse["inference_flops"],
                 "dense_inference": dense["inference_flops"],
-                "run_total": self.flops,
+                "run_total": run_total,
                 "dense_run_total": dense_run,
                 "train_ratio": sparse["train_flops"] / dense["train_flops"],
-                "run_ratio": self.flops / dense_run if dense_run else None,
+                "run_ratio": run_total / dense_run if dense_run else None,
             },
-            "layer_density": dict(zip(self.layer_names, _layer_densities(agent), strict=True)),
-            "wall_seconds": self.wall,
-            "env_steps_per_second": config.steps * config.seeds / self.wall,
-            "learning_steps_per_second": (
-                self.learning_steps * config.seeds / self.learning_wall
-                if self.learning_wall
-                else None
+            "layer_density": dict(
+                zip(self.layer_names, _layer_densities(agent, block), strict=True)
             ),
         }
+
+    # ---- costs --------------------------------------------------------------------------
+    def _block(self, index: int) -> slice:
+        """The members of the ``index``-th algorithm."""
+        seeds = self.config.seeds
+        return slice(index * seeds, (index + 1) * seeds)
+
+    def _costs(self) -> None:
+        """Each algorithm's per-agent costs at the current topology."""
+        methods = range(len(self.config.methods))
+        self.costs = [self.agent.cost(members=self._block(i)) for i in methods]
+
+    def _count_flops(self, kind: str) -> None:
+        """Add one step's FLOPs of ``kind`` (inference_flops, train_flops) for every agent."""
+        for i, cost in enumerate(self.costs):
+            self.flops[i] += cost[kind] * self.config.seeds
 
 
 def _over_live(values: list[float | None]) -> dict:
@@ -559,10 +602,15 @@ def _layer_names(agent: ActorCritic) -> list[str]:
     return names
 
 
-def _layer_densities(agent: ActorCritic) -> list[float]:
-    return [
-        d
-        for layers in (agent.actor_sparse, agent.critic_sparse)
-        if layers is not None
-        for d in layers.densities()
-    ]
+def _layer_densities(agent: ActorCritic, members: slice | None = None) -> list[float]:
+    """Mean density of every sparse layer over the agents ``members`` (default all)."""
+    members = members or slice(None)
+    densities = []
+    for layers, rows in ((agent.actor_sparse, 1), (agent.critic_sparse, 2)):
+        if layers is not None:
+            chosen = slice(
+                None if members.start is None else members.start * rows,
+                None if members.stop is None else members.stop * rows,
+            )
+            densities += [m[chosen].float().mean().item() for m in layers.masks]
+    return densities

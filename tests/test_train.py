@@ -69,6 +69,7 @@ RLX2_TINY = dict(
         ("ds-td3", {"redo_period": 40}),
         ("rlx2-td3", {**RLX2_TINY, "redo_period": 40}),
         ("rlx2-sac", RLX2_TINY),
+        (("td3", "static-td3", "ds-td3"), {"grow": "gradient"}),
         ("sac", {}),
         ("prune-sac", {}),
         (

@@ -43,9 +43,13 @@ class ActorCritic:
         generator: torch.Generator,
         recycling: Recycling | None = None,
         actor_sparsity: SparsityConfig | None = None,
+        topologies: tuple[str, ...] | None = None,
     ) -> None:
-        """``actor_sparsity``: the actor's own sparse configuration (default ``sparsity``)."""
+        """``actor_sparsity``: the actor's own sparse configuration (default ``sparsity``).
+        ``topologies``: in a mixed population, each agent's own (dense, static or set; default
+        the sparsity's for all)."""
         self.sparsity = sparsity
+        self.topologies = topologies
         self.actor_sparsity = sparsity if actor_sparsity is None else actor_sparsity
         self.recycling = recycling
         self.recycled = 0  # neurons recycled since the last ``pop_recycled``
@@ -65,8 +69,17 @@ class ActorCritic:
         self.actor_sparse: MaskedLayers | None = None
         self.critic_sparse: MaskedLayers | None = None
         if sparsity is not None:
-            self.actor_sparse = self.actor_sparsity.build(self.actor, generator)
-            self.critic_sparse = sparsity.build(self.critic, generator)
+            dense = frozen = None
+            if topologies is not None:
+                dense = torch.tensor([t == "dense" for t in topologies])
+                frozen = torch.tensor([t != "set" for t in topologies])
+            self.actor_sparse = self.actor_sparsity.build(self.actor, generator, dense, frozen)
+            self.critic_sparse = sparsity.build(
+                self.critic,
+                generator,
+                None if dense is None else dense.repeat_interleave(2),
+                None if frozen is None else frozen.repeat_interleave(2),
+            )
         self.actor_target = None
         if actor_target:
             self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
@@ -297,17 +310,21 @@ class ActorCritic:
         return members.repeat_interleave(rows).view(-1, *[1] * (dim - 1))
 
     # ---- accounting ---------------------------------------------------------------------
-    def layer_shapes(self) -> dict[str, list[LayerShape]]:
-        """Active connections per layer of one agent's actor and of one of its critics."""
+    def layer_shapes(self, members: slice | None = None) -> dict[str, list[LayerShape]]:
+        """Active connections per layer of one agent's actor and of one of its critics (the
+        mean over ``members``, default all agents)."""
+        members = members or slice(None)
         result = {}
-        for name, net, layers in (
-            ("actor", self.actor, self.actor_sparse),
-            ("critic", self.critic, self.critic_sparse),
+        for name, net, layers, rows in (
+            ("actor", self.actor, self.actor_sparse, 1),
+            ("critic", self.critic, self.critic_sparse, 2),
         ):
             active = [n_in * n_out for n_in, n_out in net.shapes]
             if layers is not None:
+                agents = torch.arange(self.members)[members]
+                chosen = (agents.unsqueeze(1) * rows + torch.arange(rows)).flatten()
                 for i, count in zip(layers.indices, layers.active_counts(), strict=True):
-                    active[i] = int(count.float().mean().round())
+                    active[i] = int(count.cpu()[chosen].float().mean().round())
             result[name] = [
                 LayerShape(n_in, n_out, a)
                 for (n_in, n_out), a in zip(net.shapes, active, strict=True)
@@ -324,15 +341,15 @@ class ActorCritic:
         """FLOPs of one gradient step of one agent (the algorithm's own arithmetic)."""
         raise NotImplementedError
 
-    def cost(self, dense: bool = False) -> dict[str, int]:
-        """Per agent, at the current topology: parameters (all, actor, both critics), FLOPs of
-        one action, and FLOPs of one gradient step.
+    def cost(self, dense: bool = False, members: slice | None = None) -> dict[str, int]:
+        """Per agent (of ``members``, default all), at the current topology: parameters (all,
+        actor, both critics), FLOPs of one action, and FLOPs of one gradient step.
 
         Targets have the online count, except with ``target=dense``, where they are counted
         dense. With gradient growth (RigL), the dense weight gradients of each topology update
         (2·inactive·batch per layer) are spread over the update period.
         """
-        shapes = self.layer_shapes()
+        shapes = self.layer_shapes(members)
         if dense:
             shapes = {k: [s.dense() for s in v] for k, v in shapes.items()}
         actor, critic = shapes["actor"], shapes["critic"]
@@ -341,6 +358,8 @@ class ActorCritic:
         t_critic = [s.dense() for s in critic] if target_dense else critic
         train = self._step_flops(actor, critic, t_actor, t_critic)
         rigl = self.sparsity is not None and self.sparsity.topology == "set"
+        if rigl and self.topologies is not None:  # only agents whose topology changes pay
+            rigl = all(t == "set" for t in self.topologies[members or slice(None)])
         if rigl and self.sparsity.grow == "gradient" and not dense:
             actor_missing = sum(s.dense().active - s.active for s in actor)
             critic_missing = 2 * sum(s.dense().active - s.active for s in critic)

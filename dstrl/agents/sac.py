@@ -66,6 +66,7 @@ class SAC(ActorCritic):
         generator: torch.Generator,
         recycling: Recycling | None = None,
         actor_sparsity: SparsityConfig | None = None,
+        topologies: tuple[str, ...] | None = None,
     ) -> None:
         self.config = config
         act_dim = len(np.atleast_1d(action_low))
@@ -83,6 +84,7 @@ class SAC(ActorCritic):
             generator=generator,
             recycling=recycling,
             actor_sparsity=actor_sparsity,
+            topologies=topologies,
         )
         self.log_alpha = torch.full(
             (members,), math.log(config.alpha), device=self.device, requires_grad=config.autotune

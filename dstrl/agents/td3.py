@@ -59,6 +59,7 @@ class TD3(ActorCritic):
         generator: torch.Generator,
         recycling: Recycling | None = None,
         actor_sparsity: SparsityConfig | None = None,
+        topologies: tuple[str, ...] | None = None,
     ) -> None:
         self.config = config
         super().__init__(
@@ -75,6 +76,7 @@ class TD3(ActorCritic):
             generator=generator,
             recycling=recycling,
             actor_sparsity=actor_sparsity,
+            topologies=topologies,
         )
 
     @property

@@ -20,7 +20,7 @@ from dstrl.analysis.metrics import (
     steps_to_threshold,
     stratified_bootstrap_ci,
 )
-from dstrl.analysis.runs import Run, RunError, find_runs, label_methods, load_run
+from dstrl.analysis.runs import Run, RunError, find_runs, label_methods, load_runs
 
 
 @dataclass
@@ -253,7 +253,7 @@ def _left_out(run: Run) -> str:
 
 def write_report(paths: list[Path], out: Path, baseline: str | None = None) -> pd.DataFrame:
     """Find the runs under ``paths`` and write report.md, report.csv and figures into ``out``."""
-    runs = [load_run(p) for p in find_runs(paths)]
+    runs = [run for path in find_runs(paths) for run in load_runs(path)]
     results = collect(runs)
     table = summary_table(results, baseline)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,8 @@ NOT_A_METHOD = {
     "tensorboard",
     "checkpoint_every",
     "log_every",
+    "vector_env",
+    "dormant_threshold",
 }
 
 
@@ -36,8 +38,8 @@ class Run:
     path: Path
     config: dict
     summary: dict
-    evaluations: pd.DataFrame  # step, member, seed, return
-    metrics: pd.DataFrame | None = None  # train_metrics.csv, if present
+    evaluations: pd.DataFrame  # step, member, seed, return, method
+    metrics: pd.DataFrame | None = None  # train_metrics.csv, if present (and of this method)
     method: str = field(default="")
     diverged: list[int] = field(default_factory=list)  # seeds left out: they diverged
 
@@ -70,8 +72,9 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return unique
 
 
-def load_run(path: Path) -> Run:
-    """Read one run; an unfinished or damaged run is an error that names the missing file."""
+def load_runs(path: Path) -> list[Run]:
+    """Read one run directory: one run, or one per algorithm of a mixed population. An
+    unfinished or damaged run is an error that names the missing file."""
     summary_path = path / "summary.json"
     if not summary_path.exists():
         raise RunError(f"{path} is not finished (no summary.json); resume it or leave it out")
@@ -81,14 +84,39 @@ def load_run(path: Path) -> Run:
         evaluations = pd.read_csv(path / "evaluations.csv")
     except (OSError, ValueError) as error:
         raise RunError(f"{path}: cannot read its files ({error})") from error
-    # agents halted by divergence have a cut curve: they are left out, and the report says so
-    diverged = sorted(event["seed"] for event in summary.get("diverged", []))
-    evaluations = evaluations[~evaluations["seed"].isin(diverged)]
-    if evaluations.empty:
-        raise RunError(f"{path}/evaluations.csv has no evaluations of an agent that finished")
     metrics_path = path / "train_metrics.csv"
     metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
-    return Run(path, config, summary, evaluations, metrics, diverged=diverged)
+    if not isinstance(config["algo"], list):
+        return [_run(path, config, summary, evaluations, metrics)]
+    # a mixed population: its training metrics are the whole population's, no method's own
+    if "method" not in evaluations or "methods" not in summary:
+        raise RunError(f"{path} holds several algorithms but no per-algorithm results")
+    return [
+        _run(
+            path,
+            dict(config, algo=algo),
+            summary["methods"][algo],
+            evaluations[evaluations["method"] == algo],
+            None,
+            [
+                e
+                for e in summary.get("diverged", [])
+                if e["member"] in range(i * seeds, (i + 1) * seeds)
+            ],
+        )
+        for i, algo in enumerate(config["algo"])
+        for seeds in [config["seeds"]]
+    ]
+
+
+def _run(path, config, summary, evaluations, metrics, diverged=None) -> Run:
+    # agents halted by divergence have a cut curve: they are left out, and the report says so
+    events = summary.get("diverged", []) if diverged is None else diverged
+    evaluations = evaluations[~evaluations["member"].isin([e["member"] for e in events])]
+    if evaluations.empty:
+        raise RunError(f"{path}/evaluations.csv has no evaluations of an agent that finished")
+    seeds = sorted(event["seed"] for event in events)
+    return Run(path, config, summary, evaluations, metrics, diverged=seeds)
 
 
 def label_methods(runs: list[Run]) -> None:

@@ -103,11 +103,19 @@ class SparsityConfig:
             sparse, per_layer[: len(sparse)], allow_dense=self.cap_lambdas
         )
 
-    def build(self, network: nn.Module, generator: torch.Generator) -> MaskedLayers:
+    def build(
+        self,
+        network: nn.Module,
+        generator: torch.Generator,
+        dense: torch.Tensor | None = None,
+        frozen: torch.Tensor | None = None,
+    ) -> MaskedLayers:
         """Draw masks for ``network`` (a StackedMLP), zero its inactive weights, wire the rule.
 
         A layer whose density comes out as 1 (the ER cap) is left dense: it has no inactive
-        position to grow into, so prune-and-grow could only damage it.
+        position to grow into, so prune-and-grow could only damage it. ``dense`` and ``frozen``
+        (bool, one per member) make members of a mixed population dense (every connection, kept
+        so) or static (their masks never change).
         """
         shapes = network.shapes
         indices = self.sparse_layer_indices(len(shapes))
@@ -131,8 +139,13 @@ class SparsityConfig:
         elif self.topology == "prune":
             final = tuple(d for _, d in chosen)
             rule = GradualPruning(final, self.prune_start, self.prune_end)
+        if dense is not None:
+            masks = [m | dense.to(m.device).view(-1, 1, 1) for m in masks]
         layers = MaskedLayers(
             weights, masks, rule, self.schedule, generator, indices=[i for i, _ in chosen]
         )
+        for members in (dense, frozen):
+            if members is not None and members.any():
+                layers.freeze(members)
         layers.apply_masks()
         return layers

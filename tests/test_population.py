@@ -1,0 +1,105 @@
+"""Mixed-method populations: members of one stacked population that differ in method."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dstrl.analysis.report import write_report
+from dstrl.config import ConfigError
+from dstrl.train import build_agent, train
+from tests.helpers import tiny_config
+
+MIXED = ("td3", "static-td3", "ds-td3")
+
+
+def _masks(agent):
+    return [m.clone() for m in agent.actor_sparse.masks + agent.critic_sparse.masks]
+
+
+def test_each_member_keeps_its_own_method(tmp_path):
+    """Agents 0-1 dense, 2-3 static, 4-5 SET: masks, counts and costs as in runs of their own."""
+    config = tiny_config(tmp_path / "mixed", algo=MIXED, seeds=2, density=0.3)
+    agent = build_agent(config)
+    alone = build_agent(tiny_config(tmp_path / "alone", algo="static-td3", seeds=2, density=0.3))
+    before = _masks(agent)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # weights of every kind, so that SET has something to drop
+        for w in [*agent.actor.weights, *agent.critic.weights]:
+            w.mul_(torch.rand(w.shape, generator=g))
+    for step in range(1, 4):
+        agent.actor_sparse.update_topology(0.3, step)
+        agent.critic_sparse.update_topology(0.3, step)
+    after = _masks(agent)
+    for b, a, single in zip(before, after, _masks(alone), strict=True):
+        rows = b.shape[0] // 6  # 1 for the actor, 2 for the twin critics
+        dense, static, dynamic = (slice(k * 2 * rows, (k + 1) * 2 * rows) for k in range(3))
+        assert b[dense].all() and a[dense].all()  # dense members: every connection, for good
+        assert torch.equal(b[static], a[static])  # static members: masks never change
+        assert not torch.equal(b[dynamic], a[dynamic])  # SET members: they do, ...
+        counts = a.sum((-2, -1))
+        assert torch.equal(counts[dynamic], b.sum((-2, -1))[dynamic])  # ... count for count
+        assert torch.equal(counts[static], single.sum((-2, -1)))  # as a static run's
+        assert torch.equal(counts[dynamic], single.sum((-2, -1)))
+    costs = [agent.cost(members=slice(2 * k, 2 * k + 2)) for k in range(3)]
+    assert costs[0] == agent.cost(dense=True)
+    assert costs[1] == costs[2] == alone.cost()
+    for w, m in zip(agent.actor_sparse.weights, agent.actor_sparse.masks, strict=True):
+        assert (w[~m] == 0).all()
+
+
+def test_a_mixed_population_reports_each_method(tmp_path):
+    config = tiny_config(tmp_path / "run", algo=MIXED, seeds=2, density=0.3)
+    summary = train(config)
+    assert summary["algo"] == list(MIXED) and summary["seeds"] == [0, 1] * 3
+    assert list(summary["methods"]) == list(MIXED)
+    for name, method in summary["methods"].items():
+        assert method["algo"] == name and method["seeds"] == [0, 1]
+        assert len(method["final_return"]["per_seed"]) == 2
+    assert summary["methods"]["td3"]["params"]["ratio"] == 1.0
+    assert summary["methods"]["ds-td3"]["params"]["ratio"] < 0.9
+    sparse_flops = summary["methods"]["static-td3"]["flops"]["run_total"]
+    assert sparse_flops < summary["methods"]["td3"]["flops"]["run_total"]
+    evaluations = pd.read_csv(tmp_path / "run" / "evaluations.csv")
+    assert evaluations.groupby("method")["member"].unique().map(list).to_dict() == {
+        "td3": [0, 1],
+        "static-td3": [2, 3],
+        "ds-td3": [4, 5],
+    }
+    table = write_report([tmp_path / "run"], tmp_path / "report").set_index("method")
+    assert sorted(table.index) == sorted(MIXED) and (table["seeds"] == 2).all()
+    assert table.loc["td3", "params_ratio"] == 1.0 and table.loc["ds-td3", "baseline"] == "td3"
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["algo"] == list(MIXED)
+
+
+def test_one_algorithm_alone_is_an_ordinary_run(tmp_path):
+    config = tiny_config(tmp_path, algo=("ds-td3",))
+    assert config.algo == "ds-td3" and config.members == config.seeds
+
+
+@pytest.mark.parametrize(
+    ("algos", "message"),
+    [
+        (("td3", "ds-sac"), "mixes the sac and td3 families"),
+        (("td3", "td3"), "names an algorithm twice"),
+        (("td3", "prune-td3"), "prune-td3 cannot share a population"),
+        (("ds-td3", "rlx2-td3"), "rlx2-td3 cannot share a population"),
+    ],
+)
+def test_populations_that_cannot_be_are_refused(tmp_path, algos, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(tmp_path, algo=algos).validate()
+
+
+def test_a_diverged_member_is_left_out_of_its_own_method_only(tmp_path):
+    config = tiny_config(tmp_path / "run", algo=("td3", "ds-td3"), seeds=2, density=0.3)
+    summary = train(config)
+    path = tmp_path / "run" / "summary.json"
+    summary["diverged"] = [{"member": 3, "seed": 1, "step": 200, "reason": "a test"}]
+    path.write_text(json.dumps(summary))
+    table = write_report([tmp_path / "run"], tmp_path / "report").set_index("method")
+    assert table.loc["td3", "seeds"] == 2 and table.loc["ds-td3", "seeds"] == 1
+    assert np.isfinite(table.loc["ds-td3", "final_mean"])
