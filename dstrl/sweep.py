@@ -1,7 +1,10 @@
 """`dstrl sweep`: a grid of independent `dstrl train` runs, resumable, on this machine or on Ray.
 
-Each cell (env, algo, seed) is one run directory ``OUT/<env>/<algo>/seed<seed>``. A finished
-run (summary.json) is skipped; any other is run with ``dstrl train --auto-resume``, which
+Each cell (env, algo, seed) is one run directory ``OUT/<env>/<algo>/seed<seed>``; packed (the
+default on a GPU), each (env, family) is one population ``OUT/<env>/<family>`` that trains all
+its algorithms' seeds in one process (``prune-`` and ``rlx2-`` algorithms, which need schedules
+of their own, one population each, ``OUT/<env>/<algo>``). A finished run (summary.json) is
+skipped; any other is run with ``dstrl train --auto-resume``, which
 continues a stopped one from its checkpoint and starts anything else afresh; every run uses one
 torch thread. Ray is optional: ``pip install -e '.[ray]'``.
 """
@@ -34,6 +37,7 @@ RESERVED = {
     "--resume",
     "--auto-resume",
     "--threads",
+    "--device",
 }
 
 
@@ -61,20 +65,32 @@ class SweepArgs:
     """Ray cluster address (default: start a local Ray runtime)."""
     train_args: str = ""
     """More `dstrl train` options for every run, given with "=": --train-args="--density 0.1"."""
+    device: str = "cpu"
+    """Torch device of every run (cpu, cuda, ...)."""
+    pack: Literal["auto", "on", "off"] = "auto"
+    """Train each (env, family) as one population process instead of one process per (env,
+    algo, seed); auto: packed when --device is not the CPU, where one batched update of many
+    agents costs about what one agent's does."""
     report: bool = True
     """Write OUT/report when every run has finished."""
 
 
 @dataclass(frozen=True)
 class Cell:
+    """One training process: some algorithms' agents of one env, seeds seed..seed+seeds-1."""
+
     env: str
-    algo: str
+    algos: tuple[str, ...]
     seed: int
     path: Path
+    seeds: int = 1
 
     @property
     def name(self) -> str:
-        return f"{self.env} {self.algo} seed {self.seed}"
+        if self.seeds == 1:
+            return f"{self.env} {' '.join(self.algos)} seed {self.seed}"
+        last = self.seed + self.seeds - 1
+        return f"{self.env} {' '.join(self.algos)} seeds {self.seed}-{last}"
 
 
 def plan(args: SweepArgs) -> list[Cell]:
@@ -104,12 +120,30 @@ def plan(args: SweepArgs) -> list[Cell]:
             check_env(env)
         except EnvError as error:
             raise ConfigError(str(error)) from error
+    if args.pack == "on" or (args.pack == "auto" and args.device != "cpu"):
+        return [cell for env in args.envs for cell in _populations(env, args)]
     return [
-        Cell(env, algo, seed, args.out / env / algo / f"seed{seed}")
+        Cell(env, (algo,), seed, args.out / env / algo / f"seed{seed}")
         for env in args.envs
         for algo in args.algos
         for seed in range(args.seed, args.seed + args.seeds)
     ]
+
+
+def _populations(env: str, args: SweepArgs) -> list[Cell]:
+    """One env's grid as populations: per family the algorithms that can share one, and every
+    other algorithm on its own, each with all the seeds."""
+    shared: dict[str, list[str]] = {}
+    cells = []
+    for algo in args.algos:
+        family = algo.rsplit("-", 1)[-1]
+        if algo.startswith(("prune-", "rlx2-")):
+            cells.append(Cell(env, (algo,), args.seed, args.out / env / algo, args.seeds))
+        else:
+            shared.setdefault(family, []).append(algo)
+    for family, algos in shared.items():
+        cells.append(Cell(env, tuple(algos), args.seed, args.out / env / family, args.seeds))
+    return cells
 
 
 def command(cell: Cell, args: SweepArgs) -> list[str] | None:
@@ -135,11 +169,15 @@ def command(cell: Cell, args: SweepArgs) -> list[str] | None:
         str(args.steps),
         "--auto-resume",
         "--algo",
-        cell.algo,
+        *cell.algos,
         "--env",
         cell.env,
         "--seed",
         str(cell.seed),
+        "--seeds",
+        str(cell.seeds),
+        "--device",
+        args.device,
         *shlex.split(args.train_args),
     ]
 
@@ -156,8 +194,11 @@ def _outcome(cell: Cell, code: int, error: str, started: float) -> str:
     if code != 0:
         return f"FAILED {cell.name} (exit {code}): {error or 'no message'}"
     summary = json.loads((cell.path / "summary.json").read_text())
-    final = summary["final_return"]["mean"]
-    return f"done {cell.name}: final return {final:.1f} ({time.time() - started:.0f} s)"
+    finals = ", ".join(
+        f"{name} {method['final_return']['mean']:.1f}"
+        for name, method in summary.get("methods", {cell.algos[0]: summary}).items()
+    )
+    return f"done {cell.name}: final return {finals} ({time.time() - started:.0f} s)"
 
 
 def run_sweep(args: SweepArgs) -> int:

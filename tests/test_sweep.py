@@ -114,3 +114,21 @@ def test_ray_sweep_runs_skips_and_resumes(tmp_path):
     for cell in cells(out):
         assert json.loads((cell / "summary.json").read_text())["steps"] == 300
     assert (out / "report" / "report.md").exists() and finished.exists()
+
+
+def test_a_packed_sweep_trains_each_family_as_one_population(tmp_path):
+    out = tmp_path / "grid"
+    result = sweep(out, "--algos", "td3", "ds-td3", "prune-td3", "--pack", "on", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "2 of 2 runs to do" in result.stdout
+    population = json.loads((out / "Pendulum-v1" / "td3" / "summary.json").read_text())
+    assert population["algo"] == ["td3", "ds-td3"] and population["seeds"] == [0, 1, 0, 1]
+    assert json.loads((out / "Pendulum-v1" / "prune-td3" / "summary.json").read_text())[
+        "seeds"
+    ] == [0, 1]
+    report = (out / "report" / "report.md").read_text()
+    for algo in ("td3", "ds-td3", "prune-td3"):
+        assert f"| Pendulum-v1 | {algo} | 2 | 300 |" in report
+    again = sweep(out, "--algos", "td3", "ds-td3", "prune-td3", "--pack", "on")
+    assert again.returncode == 0 and "0 of 2 runs to do" in again.stdout
+    assert "skip Pendulum-v1 td3 ds-td3 seeds 0-1: already finished" in again.stdout
