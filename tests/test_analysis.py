@@ -122,3 +122,20 @@ def test_report_errors(tmp_path):
         write_report([tmp_path], tmp_path / "report")
     with pytest.raises(RunError, match="baseline 'sac' has no runs"):
         write_report([tmp_path / "a"], tmp_path / "report", baseline="sac")
+
+
+def test_runs_of_older_versions_compare_by_the_defaults_they_used(tmp_path):
+    """A config.json written before --n-step existed ran one-step targets: it is the same
+    method as a new run at the default, and another than a run with --n-step 3."""
+    for name, n_step in (("old", None), ("new", 1), ("multi", 3)):
+        synthetic_run(tmp_path / name, "ds-td3", 0, [1, 2])
+        path = tmp_path / name / "config.json"
+        config = json.loads(path.read_text())
+        if n_step is None:
+            del config["n_step"], config["replay"]
+        else:
+            config["n_step"] = n_step
+        path.write_text(json.dumps(config))
+    table = write_report([tmp_path], tmp_path / "report")
+    assert sorted(table["method"]) == ["ds-td3 (n_step=1)", "ds-td3 (n_step=3)"]
+    assert table.set_index("method").loc["ds-td3 (n_step=1)", "seeds"] == 2  # old and new pooled

@@ -223,24 +223,28 @@ def plot_dormant(results: list[MethodCurves], env: str, path: Path) -> bool:
     ]
     if not logged:
         return False
-    fig = Figure(figsize=(11, 4))
+    fig = Figure(figsize=(11, 4.5 + 0.25 * len(logged)))
     axes = dict(zip(("actor", "critic"), fig.subplots(1, 2), strict=True))
     styles = ["-", "--", ":", "-."]
+    layers: set[int] = set()
     for index, r in enumerate(logged):
         color = f"C{index % 10}"
         metrics = pd.concat([run.metrics for run in r.runs]).groupby("step").mean()
         for column in (c for c in metrics.columns if c.startswith("dormant/")):
             net, layer = column.removeprefix("dormant/").split("_h")
+            layers.add(int(layer))
             style = styles[(int(layer) - 1) % len(styles)]
-            label = f"{r.method}, hidden {layer}"
-            axes[net].plot(
-                metrics.index, metrics[column], color=color, linestyle=style, label=label
-            )
+            axes[net].plot(metrics.index, metrics[column], color=color, linestyle=style)
+        axes["actor"].plot([], [], color=color, label=r.method)
+    for layer in sorted(layers):
+        style = styles[(layer - 1) % len(styles)]
+        axes["critic"].plot([], [], color="gray", linestyle=style, label=f"hidden layer {layer}")
     for net, ax in axes.items():
         ax.set(title=f"{env}: dormant units, {net}", xlabel="environment steps", ylabel="share")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    axes["critic"].legend(fontsize=7)
+    fig.legend(*axes["actor"].get_legend_handles_labels(), loc="lower center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.06 * len(logged), 1, 1))
     fig.savefig(path, dpi=120)
     return True
 

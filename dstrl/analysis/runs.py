@@ -79,7 +79,7 @@ def load_runs(path: Path) -> list[Run]:
     if not summary_path.exists():
         raise RunError(f"{path} is not finished (no summary.json); resume it or leave it out")
     try:
-        config = json.loads((path / "config.json").read_text())
+        config = _complete(json.loads((path / "config.json").read_text()))
         summary = json.loads(summary_path.read_text())
         evaluations = pd.read_csv(path / "evaluations.csv")
     except (OSError, ValueError) as error:
@@ -131,6 +131,18 @@ def label_methods(runs: list[Run]) -> None:
         for run, f in zip(group, flat, strict=True):
             extra = ", ".join(f"{k}={_short(f.get(k))}" for k in varying)
             run.method = f"{algo} ({extra})" if extra else algo
+
+
+def _complete(config: dict) -> dict:
+    """A saved configuration with the options added since it was written, at the values the
+    run used (their defaults), so that runs of older versions compare by what they did."""
+    from dstrl.config import ConfigError, TrainConfig  # the configuration only, no training
+
+    try:
+        complete = TrainConfig.from_json(dict(config, out=config.get("out", ".")))
+    except (ConfigError, TypeError, ValueError, KeyError):
+        return config  # not a configuration this version knows: compared as written
+    return {**json.loads(json.dumps(complete.to_json())), **config}
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
