@@ -8,6 +8,11 @@ repeated, and the medians are reported as ratios, so machine speed cancels out.
     python benchmarks/throughput.py --steps 500 --repeats 1 --batch-sizes 100   # a quick look
     python benchmarks/throughput.py --contenders td3 ds-td3 ds-td3:online-mask   # no SB3
     python benchmarks/throughput.py --contenders sac ds-sac sb3-sac --batch-sizes 256
+    python benchmarks/throughput.py --contenders td3 ds-td3 --densities 0.5 0.1 0.05
+
+``--densities`` is the density axis: every sparse contender runs once per global density,
+spread by ERK over every layer (``--density D --sparse-output``), as ``ds-td3@0.1``; without
+it sparse contenders use their default λ (about 50% for ds-td3).
 
 Each sparse contender is compared with the dense algorithm of its family, and each dense dstrl
 algorithm with SB3's. Targets (issue "DS-TD3 end to end"): ds-td3 >= 0.95x dstrl td3; dstrl td3
@@ -36,12 +41,16 @@ WARMUP = 1_000
 
 
 def dstrl_steps_per_second(contender: str, batch: int, steps: int) -> float:
-    """``contender`` is an algo, optionally with a target-sparsity option: ds-td3:online-mask."""
-    algo, _, target = contender.partition(":")
+    """``contender`` is an algo, optionally with a target-sparsity option (ds-td3:online-mask)
+    and a global ERK density over every layer (ds-td3@0.1)."""
+    spec, _, density = contender.partition("@")
+    algo, _, target = spec.partition(":")
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(
             algo=algo,
             target_sparsity=target or "magnitude",
+            density=float(density) if density else None,
+            sparse_output=bool(density),
             env=ENV,
             steps=WARMUP + steps,
             start_steps=WARMUP,
@@ -118,10 +127,27 @@ def main() -> None:
         help="dstrl algos (optionally algo:target-sparsity, e.g. ds-td3:online-mask), sb3-td3, "
         "sb3-sac",
     )
+    parser.add_argument(
+        "--densities",
+        type=float,
+        nargs="+",
+        help="run every sparse contender at these global densities (ERK, every layer sparse)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     contenders = args.contenders
+    if args.densities:
+        dense = {"td3", "sac"}
+        contenders = [
+            variant
+            for name in contenders
+            for variant in (
+                [name]
+                if name in dense or name.startswith("sb3-")
+                else [f"{name}@{d:g}" for d in args.densities]
+            )
+        ]
     results: dict[int, dict[str, list[float]]] = {}
     for batch in args.batch_sizes:
         results[batch] = {name: [] for name in contenders}
@@ -139,7 +165,7 @@ def main() -> None:
         line = ", ".join(f"{name} {rate:.0f}" for name, rate in median.items())
         print(f"batch {batch}: {line}")
         for name in contenders:
-            family = name.split(":")[0].rsplit("-", 1)[-1]
+            family = name.split("@")[0].split(":")[0].rsplit("-", 1)[-1]
             base = f"sb3-{name}" if name in ("td3", "sac") else family
             if name.startswith("sb3-") or base not in median:
                 continue
