@@ -119,7 +119,7 @@ def resume_config(parsed: TrainConfig, argv: list[str]) -> TrainConfig:
             f"{_shown(_value(parsed, name))} here"
             for name in differ
         )
-        overrides = ", ".join("--" + n for n in sorted(RESUME_OVERRIDES))
+        overrides = ", ".join("--" + n.replace("_", "-") for n in sorted(RESUME_OVERRIDES))
         raise ConfigError(
             f"{run_dir} continues with its saved configuration, and this command differs: "
             f"{listed}. Give the saved values or leave them out (only {overrides} can change)"
