@@ -33,17 +33,21 @@ class Divergence:
     seed: int
     step: int
     reason: str
+    method: str = ""  # in a population of several algorithms, the member's
 
     def describe(self) -> str:
-        return f"member {self.member} (seed {self.seed}) at step {self.step:,}: {self.reason}"
+        who = f"{self.method}, seed {self.seed}" if self.method else f"seed {self.seed}"
+        return f"member {self.member} ({who}) at step {self.step:,}: {self.reason}"
 
 
 class Health:
     """The population's divergence record: a halted flag per member and what halted it."""
 
-    def __init__(self, seeds: list[int], advice: str) -> None:
-        """``advice``: what a user should change when an agent diverges (one clause)."""
+    def __init__(self, seeds: list[int], advice: str, methods: list[str] | None = None) -> None:
+        """``advice``: what a user should change when an agent diverges (one clause);
+        ``methods``: each member's algorithm, where a population mixes several."""
         self.seeds, self.advice = seeds, advice
+        self.methods = methods
         self.halted = np.zeros(len(seeds), dtype=bool)
         self.events: list[Divergence] = []
 
@@ -60,7 +64,8 @@ class Health:
         new = np.asarray(bad, dtype=bool) & ~self.halted
         self.halted |= new
         for member in np.flatnonzero(new):
-            event = Divergence(int(member), self.seeds[member], step, reason)
+            method = self.methods[member] if self.methods else ""
+            event = Divergence(int(member), self.seeds[member], step, reason, method)
             self.events.append(event)
             if not self.all:  # when every member has diverged, the run's error says it all
                 print(
@@ -87,7 +92,11 @@ class Health:
         )
 
     def state_dict(self) -> list[dict]:
-        return [asdict(event) for event in self.events]
+        """The events as plain data (``method`` only where a population mixes algorithms)."""
+        return [
+            {key: value for key, value in asdict(event).items() if key != "method" or value}
+            for event in self.events
+        ]
 
     def load_state_dict(self, events: list[dict]) -> None:
         self.events = [Divergence(**event) for event in events]

@@ -196,7 +196,8 @@ class Trainer:
         self.learning_wall, self.learning_steps = 0.0, 0  # after warm-up, evaluation excluded
         self.history: list[np.ndarray] = []
         self.last_checkpoint: int | None = None
-        self.health = Health(self.seeds, advice(config.family, config.agent.learning_rate))
+        mixed = self.methods if len(config.methods) > 1 else None
+        self.health = Health(self.seeds, advice(config.family, config.agent.learning_rate), mixed)
         self.layer_names = _layer_names(agent)
         self.evaluations = CsvLog(run_dir / "evaluations.csv", EVAL_FIELDS)
         self.metrics = CsvLog(

@@ -9,7 +9,7 @@ import torch
 
 from dstrl.analysis.report import write_report
 from dstrl.config import ConfigError
-from dstrl.train import build_agent, train
+from dstrl.train import Trainer, build_agent, train
 from tests.helpers import tiny_config
 
 MIXED = ("td3", "static-td3", "ds-td3")
@@ -103,3 +103,11 @@ def test_a_diverged_member_is_left_out_of_its_own_method_only(tmp_path):
     table = write_report([tmp_path / "run"], tmp_path / "report").set_index("method")
     assert table.loc["td3", "seeds"] == 2 and table.loc["ds-td3", "seeds"] == 1
     assert np.isfinite(table.loc["ds-td3", "final_mean"])
+
+
+def test_a_diverged_member_is_named_with_its_method(tmp_path, capsys):
+    config = tiny_config(tmp_path, algo=("td3", "ds-td3"), seeds=2, density=0.3)
+    trainer = Trainer(config, build_agent(config), None)
+    trainer._halt(np.array([False, False, True, False]), "a test", step=7)
+    assert "member 2 (ds-td3, seed 0) at step 7: a test" in capsys.readouterr().err
+    assert trainer.health.state_dict()[0]["method"] == "ds-td3"
