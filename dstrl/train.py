@@ -213,6 +213,7 @@ class Trainer:
                 *agent.dormant_names(),
                 "neurons_recycled",
                 "env_steps_per_second",
+                *[f"{name}@{algo}" for algo in self._mixed() for name in self._per_method()],
             ],
         )
         if state is not None:
@@ -374,11 +375,18 @@ class Trainer:
             "replay_size": float(self.buffer.sizes[live].mean()),
             "env_steps_per_second": steps * self.config.members / seconds,
         }
-        row.update({k: float(v[live].mean()) for k, v in self.agent.pop_losses().items()})
-        row.update({k: float(v[live].mean()) for k, v in self._dormant().items()})
+        per_member = {**self.agent.pop_losses(), **self._dormant()}  # each (E,)
+        row.update({k: float(v[live].mean()) for k, v in per_member.items()})
         if self.policy_distance is not None:
             row["policy_distance"] = float(self.policy_distance[live].mean())
         row.update(zip(self.layer_names, _layer_densities(self.agent), strict=True))
+        for i, algo in enumerate(self._mixed()):  # a mixed population: each method's own
+            block = self._block(i)
+            ok = live[block]
+            values = {k: v[block][ok].mean() for k, v in per_member.items() if ok.any()}
+            values.update(flops=self.flops[i], replay_size=self.buffer.sizes[block].mean())
+            values.update(zip(self.layer_names, _layer_densities(self.agent, block), strict=True))
+            row.update({f"{k}@{algo}": float(v) for k, v in values.items()})
         self.metrics.write([row])
         self.board.scalars({f"train/{k}": v for k, v in row.items() if k != "step"}, self.step)
         self.changed = 0
@@ -570,6 +578,22 @@ class Trainer:
                 zip(self.layer_names, _layer_densities(agent, block), strict=True)
             ),
         }
+
+    def _mixed(self) -> tuple[str, ...]:
+        """The algorithms of a mixed population (none for a single-method run)."""
+        methods = self.config.methods
+        return methods if len(methods) > 1 else ()
+
+    def _per_method(self) -> list[str]:
+        """train_metrics.csv columns that a mixed population also writes per method."""
+        agent = self.agent
+        return [
+            *agent.loss_names,
+            "flops",
+            *self.layer_names,
+            "replay_size",
+            *agent.dormant_names(),
+        ]
 
     # ---- costs --------------------------------------------------------------------------
     def _block(self, index: int) -> slice:

@@ -73,6 +73,12 @@ def test_a_mixed_population_reports_each_method(tmp_path):
     assert table.loc["td3", "params_ratio"] == 1.0 and table.loc["ds-td3", "baseline"] == "td3"
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["algo"] == list(MIXED)
+    metrics = pd.read_csv(tmp_path / "run" / "train_metrics.csv")
+    assert (metrics["density/critic1@td3"] == 1.0).all()  # each method's own columns
+    assert (metrics["density/critic1@ds-td3"] < 0.5).all()
+    assert (metrics["flops@td3"] > metrics["flops@static-td3"]).iloc[1:].all()  # once learning
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "dormant_Pendulum-v1.png" in report and "topology_Pendulum-v1.png" in report
 
 
 def test_one_algorithm_alone_is_an_ordinary_run(tmp_path):

@@ -198,14 +198,18 @@ def plot_topology(results: list[MethodCurves], env: str, path: Path) -> bool:
         for column in (c for c in metrics.columns if c.startswith("density/")):
             style = layer_style.setdefault(column[8:], styles[len(layer_style) % len(styles)])
             axes[0].plot(metrics["step"], metrics[column], color=color, linestyle=style)
-        axes[1].plot(metrics["step"], metrics["connections_changed"], color=color, label=r.method)
+        if "connections_changed" in metrics:  # a mixed population counts them all together
+            axes[1].plot(
+                metrics["step"], metrics["connections_changed"], color=color, label=r.method
+            )
     for layer, style in layer_style.items():
         axes[0].plot([], [], color="gray", linestyle=style, label=layer)
     axes[0].set(title=f"{env}: density per layer", xlabel="environment steps", ylabel="density")
     axes[1].set(title="connections changed per log interval", xlabel="environment steps")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return True

@@ -88,7 +88,7 @@ def load_runs(path: Path) -> list[Run]:
     metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
     if not isinstance(config["algo"], list):
         return [_run(path, config, summary, evaluations, metrics)]
-    # a mixed population: its training metrics are the whole population's, no method's own
+    # a mixed population: each method's training metrics are its columns "<name>@<algo>"
     if "method" not in evaluations or "methods" not in summary:
         raise RunError(f"{path} holds several algorithms but no per-algorithm results")
     return [
@@ -97,7 +97,7 @@ def load_runs(path: Path) -> list[Run]:
             dict(config, algo=algo),
             summary["methods"][algo],
             evaluations[evaluations["method"] == algo],
-            None,
+            _method_metrics(metrics, algo),
             [
                 e
                 for e in summary.get("diverged", [])
@@ -107,6 +107,19 @@ def load_runs(path: Path) -> list[Run]:
         for i, algo in enumerate(config["algo"])
         for seeds in [config["seeds"]]
     ]
+
+
+def _method_metrics(metrics: pd.DataFrame | None, algo: str) -> pd.DataFrame | None:
+    """One method's columns of a mixed population's training metrics, under their plain names
+    (None where the run wrote none)."""
+    if metrics is None:
+        return None
+    suffix = f"@{algo}"
+    columns = [c for c in metrics.columns if c.endswith(suffix)]
+    if not columns:
+        return None
+    own = metrics[["step", *columns]]
+    return own.rename(columns={c: c.removesuffix(suffix) for c in columns})
 
 
 def _run(path, config, summary, evaluations, metrics, diverged=None) -> Run:
