@@ -257,7 +257,7 @@ class TrainConfig:
     def topology(self) -> str:
         """dense, static, set or prune; of a mixed population the most dynamic of its
         members' (their own are ``topologies``)."""
-        kinds = set(self.topologies)
+        kinds = {_topology(algo) for algo in self.methods}
         return next(kind for kind in ("prune", "set", "static", "dense") if kind in kinds)
 
     @property
