@@ -165,6 +165,23 @@ class ActorCritic:
         """Noise-free actions (E, B, act_dim) for states (E, B, obs_dim)."""
         raise NotImplementedError
 
+    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exploratory actions (E, act_dim) for observations (E, obs_dim), and the noise-free
+        actions (μ) they come from."""
+        raise NotImplementedError
+
+    def _states(self, obs: np.ndarray) -> Tensor:
+        """Observations (E, obs_dim) as a batch of one state per member (E, 1, obs_dim)."""
+        return torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, explore: bool) -> np.ndarray:
+        """Actions (E, act_dim) for observations (E, obs_dim): exploratory if ``explore``, else
+        noise-free."""
+        if explore:
+            return self.explore(obs)[0]
+        return self.greedy(self._states(obs)).squeeze(1).cpu().numpy()
+
     @torch.no_grad()
     def policy_distance(self, obs: Tensor, policy_action: Tensor) -> np.ndarray:
         """RLx2's policy distance per agent (E,): half the mean squared gap, in units of the

@@ -125,18 +125,9 @@ class SAC(ActorCritic):
     def explore(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sampled actions (E, act_dim) for observations (E, obs_dim), and the squashed means
         (μ)."""
-        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
-        action, _, mean = self._sample(x)
+        action, _, mean = self._sample(self._states(obs))
         both = torch.cat([action, self._squash(mean)], dim=1).cpu().numpy()
         return both[:, 0], both[:, 1]
-
-    @torch.no_grad()
-    def act(self, obs: np.ndarray, explore: bool) -> np.ndarray:
-        """Actions (E, act_dim): sampled if ``explore``, else the squashed mean."""
-        if explore:
-            return self.explore(obs)[0]
-        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
-        return self.greedy(x).squeeze(1).cpu().numpy()
 
     # ---- learning -----------------------------------------------------------------------
     def update(

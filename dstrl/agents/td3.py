@@ -95,21 +95,12 @@ class TD3(ActorCritic):
     def explore(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exploratory actions (E, act_dim) for observations (E, obs_dim), Gaussian noise on the
         policy's own, and those noise-free actions (μ)."""
-        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
-        mean = self.greedy(x).squeeze(1)
+        mean = self.greedy(self._states(obs)).squeeze(1)
         noise = torch.randn(mean.shape, generator=self.generator, device=self.device)
         action = mean + noise * (self.config.exploration_noise * self.action_scale)
         action = torch.clamp(action, self.action_low, self.action_high)
         both = torch.stack([action, mean]).cpu().numpy()
         return both[0], both[1]
-
-    @torch.no_grad()
-    def act(self, obs: np.ndarray, explore: bool) -> np.ndarray:
-        """Actions (E, act_dim) for observations (E, obs_dim); Gaussian noise if ``explore``."""
-        if explore:
-            return self.explore(obs)[0]
-        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
-        return self.greedy(x).squeeze(1).cpu().numpy()
 
     # ---- learning -----------------------------------------------------------------------
     def update(
