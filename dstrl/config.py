@@ -62,6 +62,12 @@ RLX2_LEARNING_STEPS = 2_975_000
 RLX2_PERIOD = 10_000
 
 
+def runs_apart(algo: str) -> bool:
+    """Whether ``algo`` needs schedules of its own and cannot share a population with other
+    algorithms (gradual pruning, RLx2)."""
+    return _topology(algo) == "prune" or algo.startswith("rlx2-")
+
+
 def _topology(algo: str) -> str:
     """dense, static, set or prune, from an algorithm's prefix."""
     return TOPOLOGIES[algo.rsplit("-", 1)[0] if "-" in algo else ""]
@@ -508,7 +514,7 @@ class TrainConfig:
                 f"--algo {' '.join(methods)} mixes the {' and '.join(sorted(families))} families; "
                 "one population trains one family: run them apart"
             )
-        apart = [algo for algo in methods if _topology(algo) == "prune" or "rlx2" in algo]
+        apart = [algo for algo in methods if runs_apart(algo)]
         if apart:
             raise ConfigError(
                 f"{' '.join(apart)} cannot share a population with other algorithms (own "

@@ -24,7 +24,7 @@ from typing import Literal
 
 import tyro
 
-from dstrl.config import Algo, ConfigError
+from dstrl.config import Algo, ConfigError, runs_apart
 
 # Options that the sweep sets itself for every run.
 RESERVED = {
@@ -137,7 +137,7 @@ def _populations(env: str, args: SweepArgs) -> list[Cell]:
     cells = []
     for algo in args.algos:
         family = algo.rsplit("-", 1)[-1]
-        if algo.startswith(("prune-", "rlx2-")):
+        if runs_apart(algo):
             cells.append(Cell(env, (algo,), args.seed, args.out / env / algo, args.seeds))
         else:
             shared.setdefault(family, []).append(algo)

@@ -91,22 +91,17 @@ def load_runs(path: Path) -> list[Run]:
     # a mixed population: each method's training metrics are its columns "<name>@<algo>"
     if "method" not in evaluations or "methods" not in summary:
         raise RunError(f"{path} holds several algorithms but no per-algorithm results")
-    return [
-        _run(
-            path,
-            dict(config, algo=algo),
-            summary["methods"][algo],
-            evaluations[evaluations["method"] == algo],
-            _method_metrics(metrics, algo),
-            [
-                e
-                for e in summary.get("diverged", [])
-                if e["member"] in range(i * seeds, (i + 1) * seeds)
-            ],
+    runs, seeds = [], config["seeds"]
+    for i, algo in enumerate(config["algo"]):  # members in blocks of --seeds, in this order
+        block = range(i * seeds, (i + 1) * seeds)
+        diverged = [e for e in summary.get("diverged", []) if e["member"] in block]
+        own_evaluations = evaluations[evaluations["method"] == algo]
+        own_metrics = _method_metrics(metrics, algo)
+        config_of_algo, summary_of_algo = dict(config, algo=algo), summary["methods"][algo]
+        runs.append(
+            _run(path, config_of_algo, summary_of_algo, own_evaluations, own_metrics, diverged)
         )
-        for i, algo in enumerate(config["algo"])
-        for seeds in [config["seeds"]]
-    ]
+    return runs
 
 
 def _method_metrics(metrics: pd.DataFrame | None, algo: str) -> pd.DataFrame | None:
