@@ -379,13 +379,13 @@ class Trainer:
         row.update({k: float(v[live].mean()) for k, v in per_member.items()})
         if self.policy_distance is not None:
             row["policy_distance"] = float(self.policy_distance[live].mean())
-        row.update(zip(self.layer_names, _layer_densities(self.agent), strict=True))
+        row.update(zip(self.layer_names, self.agent.layer_densities(), strict=True))
         for i, algo in enumerate(self._mixed()):  # a mixed population: each method's own
             block = self._block(i)
             ok = live[block]
             values = {k: v[block][ok].mean() for k, v in per_member.items() if ok.any()}
             values.update(flops=self.flops[i], replay_size=self.buffer.sizes[block].mean())
-            values.update(zip(self.layer_names, _layer_densities(self.agent, block), strict=True))
+            values.update(zip(self.layer_names, self.agent.layer_densities(block), strict=True))
             row.update({f"{k}@{algo}": float(v) for k, v in values.items()})
         self.metrics.write([row])
         self.board.scalars({f"train/{k}": v for k, v in row.items() if k != "step"}, self.step)
@@ -574,9 +574,7 @@ class Trainer:
                 "train_ratio": sparse["train_flops"] / dense["train_flops"],
                 "run_ratio": run_total / dense_run if dense_run else None,
             },
-            "layer_density": dict(
-                zip(self.layer_names, _layer_densities(agent, block), strict=True)
-            ),
+            "layer_density": dict(zip(self.layer_names, agent.layer_densities(block), strict=True)),
         }
 
     def _mixed(self) -> tuple[str, ...]:
@@ -625,17 +623,3 @@ def _layer_names(agent: ActorCritic) -> list[str]:
         if layers is not None:
             names += [f"density/{net_name}{i}" for i in layers.indices]
     return names
-
-
-def _layer_densities(agent: ActorCritic, members: slice | None = None) -> list[float]:
-    """Mean density of every sparse layer over the agents ``members`` (default all)."""
-    members = members or slice(None)
-    densities = []
-    for layers, rows in ((agent.actor_sparse, 1), (agent.critic_sparse, 2)):
-        if layers is not None:
-            chosen = slice(
-                None if members.start is None else members.start * rows,
-                None if members.stop is None else members.stop * rows,
-            )
-            densities += [m[chosen].float().mean().item() for m in layers.masks]
-    return densities

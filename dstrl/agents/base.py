@@ -330,7 +330,6 @@ class ActorCritic:
     def layer_shapes(self, members: slice | None = None) -> dict[str, list[LayerShape]]:
         """Active connections per layer of one agent's actor and of one of its critics (the
         mean over ``members``, default all agents)."""
-        members = members or slice(None)
         result = {}
         for name, net, layers, rows in (
             ("actor", self.actor, self.actor_sparse, 1),
@@ -338,8 +337,7 @@ class ActorCritic:
         ):
             active = [n_in * n_out for n_in, n_out in net.shapes]
             if layers is not None:
-                agents = torch.arange(self.members)[members]
-                chosen = (agents.unsqueeze(1) * rows + torch.arange(rows)).flatten()
+                chosen = self._member_rows(members, rows)
                 for i, count in zip(layers.indices, layers.active_counts(), strict=True):
                     active[i] = int(count.cpu()[chosen].float().mean().round())
             result[name] = [
@@ -347,6 +345,22 @@ class ActorCritic:
                 for (n_in, n_out), a in zip(net.shapes, active, strict=True)
             ]
         return result
+
+    def layer_densities(self, members: slice | None = None) -> list[float]:
+        """Mean density of every sparse layer, actor's then critics', over the agents
+        ``members`` (default all)."""
+        densities = []
+        for layers, rows in ((self.actor_sparse, 1), (self.critic_sparse, 2)):
+            if layers is not None:
+                chosen = self._member_rows(members, rows).to(self.device)
+                densities += [m[chosen].float().mean().item() for m in layers.masks]
+        return densities
+
+    def _member_rows(self, members: slice | None, rows: int) -> Tensor:
+        """The leading-axis indices of the agents ``members`` in a stack with ``rows`` rows per
+        agent (critics: 2)."""
+        agents = torch.arange(self.members)[members or slice(None)]
+        return (agents.unsqueeze(1) * rows + torch.arange(rows)).flatten()
 
     def _step_flops(
         self,
