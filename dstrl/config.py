@@ -151,6 +151,10 @@ class TrainConfig:
     target_sparsity: Literal["magnitude", "online-mask", "dense"] | None = None
     """Keep target networks sparse by magnitude pruning (the DS-TD3 release; the default), the
     online mask (rlx2-), or not."""
+    sparse_kernels: Literal["auto", "masked", "sparse"] = "auto"
+    """How sparse layers are computed: by their connections only (sparse, CPU), as dense
+    products of masked weights (masked), or sparse where the layer's density is at most 0.3 on
+    the CPU and masked elsewhere (auto). The numbers agree up to float32 rounding."""
     buffer_size: int = 1_000_000
     """Replay capacity per agent (capped at --steps)."""
     n_step: int | None = None
@@ -348,6 +352,7 @@ class TrainConfig:
             nm=self.nm_pattern(),
             prune_start=prune_start,
             prune_end=prune_end,
+            kernels=self.sparse_kernels,
         )
 
     def dense_note(self, networks: list[list[tuple[int, int]]]) -> str:
@@ -436,6 +441,11 @@ class TrainConfig:
             )
         if self.start_steps < 0:
             raise ConfigError(f"--start-steps must be ≥ 0, got {self.start_steps}")
+        if self.sparse_kernels == "sparse" and not self.device.startswith("cpu"):
+            raise ConfigError(
+                f"--sparse-kernels sparse runs on the CPU only, not --device {self.device}: "
+                "use auto or masked"
+            )
         if self.density is not None and self.lambdas is not None:
             raise ConfigError("give either --density or --lambdas, not both")
         if self.nm is not None and (self.density is not None or self.lambdas is not None):

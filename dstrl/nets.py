@@ -8,6 +8,11 @@ The backward pass is written by hand: under autograd the whole network is one no
 whose output gradient has a closed form (a critic's regression) skips autograd altogether
 (``forward_saved`` / ``backward_from``). On a CPU, autograd's per-operation bookkeeping costs
 about as much as a small layer's arithmetic.
+
+The sparse core may compute some layers by their connections only (``use_kernels``; see
+``dstrl.sparse.compute``). A network with such a layer runs every layer feature-major,
+(members, features, batch), the layout those kernels need; its dense layers are the same
+matrix products transposed.
 """
 
 from __future__ import annotations
@@ -15,9 +20,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from dstrl.sparse import kernels
+from dstrl.sparse.compute import LayerKernel
+from dstrl.sparse.kernels import Connections
+
+Plan = list[Connections | None]  # per layer: computed by its connections, or dense
 
 
 def _forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], tanh: bool):
@@ -62,6 +74,123 @@ def _backward(
         elif needs[0]:
             grad_x = torch.bmm(d, weights[0])
     return grad_x, grad_w, grad_b
+
+
+class _Members:
+    """Which members of a stack a pass uses: a slice for tensors, indices for the kernels."""
+
+    def __init__(self, members: slice | None, total: int) -> None:
+        self.slice = slice(None) if members is None else members
+        self.index = np.ascontiguousarray(np.arange(total)[self.slice])
+        self.all = len(self.index) == total
+
+    def widen(self, grad: Tensor | None, shape: torch.Size) -> Tensor | None:
+        """A gradient of the members taking part as one of the whole stack (zero elsewhere)."""
+        if grad is None or self.all:
+            return grad
+        whole = grad.new_zeros(shape)
+        whole[self.slice] = grad
+        return whole
+
+
+def _forward_sparse(
+    x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], tanh: bool, plan: Plan, rows
+):
+    """``_forward`` feature-major: x (E', B, n_in) to the output (E', n_out, B) and every layer's
+    input (E', n_in, B); the weights and biases are whole stacks, of which ``rows`` (_Members)
+    take part."""
+    h = x.detach().mT.contiguous()
+    inputs = [h]
+    last = len(weights) - 1
+    for i, (w, b, connections) in enumerate(zip(weights, biases, plan, strict=True)):
+        if connections is None:
+            h = torch.baddbmm(b[rows.slice].unsqueeze(2), w[rows.slice], h)
+        else:
+            h = kernels.forward(w, b, connections, rows.index, h)
+        if i < last:
+            h = torch.relu_(h)
+            inputs.append(h)
+    return (torch.tanh_(h) if tanh else h), inputs
+
+
+def _backward_sparse(
+    grad: Tensor,
+    y: Tensor,
+    inputs: Sequence[Tensor],
+    weights: Sequence[Tensor],
+    tanh: bool,
+    needs: Sequence[bool],
+    plan: Plan,
+    rows: _Members,
+    keepers: Sequence[LayerKernel | None],
+    reuse: bool = False,
+) -> tuple[Tensor | None, list[Tensor | None], list[Tensor | None]]:
+    """``_backward`` for ``_forward_sparse``: ``grad`` and ``y`` are feature-major, the
+    gradients come out as the (sliced) parameters are shaped. ``keepers`` are the layers'
+    kernels, which keep what a dense weight gradient needs if they ask for it; with ``reuse``
+    the weight gradients computed by connections are their buffers (``gradient_buffer``)."""
+    layers = len(weights)
+    grad_w: list[Tensor | None] = [None] * layers
+    grad_b: list[Tensor | None] = [None] * layers
+    d = (torch.ops.aten.tanh_backward(grad, y) if tanh else grad).contiguous()
+    grad_x = None
+    for i in reversed(range(layers)):
+        w, connections, x = weights[i], plan[i], inputs[i]
+        if needs[1 + i]:
+            if connections is None:
+                grad_w[i] = torch.bmm(d, x.mT)
+            else:
+                keeper = keepers[i]
+                if reuse and keeper is not None:
+                    out = keeper.gradient_buffer(w)
+                else:
+                    out = w.new_zeros(d.shape[0], *w.shape[1:])
+                grad_w[i] = kernels.weight_gradient(connections, rows.index, x, d, out)
+                if keeper is not None and keeper.keep_inputs and rows.all:
+                    keeper.saved = (d, x)
+        if needs[1 + layers + i]:
+            grad_b[i] = d.sum(dim=2)
+        if i == 0 and not needs[0]:
+            break
+        gate = x if i > 0 else None
+        if connections is None:
+            d_in = torch.bmm(w[rows.slice].mT, d)
+            if gate is not None:
+                d_in = torch.ops.aten.threshold_backward(d_in, gate, 0)
+        else:
+            d_in = kernels.input_gradient(w, connections, rows.index, d, gate)
+        if i > 0:
+            d = d_in
+        else:
+            grad_x = d_in.mT
+    return grad_x, grad_w, grad_b
+
+
+class _SparseMLPFunction(torch.autograd.Function):
+    """``_MLPFunction`` for a network with layers computed by their connections."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, tanh: bool, plan: Plan, rows, keepers, *params: Tensor):
+        weights, biases = params[: len(params) // 2], params[len(params) // 2 :]
+        y, inputs = _forward_sparse(x, weights, biases, tanh, plan, rows)
+        ctx.tanh, ctx.plan, ctx.rows, ctx.keepers = tanh, plan, rows, keepers
+        ctx.layers = len(weights)
+        ctx.save_for_backward(y, *inputs, *weights)
+        return y.mT.contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        y, *saved = ctx.saved_tensors
+        inputs, weights = saved[: ctx.layers], saved[ctx.layers :]
+        needs = (ctx.needs_input_grad[0], *ctx.needs_input_grad[5:])
+        rows = ctx.rows
+        grad_x, grad_w, grad_b = _backward_sparse(
+            grad.mT, y, inputs, weights, ctx.tanh, needs, ctx.plan, rows, ctx.keepers
+        )
+        shapes = [w.shape for w in weights] + [w.shape[:2] for w in weights]
+        grads = [rows.widen(g, shape) for g, shape in zip([*grad_w, *grad_b], shapes, strict=True)]
+        return grad_x, None, None, None, None, *grads
 
 
 class _MLPFunction(torch.autograd.Function):
@@ -112,6 +241,17 @@ class StackedMLP(nn.Module):
             biases.append(nn.Parameter((2 * b - 1) * bound))
         self.weights = nn.ParameterList(weights)
         self.biases = nn.ParameterList(biases)
+        self.kernels: list[LayerKernel | None] = [None] * len(weights)
+        self._all = _Members(None, members)
+
+    def use_kernels(self, chosen: dict[int, LayerKernel]) -> None:
+        """Let the sparse core decide how the layers ``chosen`` (by index) are computed."""
+        self.kernels = [chosen.get(i) for i in range(len(self.weights))]
+
+    def _plan(self) -> Plan | None:
+        """Which layers run by their connections now; None when every layer is dense."""
+        plan = [None if k is None else k.connections() for k in self.kernels]
+        return plan if any(c is not None for c in plan) else None
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -127,11 +267,20 @@ class StackedMLP(nn.Module):
         params = [*self.weights, *self.biases]
         if frozen:
             params = [p.detach() for p in params]
+        grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+        n = len(params) // 2
+        plan = self._plan()
+        if plan is not None:
+            rows = _Members(members, self.members)
+            if grad:
+                keepers = self.kernels
+                return _SparseMLPFunction.apply(x, self.output_tanh, plan, rows, keepers, *params)
+            y = _forward_sparse(x, params[:n], params[n:], self.output_tanh, plan, rows)[0]
+            return y.mT.contiguous()
         if members is not None:
             params = [p[members] for p in params]
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        if grad:
             return _MLPFunction.apply(x, self.output_tanh, *params)
-        n = len(params) // 2
         return _forward(x, params[:n], params[n:], self.output_tanh)[0]
 
     @torch.no_grad()
@@ -140,19 +289,30 @@ class StackedMLP(nn.Module):
         return _forward(x, list(self.weights), list(self.biases), self.output_tanh)[1][1:]
 
     @torch.no_grad()
-    def forward_saved(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def forward_saved(self, x: Tensor) -> tuple[Tensor, tuple]:
         """Output and what ``backward_from`` needs, without an autograd graph: for a loss whose
         gradient at the output is known in closed form (a regression), autograd's bookkeeping
         is pure overhead."""
-        y, inputs = _forward(x, list(self.weights), list(self.biases), self.output_tanh)
-        return y, [y, *inputs]
+        weights, biases = list(self.weights), list(self.biases)
+        plan = self._plan()
+        if plan is None:
+            y, inputs = _forward(x, weights, biases, self.output_tanh)
+            return y, (y, inputs, None)
+        y, inputs = _forward_sparse(x, weights, biases, self.output_tanh, plan, self._all)
+        return y.mT.contiguous(), (y, inputs, plan)
 
     @torch.no_grad()
-    def backward_from(self, saved: list[Tensor], grad: Tensor) -> None:
+    def backward_from(self, saved: tuple, grad: Tensor) -> None:
         """Set every parameter's ``.grad`` from the loss gradient ``grad`` at the output of the
         ``forward_saved`` call that returned ``saved``."""
-        y, *inputs = saved
+        y, inputs, plan = saved
         needs = (False, *[True] * 2 * len(self.weights))
-        _, grad_w, grad_b = _backward(grad, y, inputs, self.weights, self.output_tanh, needs)
+        weights, tanh = list(self.weights), self.output_tanh
+        if plan is None:
+            _, grad_w, grad_b = _backward(grad, y, inputs, weights, tanh, needs)
+        else:
+            _, grad_w, grad_b = _backward_sparse(
+                grad.mT, y, inputs, weights, tanh, needs, plan, self._all, self.kernels, True
+            )
         for param, value in zip([*self.weights, *self.biases], [*grad_w, *grad_b], strict=True):
             param.grad = value

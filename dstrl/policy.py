@@ -7,6 +7,10 @@ n_out) and, for sparse layers, the boolean ``mask.i`` (the weights are already z
 the masks are there for analysis and for sparse inference); the action bounds; and, as metadata,
 the format, the environment id, the algorithm, the seeds, the step and the run's configuration.
 safetensors stores raw arrays and a JSON header only, so loading one cannot execute code.
+
+A policy computes every layer as a dense product of its (masked) weights: it acts exactly as the
+trained agents do when they ran masked-dense, and within float32 rounding when some of their
+layers were computed by their connections (``--sparse-kernels``).
 """
 
 from __future__ import annotations

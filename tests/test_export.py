@@ -1,6 +1,7 @@
 """`dstrl export` and `dstrl.load_policy`: a trained policy without the training stack."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,8 +18,8 @@ from dstrl.train import build_agent, train
 from tests.helpers import tiny_config
 
 
-def _agent(run_dir):
-    agent = build_agent(TrainConfig.load(run_dir))
+def _agent(run_dir, **changes):
+    agent = build_agent(replace(TrainConfig.load(run_dir), **changes))
     agent.load_state_dict(load_checkpoint(run_dir)["agent"])
     return agent
 
@@ -32,7 +33,13 @@ def test_an_exported_policy_acts_exactly_as_the_trained_agents(tmp_path, capsys,
     policy = dstrl.load_policy(file)
     assert (policy.env, policy.seeds, policy.members) == ("Hopper-v5", [0, 1], 2)
     obs = np.random.default_rng(0).normal(size=(2, 11))
-    agent = _agent(run)
+    # the run computed its sparsest layers by their connections: the same actions up to float32
+    # rounding; computed masked-dense, as the policy computes, exactly the same
+    by_connections = _agent(run, sparse_kernels="sparse")
+    np.testing.assert_allclose(
+        policy(obs), by_connections.act(obs, explore=False), rtol=1e-5, atol=1e-6
+    )
+    agent = _agent(run, sparse_kernels="masked")
     assert np.array_equal(policy(obs), agent.act(obs, explore=False))
     # one member alone, on one observation or on a batch of them
     second = dstrl.load_policy(file, member=1)

@@ -1,4 +1,7 @@
-"""The sparse core's contracts, checked over many optimiser steps and topology updates."""
+"""The sparse core's contracts, checked over many optimiser steps and topology updates, with
+layers computed masked-dense and by their connections alone."""
+
+import sys
 
 import numpy as np
 import pytest
@@ -10,11 +13,21 @@ from dstrl.optim import Adam
 from dstrl.sparse.config import SparsityConfig
 from dstrl.sparse.schedule import TopologySchedule
 
+KERNELS = "masked"
+
+
+@pytest.fixture(params=["masked", "sparse"])
+def kernels(request, monkeypatch):
+    """Run a test on both paths of the sparse layers (``_network`` builds with this choice)."""
+    monkeypatch.setattr(sys.modules[__name__], "KERNELS", request.param)
+    return request.param
+
 
 def _network(members=3, topology="set", drop_score="signed", grow="random", nm=None):
     g = torch.Generator().manual_seed(0)
     net = StackedMLP(members, [8, 32, 32, 2], g)
     config = SparsityConfig(
+        kernels=KERNELS,
         topology=topology,
         lambdas=None if nm else (2.0, 4.0),
         nm=nm,
@@ -23,6 +36,8 @@ def _network(members=3, topology="set", drop_score="signed", grow="random", nm=N
         schedule=TopologySchedule(update_period=5, drop_fraction=0.2),
     )
     layers = config.build(net, g)
+    net.use_kernels(layers.kernels())
+    assert (net._plan() is not None) == (KERNELS == "sparse")
     optimizer = Adam(net.parameters(), lr=1e-2, weight_decay=1e-2)
     layers.attach_optimizer(optimizer)
     return net, layers, optimizer, g
@@ -38,6 +53,7 @@ def _train_step(net, layers, optimizer, g, step):
     return layers.maybe_update(step)
 
 
+@pytest.mark.usefixtures("kernels")
 @pytest.mark.parametrize(
     ("drop_score", "grow", "nm"),
     [
@@ -67,6 +83,7 @@ def test_counts_constant_and_inactive_weights_exactly_zero(drop_score, grow, nm)
     assert any(not torch.equal(a, b) for a, b in zip(initial, layers.masks, strict=True))
 
 
+@pytest.mark.usefixtures("kernels")
 @pytest.mark.parametrize("grow", ["random", "gradient"])
 def test_grown_weights_start_at_zero_with_zero_moments_and_dropped_moments_cleared(grow):
     net, layers, optimizer, g = _network(grow=grow)
@@ -91,6 +108,7 @@ def test_grown_weights_start_at_zero_with_zero_moments_and_dropped_moments_clear
         assert (weight[old & ~new] == 0).all()
 
 
+@pytest.mark.usefixtures("kernels")
 def test_static_topology_never_changes():
     net, layers, optimizer, g = _network(topology="static")
     masks = [m.clone() for m in layers.masks]
@@ -135,6 +153,7 @@ def test_global_density_up_to_99_percent_sparsity(distribution, density):
         assert densities[0] > densities[1]  # ER: the small input layer is denser
 
 
+@pytest.mark.usefixtures("kernels")
 @pytest.mark.parametrize(
     ("topology", "grow"), [("set", "random"), ("set", "gradient"), ("prune", "random")]
 )
@@ -172,6 +191,7 @@ def test_a_frozen_member_keeps_its_masks_and_no_member_depends_on_another(topolo
         assert torch.equal(clean[[0, 2]], with_frozen[[0, 2]])
 
 
+@pytest.mark.usefixtures("kernels")
 def test_recycling_keeps_counts_masks_and_clears_moments():
     net, layers, optimizer, g = _network()
     for step in range(1, 8):
@@ -213,6 +233,7 @@ def test_recycling_keeps_counts_masks_and_clears_moments():
             assert torch.equal(mask.sum((-2, -1)), count.sum(-1))
 
 
+@pytest.mark.usefixtures("kernels")
 def test_recycling_leaves_frozen_members_masks_alone():
     net, layers, optimizer, g = _network()
     layers.freeze(torch.tensor([False, True, False]))

@@ -65,6 +65,8 @@ RLX2_TINY = dict(
         ("td3", {}),
         ("ds-td3", {}),
         ("ds-td3", {"nm": "2:4", "grow": "gradient"}),
+        ("ds-td3", {"density": 0.1, "grow": "gradient", "sparse_kernels": "sparse"}),
+        ("ds-sac", {"density": 0.1, "sparse_output": True, "sparse_kernels": "sparse"}),
         ("prune-td3", {}),
         ("ds-td3", {"redo_period": 40}),
         ("rlx2-td3", {**RLX2_TINY, "redo_period": 40}),

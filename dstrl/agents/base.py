@@ -92,6 +92,10 @@ class ActorCritic:
             for layers, target in pairs:
                 weights = [target.weights[i] for i in layers.indices]
                 self.sparse_targets.append(SparseTarget(weights, layers, sparsity.target))
+                target.use_kernels(self.sparse_targets[-1].kernels())
+            # only now: the targets' deep copies must not share the online networks' kernels
+            self.actor.use_kernels(self.actor_sparse.kernels())
+            self.critic.use_kernels(self.critic_sparse.kernels())
         self.actor_optimizer = Adam(self.actor.parameters(), **optimizer)
         self.critic_optimizer = Adam(self.critic.parameters(), **optimizer)
         for layers, optim in (

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from dstrl.sparse.compute import KernelChoice
 from dstrl.sparse.distributions import (
     SparsityError,
     er_densities_for_global,
@@ -58,6 +59,8 @@ class SparsityConfig:
     """Gradient step at which gradual pruning starts."""
     prune_end: int = 1
     """Gradient step at which gradual pruning reaches the final densities."""
+    kernels: KernelChoice = "auto"
+    """How the sparse layers are computed (``dstrl.sparse.compute``)."""
 
     def __post_init__(self) -> None:
         if self.nm is not None:
@@ -142,7 +145,13 @@ class SparsityConfig:
         if dense is not None:
             masks = [m | dense.to(m.device).view(-1, 1, 1) for m in masks]
         layers = MaskedLayers(
-            weights, masks, rule, self.schedule, generator, indices=[i for i, _ in chosen]
+            weights,
+            masks,
+            rule,
+            self.schedule,
+            generator,
+            indices=[i for i, _ in chosen],
+            kernels=self.kernels,
         )
         for members in (dense, frozen):
             if members is not None and members.any():

@@ -10,7 +10,9 @@ Contract (tested in tests/test_sparse_invariants.py):
 - the masks of frozen members (``freeze``) never change, and no member's topology depends on
   another member's weights;
 - ``redraw_rows`` moves a row's (a unit's incoming) connections to random positions and keeps
-  every row's count, so recycling a neuron stays within the layer's connection budget.
+  every row's count, so recycling a neuron stays within the layer's connection budget;
+- whether a layer is computed masked-dense or by its connections (``kernels``) changes no
+  number beyond float32 rounding, and every topology change reaches the kernels.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dstrl.sparse.compute import KernelChoice, LayerKernel
 from dstrl.sparse.pruning import GradualPruning
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.topology import SET, lowest
@@ -29,7 +32,8 @@ class MaskedLayers:
     """The sparse layers of one network (weights shaped (*members, n_out, n_in)) and their masks.
 
     ``rule=None`` gives a static topology (masks never change). ``indices`` say which of the
-    network's layers the weights are (default: the first ones, in order).
+    network's layers the weights are (default: the first ones, in order). ``kernels`` chooses
+    how the layers are computed (``dstrl.sparse.compute``).
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class MaskedLayers:
         schedule: TopologySchedule | None = None,
         generator: torch.Generator | None = None,
         indices: list[int] | None = None,
+        kernels: KernelChoice = "auto",
     ) -> None:
         if len(weights) != len(masks):
             raise ValueError("one mask per sparse weight is required")
@@ -59,6 +64,29 @@ class MaskedLayers:
         self.version = 0  # incremented by every topology change
         self.frozen: Tensor | None = None  # (members,) bool: members whose masks stay as they are
         self._dense_gradients: list[Tensor] | None = None  # for rules that grow by gradient
+        # each layer's density as planned (by the configuration and the rule's schedule, never
+        # by a member's weights): what the choice of kernels goes by
+        self.planned = [m.float().mean().item() for m in self.masks]
+        self.kernel_choice = kernels
+        grows_by_gradient = rule is not None and rule.needs_gradients
+        self._kernels = [
+            LayerKernel(
+                w,
+                lambda m=m: m,
+                self._current_version,
+                lambda i=i: self.planned[i],
+                kernels,
+                grows_by_gradient,
+            )
+            for i, (w, m) in enumerate(zip(self.weights, self.masks, strict=True))
+        ]
+
+    def _current_version(self) -> int:
+        return self.version
+
+    def kernels(self) -> dict[int, LayerKernel]:
+        """How each sparse layer is computed, by its index in the network (``use_kernels``)."""
+        return dict(zip(self.indices, self._kernels, strict=True))
 
     def freeze(self, members: Tensor) -> None:
         """From now on, keep the masks of ``members`` (bool, one per leading index, flattened)
@@ -90,7 +118,10 @@ class MaskedLayers:
             and self.schedule is not None
             and self.schedule.is_update_step(step)
         ):
-            self._dense_gradients = [w.grad.detach().clone() for w in self.weights]
+            self._dense_gradients = [
+                k.dense_gradient() if k.connections() is not None else w.grad.detach().clone()
+                for w, k in zip(self.weights, self._kernels, strict=True)
+            ]
         grads = [w.grad for w in self.weights if w.grad is not None]
         if not grads:
             return
@@ -149,6 +180,7 @@ class MaskedLayers:
                 change.masks[i] = torch.where(kept, old, change.masks[i])
                 change.dropped[i] = change.dropped[i] & ~kept
                 change.grown[i] = change.grown[i] & ~kept
+        self.planned = [self.rule.density_after(step, i, d) for i, d in enumerate(self.planned)]
         replaced = []
         self.version += 1
         for i, weight in enumerate(self.weights):
@@ -189,10 +221,16 @@ class MaskedLayers:
                 value.masked_fill_(positions, 0.0)
 
     def state_dict(self) -> dict:
-        return {"masks": [m.cpu() for m in self.masks]}
+        return {"masks": [m.cpu() for m in self.masks], "planned": torch.tensor(self.planned)}
 
     def load_state_dict(self, state: dict) -> None:
         for mask, factor, saved in zip(self.masks, self._factors, state["masks"], strict=True):
             mask.copy_(saved)
             factor.copy_(saved)
+        planned = state.get("planned")  # absent before the sparse kernels: the masks' own
+        self.planned = (
+            planned.tolist()
+            if planned is not None
+            else [m.float().mean().item() for m in self.masks]
+        )
         self.version += 1

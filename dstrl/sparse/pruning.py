@@ -40,6 +40,11 @@ class GradualPruning:
         progress = min(max((step - self.start) / (self.end - self.start), 0.0), 1.0)
         return final + (1.0 - final) * (1.0 - progress) ** 3
 
+    def density_after(self, step: int | None, layer: int, density: float) -> float:
+        """Layer ``layer``'s planned density after the update at ``step``: the schedule's."""
+        assert step is not None, "gradual pruning needs the step to know its density"
+        return self.density_at(step, self.final_densities[layer])
+
     def change(
         self,
         weights: list[Tensor],

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from dstrl.sparse.compute import LayerKernel
 from dstrl.sparse.engine import MaskedLayers
 from dstrl.sparse.target_cpu import prune_layers
 
@@ -129,6 +130,27 @@ class SparseTarget:
         self.outside = [f == 0 for f in layers.factors]  # positions that are not connections
         self._covered_at: int | None = None  # online version whose masks the connections cover
         self._counted_at = layers.version  # online version whose counts the target matches
+        self._loads = 0  # supports loaded from a checkpoint (they may differ from any derived)
+        # Within one online topology a target can become nonzero only at online connections: a
+        # Polyak step brings in nothing else, and pruning or masking only removes. So its
+        # nonzero entries together with the online connections, taken once per topology (or
+        # load), cover it until the topology changes.
+        self._kernels = [
+            LayerKernel(
+                target,
+                lambda i=i, target=target: layers.masks[i] | (target != 0),
+                lambda: (self.layers.version, self._loads),
+                lambda i=i: layers.planned[i],  # the online count, so the same density
+                layers.kernel_choice,
+            )
+            for i, target in enumerate(targets)
+        ]
+
+    def kernels(self) -> dict[int, LayerKernel]:
+        """How each sparse layer of the target network is computed (``use_kernels``)."""
+        if self.mode == "dense":
+            return {}
+        return dict(zip(self.layers.indices, self._kernels, strict=True))
 
     @torch.no_grad()
     def after_polyak(self) -> None:
@@ -160,10 +182,20 @@ class SparseTarget:
                 target.mul_(factor)
 
     def state_dict(self) -> dict:
-        return {"outside": [o.cpu() for o in self.outside]}
+        """The connections, and the positions each layer's kernel reads (empty: none yet)."""
+        reads = [k.read_support() for k in self._kernels]
+        return {
+            "outside": [o.cpu() for o in self.outside],
+            "reads": [torch.zeros(0, dtype=torch.bool) if r is None else r.cpu() for r in reads],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for outside, saved in zip(self.outside, state["outside"], strict=True):
             outside.copy_(saved)
+        reads = state.get("reads")  # absent before the sparse kernels: choose afresh
+        for kernel, read, target in zip(self._kernels, reads or [], self.targets, strict=False):
+            if read.numel():
+                kernel.pin(read.to(target.device))
+        self._loads += 1
         self._covered_at = None
         self._counted_at = self.layers.version

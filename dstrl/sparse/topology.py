@@ -65,6 +65,10 @@ class SET:
     in the same group, so every group keeps its N connections."""
     needs_gradients: ClassVar[bool] = False
 
+    def density_after(self, step: int | None, layer: int, density: float) -> float:
+        """A layer's planned density after an update at ``step``: prune-and-grow keeps it."""
+        return density
+
     def change(
         self,
         weights: list[Tensor],

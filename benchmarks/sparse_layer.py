@@ -1,0 +1,119 @@
+"""One stacked sparse layer's three training products, by connections vs dense sgemm, one thread.
+
+For each layer size, batch and density: the time of forward, input gradient and weight gradient
+of dstrl's sparse kernels (``dstrl.sparse.kernels``) against the dense products that a
+masked-dense layer runs (``torch.bmm``, MKL/oneDNN sgemm), measured in the same run, and the
+speed-up. GFLOP/s count only the useful work: 2 · batch · connections per product for the
+kernels, 2 · batch · n_out · n_in for sgemm.
+
+    python benchmarks/sparse_layer.py                      # 256x256, batch 100 and 256
+    python benchmarks/sparse_layer.py --sizes 256 1024 --densities 0.1 --json out.json
+
+The density under which ``auto`` picks the kernels (``dstrl.sparse.compute.SPARSE_BELOW``) comes
+from this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dstrl.sparse import kernels
+from dstrl.sparse.kernels import Connections
+from dstrl.sparse.masks import random_mask
+
+
+def seconds(fn, min_time: float = 0.2) -> float:
+    """Median seconds per call over repeats of at least ``min_time`` each."""
+    fn()
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        if time.perf_counter() - start > min_time / 5:
+            break
+        calls *= 2
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        runs.append((time.perf_counter() - start) / calls)
+    return float(np.median(runs))
+
+
+def measure(size: int, batch: int, density: float, members: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    mask = random_mask(members, size, size, density, g)
+    weight = torch.randn(members, size, size, generator=g) * mask
+    bias = torch.randn(members, size, generator=g)
+    # masked dense, batch-major as dstrl's dense path runs it
+    x = torch.randn(members, batch, size, generator=g).relu()
+    grad = torch.randn(members, batch, size, generator=g)
+    dense = {
+        "forward": lambda: torch.baddbmm(bias.unsqueeze(1), x, weight.mT),
+        "input gradient": lambda: torch.bmm(grad, weight),
+        "weight gradient": lambda: torch.bmm(grad.mT, x),
+    }
+    # by connections, feature-major
+    c = Connections.of(mask)
+    chosen = np.arange(members)
+    xt, gt = x.mT.contiguous(), grad.mT.contiguous()
+    out = torch.zeros_like(weight)
+    sparse = {
+        "forward": lambda: kernels.forward(weight, bias, c, chosen, xt),
+        "input gradient": lambda: kernels.input_gradient(weight, c, chosen, gt, xt),
+        "weight gradient": lambda: kernels.weight_gradient(c, chosen, xt, gt, out),
+    }
+    connections = int(mask.sum())
+    row = {"size": size, "batch": batch, "density": density, "members": members}
+    for product in dense:
+        t_dense, t_sparse = seconds(dense[product]), seconds(sparse[product])
+        row[product] = {
+            "dense_us": t_dense * 1e6,
+            "sparse_us": t_sparse * 1e6,
+            "dense_gflops": 2 * batch * members * size * size / t_dense / 1e9,
+            "sparse_gflops": 2 * batch * connections / t_sparse / 1e9,
+        }
+    total_dense = sum(row[p]["dense_us"] for p in dense)
+    total_sparse = sum(row[p]["sparse_us"] for p in dense)
+    row["speedup"] = total_dense / total_sparse
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256], help="n_in = n_out")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 256])
+    parser.add_argument("--densities", type=float, nargs="+", default=[0.5, 0.25, 0.1, 0.05])
+    parser.add_argument("--members", type=int, default=2, help="stacked networks (twin critics)")
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    print(f"{platform.processor() or platform.machine()}, one thread, {args.members} members")
+    print("size batch density | µs dense / sparse (GFLOP/s dense / sparse) per product | speedup")
+    for size in args.sizes:
+        for batch in args.batch_sizes:
+            for density in args.densities:
+                row = measure(size, batch, density, args.members)
+                rows.append(row)
+                cells = "  ".join(
+                    f"{row[p]['dense_us']:6.0f}/{row[p]['sparse_us']:5.0f} "
+                    f"({row[p]['dense_gflops']:3.0f}/{row[p]['sparse_gflops']:3.0f})"
+                    for p in ("forward", "input gradient", "weight gradient")
+                )
+                print(f"{size:4d} {batch:5d} {density:7.2f} | {cells} | {row['speedup']:5.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
