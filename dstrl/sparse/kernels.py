@@ -106,7 +106,7 @@ def weight_gradient(
     return out
 
 
-@njit(nogil=True, fastmath=_FAST, inline="always")
+@njit(nogil=True, fastmath=_FAST, error_model="numpy", inline="always")
 def _gather(y, vectors, weights, index, start, end):
     """y += Σ weights[index[k]] · vectors[index[k]] over k in [start, end), four at a time."""
     batch = y.shape[0]
@@ -127,7 +127,7 @@ def _gather(y, vectors, weights, index, start, end):
         k += 1
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _forward(weight, bias, pointers, columns, members, x, out):
     n_out = weight.shape[1]
     for e in range(members.shape[0]):
@@ -139,7 +139,7 @@ def _forward(weight, bias, pointers, columns, members, x, out):
             _gather(y, x[e], weight[m, o], columns, pointers[row], pointers[row + 1])
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _input_gradient(weight, pointers, rows, members, grad, gate, out):
     n_in = weight.shape[2]
     gated = gate.shape[0] > 0
@@ -156,7 +156,7 @@ def _input_gradient(weight, pointers, rows, members, grad, gate, out):
                     y[t] = y[t] if a[t] > 0 else np.float32(0.0)
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _weight_gradient(pointers, columns, members, x, grad, out):
     n_out = out.shape[1]
     batch = x.shape[2]
@@ -188,3 +188,4 @@ def _weight_gradient(pointers, columns, members, x, grad, out):
                     s0 += g[t] * x0[t]
                 gw[o, i0] = s0
                 k += 1
+
