@@ -88,6 +88,17 @@ def measure(size: int, batch: int, density: float, members: int) -> dict:
     return row
 
 
+def cpu_name() -> str:
+    """The CPU's model name (absolute speeds differ between machines; ratios carry over)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256], help="n_in = n_out")
@@ -98,7 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
-    print(f"{platform.processor() or platform.machine()}, one thread, {args.members} members")
+    print(f"{cpu_name()}, one thread, {args.members} members")
     print("size batch density | µs dense / sparse (GFLOP/s dense / sparse) per product | speedup")
     for size in args.sizes:
         for batch in args.batch_sizes:
@@ -112,7 +123,7 @@ def main() -> None:
                 )
                 print(f"{size:4d} {batch:5d} {density:7.2f} | {cells} | {row['speedup']:5.2f}x")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps({"cpu": cpu_name(), "layers": rows}, indent=1))
 
 
 if __name__ == "__main__":

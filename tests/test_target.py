@@ -5,6 +5,7 @@ import torch
 
 from dstrl.nets import StackedMLP
 from dstrl.sparse.config import SparsityConfig
+from dstrl.sparse.kernels import Connections
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.target import SparseTarget, prune_to_count, prune_to_count_tensor
 
@@ -13,8 +14,18 @@ def _compiled(target, outside):
     return prune_to_count([target], [outside])
 
 
-# the compiled CPU kernel (what prune_to_count runs here) and the tensor version (GPUs)
-PRUNERS = pytest.mark.parametrize("prune", [_compiled, prune_to_count_tensor])
+def _listed(target, outside):
+    """The compiled kernel over listed positions: the connections, every nonzero entry and
+    some positions that are neither (a layer computed by its connections lists a superset)."""
+    g = torch.Generator().manual_seed(9)
+    extra = torch.rand(target.shape, generator=g) < 0.2
+    listing = Connections.of(~outside | (target != 0) | extra)
+    return prune_to_count([target], [outside], [listing])
+
+
+# the compiled CPU kernel (what prune_to_count runs here), the same over listed positions (layers
+# computed by their connections) and the tensor version (GPUs)
+PRUNERS = pytest.mark.parametrize("prune", [_compiled, _listed, prune_to_count_tensor])
 
 
 @PRUNERS
@@ -155,13 +166,14 @@ def test_compiled_and_tensor_pruning_agree_on_every_kind_of_row():
     target += challengers * torch.randn(shape, generator=g) * scale
     outside = support == 0
     results = []
-    for prune in (_compiled, prune_to_count_tensor):
+    for prune in (_compiled, _listed, prune_to_count_tensor):
         t, o = target.clone(), outside.clone()
         entered = prune(t, o)
         results.append((entered, t, o))
-    (a, t1, o1), (b, t2, o2) = results
-    assert a == b is True
-    assert torch.equal(t1, t2) and torch.equal(o1, o2)
+    (a, t1, o1), *others = results
+    for b, t2, o2 in others:
+        assert a == b is True
+        assert torch.equal(t1, t2) and torch.equal(o1, o2)
     assert torch.equal((~o1).sum(dim=(1, 2)), support.sum(dim=(1, 2)).long())
     assert not torch.equal(o1, outside)  # some challengers did enter
 
@@ -176,7 +188,9 @@ def test_compiled_pruning_of_several_layers_in_one_call():
         target += entered * torch.randn(shape, generator=g)
         layers.append((target, ~support))
     copies = [(t.clone(), o.clone()) for t, o in layers]
-    assert prune_to_count([t for t, _ in layers], [o for _, o in layers])
+    middle = layers[1]  # one layer over listed positions, the others over whole rows
+    listed = [None, Connections.of(~middle[1] | (middle[0] != 0)), None]
+    assert prune_to_count([t for t, _ in layers], [o for _, o in layers], listed)
     for (t1, o1), (t2, o2) in zip(layers, copies, strict=True):
         prune_to_count_tensor(t2, o2)
         assert torch.equal(t1, t2) and torch.equal(o1, o2)

@@ -11,11 +11,13 @@ agents never see which path ran.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from functools import cache
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from dstrl.sparse import kernels
 from dstrl.sparse.kernels import Connections
 
 KernelChoice = Literal["auto", "masked", "sparse"]
@@ -56,6 +58,8 @@ class LayerKernel:
                 f"{weight.device.type}: use auto or masked"
             )
         self.choice = choice if compiled else "masked"
+        if self.choice != "masked":
+            _load_kernels()
         self.keep_inputs = keep_inputs
         self.saved: tuple[Tensor, Tensor] | None = None  # (output gradient, input), feature-major
         self._support, self._version, self._density = support, version, density
@@ -108,3 +112,9 @@ class LayerKernel:
             raise RuntimeError("no weight gradient was computed by this layer's connections")
         grad, x = self.saved
         return torch.bmm(grad, x.mT)
+
+
+@cache
+def _load_kernels() -> None:
+    """Compile the kernels once per process, when the first layer that may use them is built."""
+    kernels.load()

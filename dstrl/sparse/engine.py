@@ -122,15 +122,14 @@ class MaskedLayers:
                 k.dense_gradient() if k.connections() is not None else w.grad.detach().clone()
                 for w, k in zip(self.weights, self._kernels, strict=True)
             ]
-        grads = [w.grad for w in self.weights if w.grad is not None]
-        if not grads:
-            return
-        if len(grads) == len(self.weights):
-            torch._foreach_mul_(grads, self._factors)
-        else:
-            for w, f in zip(self.weights, self._factors, strict=True):
-                if w.grad is not None:
-                    w.grad.mul_(f)
+        # a gradient computed by connections is zero everywhere else already
+        masked = [
+            (w.grad, f)
+            for w, f, k in zip(self.weights, self._factors, self._kernels, strict=True)
+            if w.grad is not None and k.connections() is None
+        ]
+        if masked:
+            torch._foreach_mul_(*map(list, zip(*masked, strict=True)))
 
     @property
     def factors(self) -> list[Tensor]:

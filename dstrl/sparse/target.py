@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from dstrl.sparse.compute import LayerKernel
 from dstrl.sparse.engine import MaskedLayers
+from dstrl.sparse.kernels import Connections
 from dstrl.sparse.target_cpu import prune_layers
 
 TargetMode = Literal["magnitude", "online-mask", "dense"]
@@ -48,21 +50,30 @@ class _Blocks:
 
 
 @torch.no_grad()
-def prune_to_count(targets: list[Tensor], outsides: list[Tensor]) -> bool:
+def prune_to_count(
+    targets: list[Tensor],
+    outsides: list[Tensor],
+    listed: list[Connections | None] | None = None,
+) -> bool:
     """After a Polyak step, keep per layer and member the largest-magnitude entries of the
     target, as many as it had connections before the step; ``outsides`` (bool, one per layer)
     mark the positions that were not connections. Both are updated in place. Returns whether any
     challenger (a nonzero entry outside the connections) had entered.
 
     On a CPU one call of a compiled kernel (``target_cpu``) does every layer; elsewhere the
-    tensor version runs per layer.
+    tensor version runs per layer. ``listed`` may give, per layer, positions that hold every
+    connection and every nonzero entry: the CPU kernel then reads those alone.
     """
     if all(_compiled(t, o) for t, o in zip(targets, outsides, strict=True)):
         rows = [(-1, t.shape[-2] * t.shape[-1]) for t in targets]  # one row per member
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        lists = [empty if c is None else c.member_positions for c in listed or [None] * len(rows)]
         return bool(
             prune_layers(
                 tuple(t.detach().view(r).numpy() for t, r in zip(targets, rows, strict=True)),
                 tuple(o.view(r).numpy() for o, r in zip(outsides, rows, strict=True)),
+                tuple(pointers for pointers, _ in lists),
+                tuple(positions for _, positions in lists),
             )
         )
     return any([prune_to_count_tensor(t, o) for t, o in zip(targets, outsides, strict=True)])
@@ -131,14 +142,19 @@ class SparseTarget:
         self._covered_at: int | None = None  # online version whose masks the connections cover
         self._counted_at = layers.version  # online version whose counts the target matches
         self._loads = 0  # supports loaded from a checkpoint (they may differ from any derived)
-        # Within one online topology a target can become nonzero only at online connections: a
-        # Polyak step brings in nothing else, and pruning or masking only removes. So its
-        # nonzero entries together with the online connections, taken once per topology (or
-        # load), cover it until the topology changes.
+        if mode == "magnitude":  # no entry outside the connections yet: only loads the kernel
+            prune_to_count(targets, self.outside)
+        # Within one online topology a target can become nonzero, or a connection, only at
+        # online connections: a Polyak step brings in nothing else, pruning only swaps those in,
+        # masking only removes. So its connections (magnitude) or nonzero entries (online-mask)
+        # with the online connections, taken once per topology (or load), cover it until the
+        # topology changes; pruning then reads those positions alone.
         self._kernels = [
             LayerKernel(
                 target,
-                lambda i=i, target=target: layers.masks[i] | (target != 0),
+                lambda i=i, target=target: (
+                    layers.masks[i] | (~self.outside[i] if mode == "magnitude" else target != 0)
+                ),
                 lambda: (self.layers.version, self._loads),
                 lambda i=i: layers.planned[i],  # the online count, so the same density
                 layers.kernel_choice,
@@ -163,7 +179,8 @@ class SparseTarget:
             return
         if self._counted_at != self.layers.version:
             self._follow_count()
-        if prune_to_count(self.targets, self.outside):
+        listed = [kernel.connections() for kernel in self._kernels]
+        if prune_to_count(self.targets, self.outside, listed):
             return  # still settling after a topology change
         uncovered = [(f * o).any() for f, o in zip(self.layers.factors, self.outside, strict=True)]
         if not bool(torch.stack(uncovered).any()):

@@ -126,9 +126,35 @@ def prune_rows(target, outside):
 
 
 @njit(cache=True, nogil=True)
-def prune_layers(targets, outsides):
-    """``prune_rows`` on every layer of a network in one call (tuples of arrays)."""
+def prune_listed(target, outside, pointers, positions):
+    """``prune_rows`` on the entries of each row r of ``target`` that ``positions[pointers[r]:
+    pointers[r + 1]]`` list: every entry left out must be zero and outside the connections
+    (a layer computed by its connections lists its target's connections and the online ones)."""
+    entered = False
+    values = np.empty((1, positions.shape[0]), np.float32)
+    flags = np.empty((1, positions.shape[0]), np.bool_)
+    for r in range(target.shape[0]):
+        start, end = pointers[r], pointers[r + 1]
+        n = end - start
+        for k in range(n):
+            values[0, k] = target[r, positions[start + k]]
+            flags[0, k] = outside[r, positions[start + k]]
+        if prune_rows(values[:, :n], flags[:, :n]):
+            entered = True
+            for k in range(n):
+                target[r, positions[start + k]] = values[0, k]
+                outside[r, positions[start + k]] = flags[0, k]
+    return entered
+
+
+@njit(cache=True, nogil=True)
+def prune_layers(targets, outsides, pointers, positions):
+    """``prune_rows`` on every layer of a network in one call (tuples of arrays); a layer with
+    ``pointers`` (non-empty) is pruned over its listed entries (``prune_listed``)."""
     entered = False
     for i in range(len(targets)):
-        entered |= prune_rows(targets[i], outsides[i])
+        if pointers[i].shape[0]:
+            entered |= prune_listed(targets[i], outsides[i], pointers[i], positions[i])
+        else:
+            entered |= prune_rows(targets[i], outsides[i])
     return entered
