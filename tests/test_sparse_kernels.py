@@ -77,11 +77,12 @@ def _pair(kernel_choice, sizes=(6, 48, 48, 3), density=0.15, tanh=True):
     return net, layers
 
 
-def test_a_network_by_connections_equals_it_masked_forward_and_backward():
+@pytest.mark.parametrize("batch", [9, 37])  # 37: padded to 48 inside (nets.LANES)
+def test_a_network_by_connections_equals_it_masked_forward_and_backward(batch):
     (sparse, layers), (masked, _) = _pair("sparse"), _pair("masked")
     assert sparse._plan() is not None and masked._plan() is None
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(4, 9, 6, generator=g)
+    x = torch.randn(4, batch, 6, generator=g)
     for net in (sparse, masked):  # autograd, every parameter and the input
         xi = x.clone().requires_grad_()
         net(xi).sin().sum().backward()
@@ -144,9 +145,9 @@ def _agent(family, kernel_choice, topology="set", grow="random", nm=None, target
     )
     low, high = -np.ones(2), np.ones(2)
     if family == "td3":
-        config = TD3Config(hidden_sizes=(40, 40), batch_size=16)
+        config = TD3Config(hidden_sizes=(40, 40), batch_size=20)
         return TD3(5, low, high, 2, config, sparsity, g)
-    config = SACConfig(hidden_sizes=(40, 40), batch_size=16, target_update_interval=1)
+    config = SACConfig(hidden_sizes=(40, 40), batch_size=20, target_update_interval=1)
     return SAC(5, low, high, 2, config, sparsity, g)
 
 
@@ -171,12 +172,12 @@ def test_training_by_connections_follows_masked_training(family, rule):
     g = torch.Generator().manual_seed(4)
     changes = 0
     for _ in range(100):
-        batch = (
-            torch.randn(2, 16, 5, generator=g),
-            torch.rand(2, 16, 2, generator=g) * 2 - 1,
-            torch.randn(2, 16, generator=g),
-            torch.randn(2, 16, 5, generator=g),
-            (torch.rand(2, 16, generator=g) < 0.1).float(),
+        batch = (  # 20 transitions: padded to 32 inside
+            torch.randn(2, 20, 5, generator=g),
+            torch.rand(2, 20, 2, generator=g) * 2 - 1,
+            torch.randn(2, 20, generator=g),
+            torch.randn(2, 20, 5, generator=g),
+            (torch.rand(2, 20, generator=g) < 0.1).float(),
         )
         for agent in agents:
             agent.update(*batch)
