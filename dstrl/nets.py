@@ -98,7 +98,7 @@ LANES = 16
 loop of the kernels over it runs in whole vectors: at batch 100, 15% less time per product."""
 
 
-def _feature_major(t: Tensor) -> Tensor:
+def feature_major(t: Tensor) -> Tensor:
     """(E', B, n) as (E', n, B'), B' the batch padded with zeros to a multiple of ``LANES``."""
     batch = t.shape[1]
     padded = batch if batch < LANES else -(-batch // LANES) * LANES
@@ -109,8 +109,8 @@ def _feature_major(t: Tensor) -> Tensor:
     return out
 
 
-def _batch_major(t: Tensor, batch: int) -> Tensor:
-    """The inverse of ``_feature_major`` for a batch of ``batch``."""
+def batch_major(t: Tensor, batch: int) -> Tensor:
+    """The inverse of ``feature_major`` for a batch of ``batch``."""
     return t[:, :, :batch].mT.contiguous()
 
 
@@ -118,10 +118,10 @@ def _forward_sparse(
     x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], tanh: bool, plan: Plan, rows
 ):
     """``_forward`` feature-major: x (E', B, n_in) to the output (E', n_out, B') and every
-    layer's input (E', n_in, B'), B' the padded batch (``_feature_major``; the padding's values
+    layer's input (E', n_in, B'), B' the padded batch (``feature_major``; the padding's values
     are never read into a real one's); the weights and biases are whole stacks, of which
     ``rows`` (_Members) take part."""
-    h = _feature_major(x)
+    h = feature_major(x)
     inputs = [h]
     last = len(weights) - 1
     for i, (w, b, connections) in enumerate(zip(weights, biases, plan, strict=True)):
@@ -201,7 +201,7 @@ class _SparseMLPFunction(torch.autograd.Function):
         ctx.tanh, ctx.plan, ctx.rows, ctx.keepers = tanh, plan, rows, keepers
         ctx.layers = len(weights)
         ctx.save_for_backward(y, *inputs, *weights)
-        return _batch_major(y, x.shape[1])
+        return batch_major(y, x.shape[1])
 
     @staticmethod
     @once_differentiable
@@ -211,7 +211,7 @@ class _SparseMLPFunction(torch.autograd.Function):
         needs = (ctx.needs_input_grad[0], *ctx.needs_input_grad[5:])
         rows = ctx.rows
         grad_x, grad_w, grad_b = _backward_sparse(
-            _feature_major(grad),
+            feature_major(grad),
             y,
             inputs,
             weights,
@@ -281,6 +281,8 @@ class StackedMLP(nn.Module):
     def use_kernels(self, chosen: dict[int, LayerKernel]) -> None:
         """Let the sparse core decide how the layers ``chosen`` (by index) are computed."""
         self.kernels = [chosen.get(i) for i in range(len(self.weights))]
+        for kernel in chosen.values():
+            kernel.used = True
 
     def _plan(self) -> Plan | None:
         """Which layers run by their connections now; None when every layer is dense."""
@@ -310,7 +312,7 @@ class StackedMLP(nn.Module):
                 keepers = self.kernels
                 return _SparseMLPFunction.apply(x, self.output_tanh, plan, rows, keepers, *params)
             y = _forward_sparse(x, params[:n], params[n:], self.output_tanh, plan, rows)[0]
-            return _batch_major(y, x.shape[1])
+            return batch_major(y, x.shape[1])
         if members is not None:
             params = [p[members] for p in params]
         if grad:
@@ -333,7 +335,7 @@ class StackedMLP(nn.Module):
             y, inputs = _forward(x, weights, biases, self.output_tanh)
             return y, (y, inputs, None)
         y, inputs = _forward_sparse(x, weights, biases, self.output_tanh, plan, self._all)
-        return _batch_major(y, x.shape[1]), (y, inputs, plan)
+        return batch_major(y, x.shape[1]), (y, inputs, plan)
 
     @torch.no_grad()
     def backward_from(self, saved: tuple, grad: Tensor) -> None:
@@ -346,7 +348,7 @@ class StackedMLP(nn.Module):
             _, grad_w, grad_b = _backward(grad, y, inputs, weights, tanh, needs)
         else:
             _, grad_w, grad_b = _backward_sparse(
-                _feature_major(grad),
+                feature_major(grad),
                 y,
                 inputs,
                 weights,

@@ -232,3 +232,17 @@ def test_sparse_kernels_refuse_weights_they_cannot_run_with_one_line():
     assert LayerKernel(weight, support, version, density, "auto").connections() is None
     with pytest.raises(ConfigError, match="CPU only"):
         TrainConfig(algo="ds-td3", device="cuda", sparse_kernels="sparse").validate()
+
+
+def test_layers_whose_network_does_not_use_the_kernels_are_masked_as_before():
+    """The core only trusts a gradient to be zero outside the connections when the network
+    computed it by them: an unwired network (masked-dense) gets its gradients masked."""
+    g = torch.Generator().manual_seed(0)
+    net = StackedMLP(2, [6, 48, 48, 3], g)
+    layers = SparsityConfig(density=0.1, sparse_output=True, grow="gradient").build(net, g)
+    assert any(k.connections() is not None for k in layers.kernels().values())
+    net(torch.randn(2, 8, 6, generator=g)).sum().backward()  # masked-dense: dense gradients
+    layers.mask_gradients(step=layers.schedule.update_period)  # RigL keeps the dense gradient
+    for weight, mask in zip(layers.weights, layers.masks, strict=True):
+        assert (weight.grad[~mask] == 0).all() and (weight.grad[mask] != 0).any()
+    layers.update_topology(0.3, layers.schedule.update_period)

@@ -25,8 +25,8 @@ KERNEL_CHOICES: tuple[str, ...] = ("auto", "masked", "sparse")
 
 SPARSE_BELOW = 0.3
 """Density at or under which ``auto`` computes a layer by its connections. On one CPU thread the
-three products of a 256x256 layer at batch 100 cost 0.27x sgemm's time at 10% density, 0.63x at
-25% and 1.3x at 50% (``benchmarks/sparse_layer.py``)."""
+three products of a 256x256 layer at batch 100 cost 0.25x sgemm's time at 10% density, 0.56x at
+25% and 1.15x at 50% (``benchmarks/sparse_layer.py``, AMD EPYC)."""
 
 
 class LayerKernel:
@@ -61,6 +61,7 @@ class LayerKernel:
         if self.choice != "masked":
             _load_kernels()
         self.keep_inputs = keep_inputs
+        self.used = False  # set by the network that computes the layer as this says
         self.saved: tuple[Tensor, Tensor] | None = None  # (output gradient, input), feature-major
         self._support, self._version, self._density = support, version, density
         self._built_for: Hashable = object()  # never equal to a version

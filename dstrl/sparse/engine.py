@@ -119,17 +119,23 @@ class MaskedLayers:
             and self.schedule.is_update_step(step)
         ):
             self._dense_gradients = [
-                k.dense_gradient() if k.connections() is not None else w.grad.detach().clone()
+                k.dense_gradient() if self._by_connections(k) else w.grad.detach().clone()
                 for w, k in zip(self.weights, self._kernels, strict=True)
             ]
         # a gradient computed by connections is zero everywhere else already
         masked = [
             (w.grad, f)
             for w, f, k in zip(self.weights, self._factors, self._kernels, strict=True)
-            if w.grad is not None and k.connections() is None
+            if w.grad is not None and not self._by_connections(k)
         ]
         if masked:
             torch._foreach_mul_(*map(list, zip(*masked, strict=True)))
+
+    @staticmethod
+    def _by_connections(kernel: LayerKernel) -> bool:
+        """Whether the layer's last pass was computed by its connections (its network uses the
+        kernel, and the kernel chose them)."""
+        return kernel.used and kernel.connections() is not None
 
     @property
     def factors(self) -> list[Tensor]:

@@ -64,6 +64,8 @@ def prune_to_count(
     tensor version runs per layer. ``listed`` may give, per layer, positions that hold every
     connection and every nonzero entry: the CPU kernel then reads those alone.
     """
+    if not targets:
+        return False
     if all(_compiled(t, o) for t, o in zip(targets, outsides, strict=True)):
         rows = [(-1, t.shape[-2] * t.shape[-1]) for t in targets]  # one row per member
         empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
