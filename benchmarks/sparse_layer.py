@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dstrl.nets import feature_major
 from dstrl.sparse import kernels
 from dstrl.sparse.kernels import Connections
 from dstrl.sparse.masks import random_mask
@@ -62,10 +63,10 @@ def measure(size: int, batch: int, density: float, members: int) -> dict:
         "input gradient": lambda: torch.bmm(grad, weight),
         "weight gradient": lambda: torch.bmm(grad.mT, x),
     }
-    # by connections, feature-major
+    # by connections, feature-major, the batch padded as dstrl's networks pad it
     c = Connections.of(mask)
     chosen = np.arange(members)
-    xt, gt = x.mT.contiguous(), grad.mT.contiguous()
+    xt, gt = feature_major(x), feature_major(grad)
     out = torch.zeros_like(weight)
     sparse = {
         "forward": lambda: kernels.forward(weight, bias, c, chosen, xt),

@@ -17,8 +17,8 @@ the kernels read them at the connections. Members are chosen by index, so one ca
 population, its twin critics, or every other member (an actor's loss through the first critics).
 
 Measured on one AMD EPYC thread (``benchmarks/sparse_layer.py``), the three products of a
-256x256 layer of two members at batch 100: 750 µs dense (sgemm), 200 µs at 10% density, 106 µs
-at 5%, but 970 µs at 50%: sparse pays below about a third of the connections.
+256x256 layer of two members at batch 100: 740 µs dense (sgemm), 190 µs at 10% density, 107 µs
+at 5%, but 840 µs at 50%: sparse pays below about 40% of the connections.
 """
 
 from __future__ import annotations
