@@ -1,0 +1,130 @@
+"""The whole training loop of one population, on any device: agent-steps per second and where a
+lockstep step goes (act, environments, store, sample, update, the rest).
+
+    python benchmarks/loop.py                                   # td3 static-td3 ds-td3 x 1, CPU
+    python benchmarks/loop.py --algo td3 static-td3 ds-td3 --seeds 11 --device cuda
+    python benchmarks/loop.py --algo sac ds-sac --seeds 16 --device cuda --vector-env async
+
+The population trains ``--steps`` learning steps after a short random warm-up, without
+evaluation or checkpoints. Stage times come from wrapping the loop's own stages; on a GPU every
+stage ends with a synchronisation, so the split is exact and the total a little slower than an
+unmeasured run (the unwrapped rate is measured first, in the same run). The projection is the
+paper's grid, 5 tasks x 5 methods x 5 seeds x 1M steps = 125M agent-steps, at the measured rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from dstrl.agents.sac import SAC
+from dstrl.agents.td3 import TD3
+from dstrl.config import TrainConfig
+from dstrl.data.replay import ReplayBuffer
+from dstrl.train import Trainer, train
+
+GRID_AGENT_STEPS = 5 * 5 * 5 * 1_000_000
+WARMUP = 1_000
+STAGES = [  # (stage, class, method)
+    ("act", Trainer, "_act"),
+    ("environments and store", Trainer, "_step_envs"),
+    ("store", ReplayBuffer, "add"),
+    ("sample", ReplayBuffer, "sample"),
+    ("update", TD3, "update"),
+    ("update", SAC, "update"),
+]
+
+
+def run(args: argparse.Namespace, out: Path) -> dict:
+    config = TrainConfig(
+        algo=tuple(args.algo) if len(args.algo) > 1 else args.algo[0],
+        env=args.env,
+        seeds=args.seeds,
+        steps=WARMUP + args.steps,
+        start_steps=WARMUP,
+        eval_every=10**9,
+        eval_episodes=1,
+        checkpoint_every=10**9,
+        device=args.device,
+        vector_env=args.vector_env,
+        out=out,
+        progress=False,
+        tensorboard=False,
+    )
+    summary = train(config)
+    assert summary is not None
+    # the summary counts agent-steps: every member's steps
+    agent_rate = summary["learning_steps_per_second"]
+    return {"members": config.members, "lockstep_per_second": agent_rate / config.members}
+
+
+def timed(args: argparse.Namespace, out: Path) -> tuple[dict, dict[str, float]]:
+    """``run`` with every stage wrapped in a timer (synchronising on a GPU)."""
+    seconds: dict[str, float] = defaultdict(float)
+    cuda = args.device.startswith("cuda")
+    originals = [getattr(cls, method) for _, cls, method in STAGES]
+
+    def wrap(name, fn):
+        def stage(*a, **k):
+            if name == "update" and "update" not in seconds:
+                seconds.clear()  # the learning phase starts: the warm-up's stages do not count
+            start = time.perf_counter()
+            result = fn(*a, **k)
+            if cuda:
+                torch.cuda.synchronize()
+            seconds[name] += time.perf_counter() - start
+            return result
+
+        return stage
+
+    for (name, cls, method), original in zip(STAGES, originals, strict=True):
+        setattr(cls, method, wrap(name, original))
+    try:
+        result = run(args, out)
+    finally:
+        for (_, cls, method), original in zip(STAGES, originals, strict=True):
+            setattr(cls, method, original)
+    return result, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", nargs="+", default=["td3", "static-td3", "ds-td3"])
+    parser.add_argument("--seeds", type=int, default=1, help="agents per algorithm")
+    parser.add_argument("--env", default="HalfCheetah-v5")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--vector-env", choices=["sync", "async"], default="sync")
+    parser.add_argument("--steps", type=int, default=2_000, help="learning steps measured")
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = run(args, Path(tmp) / "plain")
+        result, seconds = timed(args, Path(tmp) / "timed")
+    members, rate = plain["members"], plain["lockstep_per_second"]
+    per_step = {name: value / args.steps for name, value in seconds.items()}
+    per_step["environments"] = per_step.pop("environments and store") - per_step["store"]
+    measured = 1 / result["lockstep_per_second"]
+    per_step["the rest"] = max(measured - sum(per_step.values()), 0.0)
+    agent_rate = rate * members
+    print(f"{' '.join(args.algo)} x {args.seeds} = {members} agents, {args.env}, {args.device}")
+    print(f"  {rate:,.0f} lockstep steps/s = {agent_rate:,.0f} agent-steps/s (learning phase)")
+    print("  one lockstep step, measured stage by stage:")
+    for name, value in per_step.items():
+        print(f"    {name:<13} {value * 1e3:8.3f} ms  {value / measured:5.1%}")
+    hours = GRID_AGENT_STEPS / agent_rate / 3600
+    print(f"  the paper's grid (125M agent-steps) at this rate: {hours:,.1f} hours")
+    if args.json:
+        record = dict(vars(args), json=None, agent_steps_per_second=agent_rate, grid_hours=hours)
+        record["split_ms"] = {k: v * 1e3 for k, v in per_step.items()}
+        args.json.write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
