@@ -115,7 +115,12 @@ def batch_major(t: Tensor, batch: int) -> Tensor:
 
 
 def _forward_sparse(
-    x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], tanh: bool, plan: Plan, rows
+    x: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    tanh: bool,
+    plan: Plan,
+    rows: _Members,
 ):
     """``_forward`` feature-major: x (E', B, n_in) to the output (E', n_out, B') and every
     layer's input (E', n_in, B'), B' the padded batch (``feature_major``; the padding's values

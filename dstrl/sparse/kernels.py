@@ -31,8 +31,8 @@ import torch
 from numba import njit
 from torch import Tensor
 
-# the sums over a batch may be reordered (vectorised); nothing here is NaN or infinite
-_FAST = {"nnan", "ninf", "nsz", "reassoc", "contract", "arcp"}
+# the sums over a batch may be reordered (vectorised); NaN and infinities propagate as usual
+_FAST = {"nsz", "reassoc", "contract", "arcp"}
 
 
 @dataclass(frozen=True)
