@@ -24,7 +24,15 @@ from dstrl.rundir import RunDirError, clear_unfinished_run, describe, exclusive,
 from dstrl.sweep import SweepArgs, run_sweep
 
 # Options a resume may change; any other option given with it must equal its saved value.
-RESUME_OVERRIDES = {"steps", "device", "threads", "vector_env", "progress", "tensorboard"}
+RESUME_OVERRIDES = {
+    "steps",
+    "device",
+    "threads",
+    "vector_env",
+    "sparse_kernels",  # how, not what: the numbers agree up to float32 rounding
+    "progress",
+    "tensorboard",
+}
 NOT_SAVED = {"resume", "auto_resume", "out"}
 
 

@@ -125,6 +125,17 @@ def test_resume_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_a_resume_may_change_how_sparse_layers_are_computed(tmp_path, capsys):
+    """A CPU run computed by connections continues on a GPU, where only masked-dense runs."""
+    run = tmp_path / "run"
+    sparse = ["--sparse-kernels", "sparse"]
+    assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY, *sparse]) == 0
+    args = ["train", "--out", str(run), "--resume", "--steps", "600"]
+    assert main([*args, "--sparse-kernels", "masked"]) == 0
+    assert json.loads((run / "config.json").read_text())["sparse_kernels"] == "masked"
+    assert json.loads((run / "summary.json").read_text())["steps"] == 600
+
+
 def test_resume_can_extend_a_finished_run(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY]) == 0
