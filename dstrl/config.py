@@ -11,6 +11,7 @@ from typing import Literal
 from dstrl.agents.sac import SACConfig
 from dstrl.agents.td3 import TD3Config
 from dstrl.dormant import Recycling
+from dstrl.sparse.compute import KernelChoice
 from dstrl.sparse.config import SparsityConfig
 from dstrl.sparse.distributions import er_lambda_limit
 from dstrl.sparse.schedule import TopologySchedule
@@ -151,7 +152,7 @@ class TrainConfig:
     target_sparsity: Literal["magnitude", "online-mask", "dense"] | None = None
     """Keep target networks sparse by magnitude pruning (the DS-TD3 release; the default), the
     online mask (rlx2-), or not."""
-    sparse_kernels: Literal["auto", "masked", "sparse"] = "auto"
+    sparse_kernels: KernelChoice = "auto"
     """How sparse layers are computed: by their connections only (sparse, CPU), as dense
     products of masked weights (masked), or sparse where the layer's density is at most 0.3 on
     the CPU and masked elsewhere (auto). The numbers agree up to float32 rounding."""

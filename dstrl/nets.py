@@ -312,10 +312,10 @@ class StackedMLP(nn.Module):
         n = len(params) // 2
         plan = self._plan()
         if plan is not None:
-            rows = _Members(members, self.members)
+            rows = self._all if members is None else _Members(members, self.members)
             if grad:
-                keepers = self.kernels
-                return _SparseMLPFunction.apply(x, self.output_tanh, plan, rows, keepers, *params)
+                tanh = self.output_tanh
+                return _SparseMLPFunction.apply(x, tanh, plan, rows, self.kernels, *params)
             y = _forward_sparse(x, params[:n], params[n:], self.output_tanh, plan, rows)[0]
             return batch_major(y, x.shape[1])
         if members is not None:

@@ -73,16 +73,13 @@ class MaskedLayers:
             LayerKernel(
                 w,
                 lambda m=m: m,
-                self._current_version,
+                lambda: self.version,
                 lambda i=i: self.planned[i],
                 kernels,
                 grows_by_gradient,
             )
             for i, (w, m) in enumerate(zip(self.weights, self.masks, strict=True))
         ]
-
-    def _current_version(self) -> int:
-        return self.version
 
     def kernels(self) -> dict[int, LayerKernel]:
         """How each sparse layer is computed, by its index in the network (``use_kernels``)."""

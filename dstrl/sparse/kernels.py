@@ -74,6 +74,9 @@ def _compressed(mask: Tensor) -> tuple[np.ndarray, np.ndarray]:
     return pointers.numpy(), flat.nonzero()[:, 1].to(torch.int32).numpy()
 
 
+_NO_GATE = np.empty((0, 0, 0), np.float32)  # an input gradient without a ReLU to undo
+
+
 def load() -> None:
     """Compile (or load from Numba's cache) every kernel once, on a tiny layer: about half a
     second, paid when a network is built rather than at its first training step."""
@@ -107,14 +110,13 @@ def input_gradient(
     """Wᵀ · grad (E', n_in, B) at the connections; where ``gate`` (the layer's input, a ReLU
     output) is not positive the gradient is zero (the ReLU's backward, fused)."""
     out = grad.new_empty(grad.shape[0], weight.shape[2], grad.shape[2])
-    no_gate = np.empty((0, 0, 0), np.float32)
     _input_gradient(
         weight.detach().numpy(),
         c.column_pointers,
         c.rows,
         members,
         grad.numpy(),
-        no_gate if gate is None else gate.numpy(),
+        _NO_GATE if gate is None else gate.numpy(),
         out.numpy(),
     )
     return out
