@@ -4,6 +4,7 @@ lockstep step goes (act, environments, store, sample, update, the rest).
     python benchmarks/loop.py                                   # td3 static-td3 ds-td3 x 1, CPU
     python benchmarks/loop.py --algo td3 static-td3 ds-td3 --seeds 11 --device cuda
     python benchmarks/loop.py --algo sac ds-sac --seeds 16 --device cuda --vector-env async
+    python benchmarks/loop.py --seeds 2 --vector-env async --overlap   # update while they step
 
 The population trains ``--steps`` learning steps after a short random warm-up, without
 evaluation or checkpoints. Stage times come from wrapping the loop's own stages; on a GPU every
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         checkpoint_every=10**9,
         device=args.device,
         vector_env=args.vector_env,
+        overlap=args.overlap,
         out=out,
         progress=False,
         tensorboard=False,
@@ -100,6 +102,9 @@ def main() -> None:
     parser.add_argument("--env", default="HalfCheetah-v5")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--vector-env", choices=["sync", "async"], default="sync")
+    parser.add_argument(
+        "--overlap", action="store_true", help="queue each update before stepping (dstrl's option)"
+    )
     parser.add_argument("--steps", type=int, default=2_000, help="learning steps measured")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args()

@@ -197,6 +197,11 @@ class TrainConfig:
     worker process of its own (async: Gymnasium's AsyncVectorEnv with shared memory), which
     pays once environment steps cost more than the exchange with the workers: many agents,
     many cores, slow environments. Results are identical."""
+    overlap: bool = False
+    """Queue each update before stepping the environments, so that they step while it runs (on
+    a GPU, or in --vector-env async's workers). The update of step t then samples transitions
+    1..t-1 instead of 1..t: the newest transition joins the replay one update later. Off by
+    default, so a run follows the DS-TD3 release's loop exactly."""
     resume: bool = False
     """Continue the run in --out from its checkpoint (its saved configuration is used)."""
     auto_resume: bool = False
@@ -442,6 +447,10 @@ class TrainConfig:
             )
         if self.start_steps < 0:
             raise ConfigError(f"--start-steps must be ≥ 0, got {self.start_steps}")
+        if self.overlap and self.start_steps == 0:
+            raise ConfigError(
+                "--overlap's first update samples the steps before it: give --start-steps ≥ 1"
+            )
         if self.sparse_kernels == "sparse" and not self.device.startswith("cpu"):
             raise ConfigError(
                 f"--sparse-kernels sparse runs on the CPU only, not --device {self.device}: "

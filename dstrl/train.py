@@ -24,7 +24,13 @@ from dstrl.agents.td3 import TD3
 from dstrl.analysis.metrics import final_return, learning_curve_area, mean_std
 from dstrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dstrl.config import ConfigError, TrainConfig
-from dstrl.data.envs import check_env, env_states, make_vector_env, restore_env_states
+from dstrl.data.envs import (
+    SplitStep,
+    check_env,
+    env_states,
+    make_vector_env,
+    restore_env_states,
+)
 from dstrl.data.replay import ReplayBuffer
 from dstrl.evaluation import evaluate
 from dstrl.health import DivergedError, Health, advice
@@ -187,6 +193,7 @@ class Trainer:
         parallel = config.vector_env == "async"
         self.envs = make_vector_env(config.env, config.members, parallel)
         self.eval_envs = make_vector_env(config.env, config.members, parallel)
+        self.stepping = SplitStep(self.envs)
         self.obs, _ = self.envs.reset(seed=self.seeds)
         space = self.envs.single_action_space
         self.low, self.high = space.low, space.high
@@ -326,9 +333,16 @@ class Trainer:
             self._halt_nonfinite(reason, action, step=self.step + 1)
         return self._halted_rows(action, self.middle), self._halted_rows(policy_action, self.middle)
 
+    def _begin_step(self) -> tuple[np.ndarray, np.ndarray]:
+        """Act, and send the actions to the environments (``_act``'s pair)."""
+        action, policy_action = self._act()
+        self.stepping.send(action)
+        return action, policy_action
+
     def _step_envs(self, action: np.ndarray, policy_action: np.ndarray) -> None:
-        """Step and store (the true final observation of an episode, for bootstrapping)."""
-        next_obs, reward, terminated, truncated, info = self.envs.step(action)
+        """Finish the step that ``_begin_step`` began, and store it (with the true final
+        observation of an episode, for bootstrapping)."""
+        next_obs, reward, terminated, truncated, info = self.stepping.receive()
         stored_next = next_obs
         done = terminated | truncated
         if done.any():
@@ -349,8 +363,11 @@ class Trainer:
         self.obs = self._halted_rows(next_obs, 0.0)
         self.step += 1
 
-    def _learn(self) -> None:
+    def _learn(self, step: int) -> None:
+        """The update of ``step`` (1-based), after the dynamic buffer's check if one is due."""
         agent, config = self.agent, self.config
+        if config.replay == "dynamic" and step % config.buffer_check_every == 0:
+            self._adapt_buffer()
         n_step = config.n_step if agent.updates >= self.n_step_from else 1
         batch = self.buffer.sample(
             config.agent.batch_size, agent.generator, n_step, config.agent.gamma
@@ -478,11 +495,15 @@ class Trainer:
         with _deferred_interrupt() as interrupted:
             while self.step < end and not interrupted:
                 tick = time.perf_counter()
-                self._step_envs(*self._act())
-                if self.step > config.start_steps:
-                    if config.replay == "dynamic" and self.step % config.buffer_check_every == 0:
-                        self._adapt_buffer()
-                    self._learn()
+                step = self.step + 1  # the step this iteration takes
+                learns = step > config.start_steps
+                actions = self._begin_step()
+                if learns and config.overlap:  # transitions 1..step-1
+                    self._learn(step)
+                self._step_envs(*actions)
+                if learns and not config.overlap:  # transitions 1..step
+                    self._learn(step)
+                if learns:
                     self.learning_wall += time.perf_counter() - tick
                     self.learning_steps += 1
                 if self.step % config.log_every == 0:

@@ -90,7 +90,7 @@ def test_the_dynamic_buffer_drops_the_oldest_tenth_of_agents_whose_policy_moved(
     agent = build_agent(config)
     trainer = Trainer(config, agent, None)
     for _ in range(100):
-        trainer._step_envs(*trainer._act())
+        trainer._step_envs(*trainer._begin_step())
     mu = trainer.buffer.policy_actions
     obs = trainer.buffer.rows[..., : trainer.buffer.obs_dim]
     mu.copy_(agent.greedy(obs))  # every stored μ is today's policy ...

@@ -220,13 +220,42 @@ def test_training_flushes_subnormal_floats(tmp_path):
     assert (torch.full((4,), tiny) * 0.5 == 0).all()
 
 
-def test_environments_in_worker_processes_give_the_same_run(tmp_path):
-    """--vector-env async steps each agent's environment in a process of its own; the run is
-    the same, including a stop and a resume that switches between the two kinds."""
-    settings = dict(env="Hopper-v5", seeds=2, steps=400, eval_every=200)
+@pytest.mark.parametrize("overlap", [False, True])
+def test_each_update_samples_the_transitions_its_loop_promises(tmp_path, monkeypatch, overlap):
+    """Without --overlap the update of step t samples transitions 1..t; with it, 1..t-1 (it is
+    queued before the environments take step t). The same steps learn either way."""
+    from dstrl.train import Trainer
+
+    seen = []  # (the update's step, the replay's size when it sampled)
+    learn = Trainer._learn
+
+    def record(self, step):
+        seen.append((step, int(self.buffer.sizes.min()), int(self.buffer.sizes.max())))
+        learn(self, step)
+
+    monkeypatch.setattr(Trainer, "_learn", record)
+    train(tiny_config(tmp_path / "run", seeds=2, overlap=overlap, steps=300, start_steps=100))
+    lag = 1 if overlap else 0
+    assert seen == [(t, t - lag, t - lag) for t in range(101, 301)]
+
+
+def test_overlap_needs_a_warm_up(tmp_path):
+    with pytest.raises(ConfigError, match="--start-steps ≥ 1"):
+        tiny_config(tmp_path / "run", overlap=True, start_steps=0).validate()
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_environments_in_worker_processes_give_the_same_run(tmp_path, overlap):
+    """--vector-env async steps each agent's environment in a process of its own (with
+    --overlap, while the update runs); the run is the same, including a stop and a resume that
+    switches between the two kinds. An overlapped run is not the plain loop's."""
+    settings = dict(env="Hopper-v5", seeds=2, steps=400, eval_every=200, overlap=overlap)
     train(tiny_config(tmp_path / "sync", **settings))
     parts = tiny_config(tmp_path / "async", vector_env="async", **settings)
     assert train(parts, stop_after=250) is None
     train(tiny_config(tmp_path / "async", **settings, resume=True))
     assert _evaluations(tmp_path / "async") == _evaluations(tmp_path / "sync")
     assert _logs(tmp_path / "async") == _logs(tmp_path / "sync")
+    if overlap:
+        train(tiny_config(tmp_path / "plain", **{**settings, "overlap": False}))
+        assert _evaluations(tmp_path / "plain") != _evaluations(tmp_path / "sync")

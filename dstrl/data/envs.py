@@ -71,6 +71,30 @@ def make_vector_env(env_id: str, members: int, parallel: bool = False) -> gym.ve
     return gym.vector.SyncVectorEnv(makers, autoreset_mode=mode)
 
 
+class SplitStep:
+    """A vector env's step in two halves, so that other work (a queued update) runs between
+    them: worker processes (async) start stepping at ``send``; environments in this process
+    (sync) step at ``receive``. ``send`` then ``receive`` is exactly ``envs.step``."""
+
+    def __init__(self, envs: gym.vector.VectorEnv) -> None:
+        self.envs = envs
+        self.workers = isinstance(envs, gym.vector.AsyncVectorEnv)
+        self.actions: np.ndarray | None = None
+
+    def send(self, actions: np.ndarray) -> None:
+        if self.workers:
+            self.envs.step_async(actions)
+        else:
+            self.actions = actions
+
+    def receive(self) -> tuple:
+        """``envs.step``'s (observations, rewards, terminations, truncations, infos)."""
+        if self.workers:
+            return self.envs.step_wait()
+        actions, self.actions = self.actions, None
+        return self.envs.step(actions)
+
+
 def env_states(envs: gym.vector.VectorEnv) -> list[dict]:
     """Each environment's state (``get_env_state``), wherever it runs."""
     return list(envs.get_attr("snapshot"))
