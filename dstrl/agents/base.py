@@ -155,6 +155,15 @@ class ActorCritic:
         for target in self.sparse_targets:
             target.after_polyak()
 
+    def _restructure(self, obs: Tensor, action: Tensor) -> None:
+        """The periodic part of an update, run eagerly: topology updates, ReDo, and the sparse
+        targets catching up with them. The rest of an update never reads the device from the
+        host (on a GPU)."""
+        self._update_topology()
+        self._recycle(obs, action)
+        for target in self.sparse_targets:
+            target.follow()
+
     def _update_topology(self) -> None:
         self.last_topology_change = None
         if self.actor_sparse is None or self.critic_sparse is None:

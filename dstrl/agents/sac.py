@@ -164,8 +164,7 @@ class SAC(ActorCritic):
         self._record(2, alpha.squeeze(1))
         if self.updates % cfg.target_update_interval == 0:
             self._update_targets(cfg.tau)
-        self._update_topology()
-        self._recycle(obs, action)
+        self._restructure(obs, action)
 
     # ---- accounting ---------------------------------------------------------------------
     def _step_flops(

@@ -131,8 +131,7 @@ class TD3(ActorCritic):
             x = torch.cat([obs, self._policy(self.actor, obs)], dim=-1)
             self._actor_step(-self.critic(x, members=first_critic, frozen=True).mean(dim=(1, 2)))
             self._update_targets(cfg.tau)
-        self._update_topology()
-        self._recycle(obs, action)
+        self._restructure(obs, action)
 
     # ---- accounting ---------------------------------------------------------------------
     def _step_flops(

@@ -29,16 +29,13 @@ TARGET_MODES: tuple[str, ...] = ("magnitude", "online-mask", "dense")
 class _Blocks:
     """A row-wise view of a tensor cut into blocks, with each block's max or min: the top k of
     a row lie in the k blocks with the most extreme values, so a top-k runs over k blocks
-    instead of the whole row. The extremes also give each row's max (min) for free."""
+    instead of the whole row."""
 
     def __init__(self, values: Tensor, largest: bool) -> None:
         rows, n = values.shape
         self.size, self.largest = math.gcd(n, 64), largest
         self.blocks = values.view(rows, n // self.size, self.size)
         self.extreme = self.blocks.amax(dim=2) if largest else self.blocks.amin(dim=2)
-
-    def row_extreme(self) -> Tensor:
-        return self.extreme.amax(dim=1) if self.largest else self.extreme.amin(dim=1)
 
     def top(self, k: int) -> tuple[Tensor, Tensor]:
         """The ``k`` most extreme entries of each row, sorted, and their indices."""
@@ -60,28 +57,27 @@ def prune_to_count(
     mark the positions that were not connections. Both are updated in place. Returns whether any
     challenger (a nonzero entry outside the connections) had entered.
 
-    On a CPU one call of a compiled kernel (``target_cpu``) does every layer; elsewhere the
-    tensor version runs per layer. ``listed`` may give, per layer, positions that hold every
-    connection and every nonzero entry: the CPU kernel then reads those alone.
+    CPU float32 tensors (``compiled``): one call of a Numba kernel (``target_cpu``) does every
+    layer. ``listed`` may give, per layer, positions that hold every connection and every
+    nonzero entry: the kernel then reads those alone. Other devices: ``prune_to_count_tensor``.
     """
     if not targets:
         return False
-    if all(_compiled(t, o) for t, o in zip(targets, outsides, strict=True)):
-        rows = [(-1, t.shape[-2] * t.shape[-1]) for t in targets]  # one row per member
-        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-        lists = [empty if c is None else c.member_positions for c in listed or [None] * len(rows)]
-        return bool(
-            prune_layers(
-                tuple(t.detach().view(r).numpy() for t, r in zip(targets, rows, strict=True)),
-                tuple(o.view(r).numpy() for o, r in zip(outsides, rows, strict=True)),
-                tuple(pointers for pointers, _ in lists),
-                tuple(positions for _, positions in lists),
-            )
+    rows = [(-1, t.shape[-2] * t.shape[-1]) for t in targets]  # one row per member
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    lists = [empty if c is None else c.member_positions for c in listed or [None] * len(rows)]
+    return bool(
+        prune_layers(
+            tuple(t.detach().view(r).numpy() for t, r in zip(targets, rows, strict=True)),
+            tuple(o.view(r).numpy() for o, r in zip(outsides, rows, strict=True)),
+            tuple(pointers for pointers, _ in lists),
+            tuple(positions for _, positions in lists),
         )
-    return any([prune_to_count_tensor(t, o) for t, o in zip(targets, outsides, strict=True)])
+    )
 
 
-def _compiled(target: Tensor, outside: Tensor) -> bool:
+def compiled(target: Tensor, outside: Tensor) -> bool:
+    """Whether ``prune_to_count``'s compiled kernel takes this layer."""
     return (
         target.device.type == "cpu"
         and target.dtype == torch.float32
@@ -92,48 +88,40 @@ def _compiled(target: Tensor, outside: Tensor) -> bool:
 
 
 @torch.no_grad()
-def prune_to_count_tensor(target: Tensor, outside: Tensor) -> bool:
-    """``prune_to_count`` in tensor operations (any device).
+def prune_to_count_tensor(target: Tensor, outside: Tensor, most: int) -> None:
+    """``prune_to_count`` for one layer in tensor operations (any device), with no host read
+    and no data-dependent branch, so that a CUDA graph can hold it and the host never waits.
 
-    Exact, and cheap on a GPU. Only entries outside the connections (challengers: online
-    connections the target did not have) can have entered, so keeping the top k of the union
-    is a merge: the j-th largest challenger replaces the j-th smallest connection for as long
-    as it is larger. Both ends come from a blocked top-k of a few entries (doubled until the
-    merge stops inside it); the full-size work is six float passes.
+    ``most`` (known on the host) bounds the challengers (nonzero entries outside the
+    connections) of every row. Keeping the top k of the union is then a merge of fixed size:
+    the j-th largest challenger replaces the j-th smallest connection for as long as it is
+    larger, j < ``most``. Both ends come from a blocked top-k.
     """
+    if most == 0:
+        return
     flat = target.view(-1, target.shape[-2] * target.shape[-1])
     out = outside.view(flat.shape).to(flat.dtype)  # 0/1 floats (boolean kernels are slower)
     magnitude = flat.abs()
-    challengers = _Blocks(magnitude * out, largest=True)  # |θ'| outside the connections
-    strongest = challengers.row_extreme()
-    if not bool(strongest.any()):
-        return False  # nothing entered
+    k = min(most, flat.shape[1])
+    entering, entering_at = _Blocks(magnitude * out, largest=True).top(k)  # challengers' |θ'|
     # connections' magnitudes; every other entry is pushed beyond any challenger
-    connections = _Blocks(torch.add(magnitude, out, alpha=torch.finfo(flat.dtype).max / 2), False)
-    if bool((strongest <= connections.row_extreme()).all()):
-        flat.addcmul_(flat, out, value=-1.0)  # no challenger beats the weakest: all leave
-        return True
-    k, n = min(16, flat.shape[1]), flat.shape[1]
-    while True:
-        entering, entering_at = challengers.top(k)
-        leaving, leaving_at = connections.top(k)
-        swap = (entering > leaving).to(flat.dtype)  # a prefix of each row
-        if k == n or not bool(swap[:, -1].any()):
-            break
-        k = min(2 * k, n)
+    beyond = torch.add(magnitude, out, alpha=torch.finfo(flat.dtype).max / 2)
+    leaving, leaving_at = _Blocks(beyond, largest=False).top(k)
+    swap = (entering > leaving).to(flat.dtype)  # a prefix of each row
     out.scatter_(1, entering_at, out.gather(1, entering_at) * (1 - swap))
     out.scatter_(1, leaving_at, out.gather(1, leaving_at).maximum(swap))
     flat.addcmul_(flat, out, value=-1.0)  # zero the replaced and every challenger that lost
     outside.copy_(out.view(outside.shape) != 0)
-    return True
 
 
 class SparseTarget:
     """The sparse layers of a target network, kept at the sparsity of the online ``layers``.
 
     The online masks are read live, so topology updates are seen. Call ``after_polyak`` after
-    every soft update. A target whose connections cover every online connection cannot gain
-    any; it is skipped until the online topology changes again (static sparsity: always).
+    every soft update, and ``follow`` after anything that changes the online masks: it does the
+    host's part once per change, so that ``after_polyak`` itself never reads the device (off
+    the CPU). A target whose connections cover every online connection cannot gain any; it is
+    skipped until the online topology changes again (static sparsity: always).
     """
 
     def __init__(self, targets: list[Tensor], layers: MaskedLayers, mode: TargetMode) -> None:
@@ -141,11 +129,14 @@ class SparseTarget:
             raise ValueError(f"unknown target sparsity {mode!r}; choose one of {TARGET_MODES}")
         self.targets, self.layers, self.mode = targets, layers, mode
         self.outside = [f == 0 for f in layers.factors]  # positions that are not connections
+        self.compiled = all(compiled(t, o) for t, o in zip(targets, self.outside, strict=True))
         self._covered_at: int | None = None  # online version whose masks the connections cover
-        self._counted_at = layers.version  # online version whose counts the target matches
         self._loads = 0  # supports loaded from a checkpoint (they may differ from any derived)
-        if mode == "magnitude":  # no entry outside the connections yet: only loads the kernel
-            prune_to_count(targets, self.outside)
+        self._followed: tuple[int, int] | None = None  # what ``follow`` last saw
+        self._most = [0] * len(targets)  # challengers per row, at most (tensor pruning)
+        self.follow()
+        if mode == "magnitude" and self.compiled:  # nothing outside the connections yet:
+            prune_to_count(targets, self.outside)  # this only loads the kernel
         # Within one online topology a target can become nonzero, or a connection, only at
         # online connections: a Polyak step brings in nothing else, pruning only swaps those in,
         # masking only removes. So its connections (magnitude) or nonzero entries (online-mask)
@@ -171,34 +162,49 @@ class SparseTarget:
         return dict(zip(self.layers.indices, self._kernels, strict=True))
 
     @torch.no_grad()
+    def follow(self) -> None:
+        """Catch up with a change of the online masks (or a load), once per change: where a
+        rule changed the connection count (pruning), the target takes the online mask and
+        prunes to the new count from here on; and off the CPU, a bound on the challengers for
+        the fixed-size merge of ``prune_to_count_tensor``."""
+        seen = (self.layers.version, self._loads)
+        if self.mode != "magnitude" or self._followed == seen:
+            return
+        self._followed = seen
+        pairs = list(zip(self.targets, self.outside, self.layers.factors, strict=True))
+        for target, outside, factor in pairs:
+            if int(outside.numel() - outside.sum()) != int(factor.sum()):
+                outside.copy_(factor == 0)
+                target.mul_(factor)
+        if not self.compiled:
+            # Challengers are online connections outside the target's connections: as many
+            # as target connections outside the online ones, which only leave until the next
+            # change. So today's count bounds every step's.
+            stale = [(~o & (f == 0)).flatten(1).sum(dim=1).amax() for _, o, f in pairs]
+            self._most = torch.stack(stale).tolist()
+            if not any(self._most):
+                self._covered_at = self.layers.version
+
+    @torch.no_grad()
     def after_polyak(self) -> None:
         if self.mode == "dense" or not self.targets:
             return
         if self.mode == "online-mask":
             torch._foreach_mul_(self.targets, self.layers.factors)
             return
+        self.follow()  # a no-op unless the masks changed without a call
         if self._covered_at == self.layers.version:
             return
-        if self._counted_at != self.layers.version:
-            self._follow_count()
+        if not self.compiled:
+            for target, outside, most in zip(self.targets, self.outside, self._most, strict=True):
+                prune_to_count_tensor(target, outside, most)
+            return
         listed = [kernel.connections() for kernel in self._kernels]
         if prune_to_count(self.targets, self.outside, listed):
             return  # still settling after a topology change
         uncovered = [(f * o).any() for f, o in zip(self.layers.factors, self.outside, strict=True)]
         if not bool(torch.stack(uncovered).any()):
             self._covered_at = self.layers.version
-
-    def _follow_count(self) -> None:
-        """A rule that changes the online connection count (pruning): where the counts differ,
-        the target takes the online mask, so it prunes to the new count from here on."""
-        self._counted_at = self.layers.version
-        for target, outside, factor in zip(
-            self.targets, self.outside, self.layers.factors, strict=True
-        ):
-            kept = outside.numel() - outside.sum()
-            if int(kept) != int(factor.sum()):
-                outside.copy_(factor == 0)
-                target.mul_(factor)
 
     def state_dict(self) -> dict:
         """The connections, and the positions each layer's kernel reads (empty: none yet)."""
@@ -217,4 +223,3 @@ class SparseTarget:
                 kernel.pin(read.to(target.device))
         self._loads += 1
         self._covered_at = None
-        self._counted_at = self.layers.version
