@@ -55,6 +55,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         device=args.device,
         vector_env=args.vector_env,
         overlap=args.overlap,
+        env_workers=args.env_workers,
         out=out,
         progress=False,
         tensorboard=False,
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--env", default="HalfCheetah-v5")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--vector-env", choices=["sync", "async"], default="sync")
+    parser.add_argument("--env-workers", type=int, help="worker processes for --vector-env async")
     parser.add_argument(
         "--overlap", action="store_true", help="queue each update before stepping (dstrl's option)"
     )

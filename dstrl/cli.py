@@ -18,6 +18,7 @@ import tyro
 from dstrl.analysis.runs import RunError
 from dstrl.checkpoint import CHECKPOINT, CheckpointError
 from dstrl.config import ConfigError, TrainConfig
+from dstrl.data.workers import WorkerError
 from dstrl.health import DivergedError, Health, advice
 from dstrl.policy import PolicyError
 from dstrl.rundir import RunDirError, clear_unfinished_run, describe, exclusive, holds_run_files
@@ -29,6 +30,7 @@ RESUME_OVERRIDES = {
     "device",
     "threads",
     "vector_env",
+    "env_workers",
     "sparse_kernels",  # how, not what: the numbers agree up to float32 rounding
     "progress",
     "tensorboard",
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     except DivergedError as error:
         print(f"dstrl: error: {error}", file=sys.stderr)
         return 3
-    except RunDirError as error:
+    except (RunDirError, WorkerError) as error:
         print(f"dstrl: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:

@@ -193,10 +193,13 @@ class TrainConfig:
     threads: int = 1
     """Torch CPU threads (1 is fastest for these small networks)."""
     vector_env: Literal["sync", "async"] = "sync"
-    """Step the agents' environments one after another in this process (sync), or each in a
-    worker process of its own (async: Gymnasium's AsyncVectorEnv with shared memory), which
+    """Step the agents' environments one after another in this process (sync), or in worker
+    processes, each stepping a block of them (async; observations through shared memory), which
     pays once environment steps cost more than the exchange with the workers: many agents,
     many cores, slow environments. Results are identical."""
+    env_workers: int | None = None
+    """Worker processes for --vector-env async (default: one per CPU core but one, at most one
+    per agent); each steps a block of the agents' environments."""
     overlap: bool = False
     """Queue each update before stepping the environments, so that they step while it runs (on
     a GPU, or in --vector-env async's workers). The update of step t then samples transitions
@@ -447,6 +450,8 @@ class TrainConfig:
             )
         if self.start_steps < 0:
             raise ConfigError(f"--start-steps must be ≥ 0, got {self.start_steps}")
+        if self.env_workers is not None and self.env_workers < 1:
+            raise ConfigError(f"--env-workers must be a positive integer, got {self.env_workers}")
         if self.overlap and self.start_steps == 0:
             raise ConfigError(
                 "--overlap's first update samples the steps before it: give --start-steps ≥ 1"

@@ -9,6 +9,7 @@ failures reported in one line with the last checkpoint intact, and subnormal flo
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -32,6 +33,7 @@ from dstrl.data.envs import (
     restore_env_states,
 )
 from dstrl.data.replay import ReplayBuffer
+from dstrl.data.workers import WorkerError
 from dstrl.evaluation import evaluate
 from dstrl.health import DivergedError, Health, advice
 from dstrl.logs import CsvLog, TensorBoard
@@ -190,9 +192,12 @@ class Trainer:
         )
         self.n_step_from = round(config.n_step_start * config.learning_steps)  # in updates
         self.policy_distance: np.ndarray | None = None  # the dynamic buffer's last measurement
-        parallel = config.vector_env == "async"
-        self.envs = make_vector_env(config.env, config.members, parallel)
-        self.eval_envs = make_vector_env(config.env, config.members, parallel)
+        workers = 0
+        if config.vector_env == "async":
+            cores = max((os.cpu_count() or 2) - 1, 1)  # one is the training process's
+            workers = config.env_workers or min(config.members, cores)
+        self.envs = make_vector_env(config.env, config.members, workers)
+        self.eval_envs = make_vector_env(config.env, config.members, workers)
         self.stepping = SplitStep(self.envs)
         self.obs, _ = self.envs.reset(seed=self.seeds)
         space = self.envs.single_action_space
@@ -472,8 +477,8 @@ class Trainer:
             self._loop(stop_after, started)
         except OSError as error:
             raise self._write_failure(error) from error
-        except RunDirError as error:
-            raise RunDirError(f"{error}; {self._resume_hint()}") from error
+        except (RunDirError, WorkerError) as error:
+            raise type(error)(f"{error}; {self._resume_hint()}") from error
         finally:
             self.bar.close()
             self.board.close()

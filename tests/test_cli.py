@@ -96,6 +96,8 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
         (["--algo", "ds-sac", "--sac.tau", "0"], "--sac.tau must be in (0, 1]"),
         (["--algo", "sac", "--sac.alpha", "-1"], "--sac.alpha must be ≥ 0"),
         (["--dense-input"], "--dense-input needs --density or --nm"),
+        (["--vector-env", "async", "--env-workers", "0"], "--env-workers must be a positive"),
+        (["--overlap", "--start-steps", "0"], "--overlap's first update samples"),
     ],
 )
 def test_configuration_errors(tmp_path, capsys, args, message):

@@ -1,7 +1,9 @@
+import gymnasium as gym
 import numpy as np
 import pytest
 
 from dstrl.data.envs import EnvError, check_env, env_states, make_vector_env, restore_env_states
+from dstrl.data.workers import BlockVectorEnv, WorkerError
 
 
 def test_check_env_reports_sizes_and_bounds():
@@ -20,12 +22,12 @@ def test_discrete_actions_are_rejected():
 
 
 @pytest.mark.parametrize(
-    ("env_id", "parallel"), [("Hopper-v5", False), ("Pendulum-v1", False), ("Hopper-v5", True)]
+    ("env_id", "workers"), [("Hopper-v5", 0), ("Pendulum-v1", 0), ("Hopper-v5", 2)]
 )
-def test_snapshot_restores_an_episode_exactly(env_id, parallel):
+def test_snapshot_restores_an_episode_exactly(env_id, workers):
     """A state read from one vector env (in this process or in worker processes) continues
     exactly in another of the other kind."""
-    env = make_vector_env(env_id, 2, parallel)
+    env = make_vector_env(env_id, 2, workers)
     env.reset(seed=[1, 2])
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, size=(40, 2, env.single_action_space.shape[0]))
@@ -33,7 +35,7 @@ def test_snapshot_restores_an_episode_exactly(env_id, parallel):
         env.step(a)
     states = env_states(env)
     expected = [env.step(a)[:4] for a in actions[15:]]
-    copy = make_vector_env(env_id, 2, not parallel)
+    copy = make_vector_env(env_id, 2, 0 if workers else 2)
     copy.reset(seed=[7, 8])
     restore_env_states(copy, states)
     got = [copy.step(a)[:4] for a in actions[15:]]
@@ -42,3 +44,92 @@ def test_snapshot_restores_an_episode_exactly(env_id, parallel):
     for a, b in zip(expected, got, strict=True):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_blocks_of_environments_in_workers_step_as_in_this_process(workers):
+    """Five Hopper-v5 (random actions end episodes early) in blocks of uneven size: the same
+    observations, rewards, terminations, truncations and final observations, split or whole
+    steps, as stepping them in this process."""
+    here, there = make_vector_env("Hopper-v5", 5), make_vector_env("Hopper-v5", 5, workers)
+    assert there.workers == workers
+    seeds = [3, 1, 4, 1, 5]
+    for a, b in zip(here.reset(seed=seeds)[0], there.reset(seed=seeds)[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    rng = np.random.default_rng(1)
+    ended = 0
+    for t in range(150):
+        action = rng.uniform(-1, 1, size=(5, 3)).astype(np.float32)
+        expected = here.step(action)
+        if t % 2:
+            got = there.step(action)
+        else:
+            there.step_async(action)
+            got = there.step_wait()
+        for x, y in zip(expected[:4], got[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        done = expected[2] | expected[3]
+        ended += done.sum()
+        if done.any():
+            np.testing.assert_array_equal(
+                np.stack(expected[4]["final_obs"][done]), np.stack(got[4]["final_obs"][done])
+            )
+        else:
+            assert "final_obs" not in got[4]
+    here.close()
+    there.close()
+    assert ended >= 5
+
+
+class _Failing(gym.Env):
+    """Fails on its third step."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,))
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.steps = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == 3:
+            raise ValueError("the simulator blew up")
+        return np.zeros(2, np.float32), 0.0, False, False, {}
+
+
+def test_a_failing_or_dead_worker_is_reported_in_one_line():
+    envs = BlockVectorEnv([_Failing] * 4, 2)
+    envs.reset(seed=0)
+    for _ in range(2):
+        envs.step(np.zeros((4, 1), np.float32))
+    with pytest.raises(WorkerError, match=r"ValueError\('the simulator blew up'\) at .*") as caught:
+        envs.step(np.zeros((4, 1), np.float32))
+    assert "\n" not in str(caught.value)
+    envs.close()
+    envs = BlockVectorEnv([_Failing] * 4, 2)
+    envs.reset(seed=0)
+    envs._processes[1].kill()
+    envs._processes[1].join()
+    with pytest.raises(WorkerError, match="dstrl-envs-2-3: its process ended"):
+        envs.step(np.zeros((4, 1), np.float32))
+    envs.close()
+    assert not any(p.is_alive() for p in envs._processes)
+
+
+def test_a_training_run_whose_environment_fails_in_a_worker_ends_in_one_line(tmp_path, capsys):
+    from dstrl.cli import main
+
+    gym.register("dstrl-test/Failing-v0", entry_point=_Failing, max_episode_steps=50)
+    try:
+        args = ["train", "--env", "dstrl-test/Failing-v0", "--out", str(tmp_path / "run")]
+        assert main([*args, "--vector-env", "async", "--steps", "20", "--no-progress"]) == 1
+    finally:
+        gym.registry.pop("dstrl-test/Failing-v0")
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dstrl: error: environment worker dstrl-envs-0-0: ValueError(")
+    assert err.endswith(
+        "no checkpoint had been written yet: start the run again once this is fixed"
+    )
+    assert err.count("\n") == 0

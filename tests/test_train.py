@@ -246,12 +246,12 @@ def test_overlap_needs_a_warm_up(tmp_path):
 
 @pytest.mark.parametrize("overlap", [False, True])
 def test_environments_in_worker_processes_give_the_same_run(tmp_path, overlap):
-    """--vector-env async steps each agent's environment in a process of its own (with
-    --overlap, while the update runs); the run is the same, including a stop and a resume that
-    switches between the two kinds. An overlapped run is not the plain loop's."""
-    settings = dict(env="Hopper-v5", seeds=2, steps=400, eval_every=200, overlap=overlap)
+    """--vector-env async steps the agents' environments in worker processes, a block each
+    (with --overlap, while the update runs); the run is the same, including a stop and a resume
+    that switches between the two kinds. An overlapped run is not the plain loop's."""
+    settings = dict(env="Hopper-v5", seeds=3, steps=400, eval_every=200, overlap=overlap)
     train(tiny_config(tmp_path / "sync", **settings))
-    parts = tiny_config(tmp_path / "async", vector_env="async", **settings)
+    parts = tiny_config(tmp_path / "async", vector_env="async", env_workers=2, **settings)
     assert train(parts, stop_after=250) is None
     train(tiny_config(tmp_path / "async", **settings, resume=True))
     assert _evaluations(tmp_path / "async") == _evaluations(tmp_path / "sync")

@@ -23,6 +23,7 @@ NOT_A_METHOD = {
     "checkpoint_every",
     "log_every",
     "vector_env",
+    "env_workers",
     "dormant_threshold",
 }
 

@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dstrl.data.workers import BlockVectorEnv
+
 
 class EnvError(ValueError):
     """The requested environment cannot be used (unknown id, unsupported spaces)."""
@@ -56,29 +58,28 @@ def _make(env_id: str) -> Snapshots:
     return Snapshots(gym.make(env_id))
 
 
-def make_vector_env(env_id: str, members: int, parallel: bool = False) -> gym.vector.VectorEnv:
+def make_vector_env(env_id: str, members: int, workers: int = 0) -> gym.vector.VectorEnv:
     """One environment per member, reset in the same step that ends an episode; stepped one
-    after another in this process, or with ``parallel`` each in a worker process of its own
-    (observations through shared memory).
+    after another in this process, or by ``workers`` worker processes, each stepping a block of
+    them (``BlockVectorEnv``). Either way a run is the same.
 
     With same-step autoreset, ``info["final_obs"]`` holds the true last observation of a finished
     episode, which is what must be stored (and bootstrapped from, after a truncation).
     """
     makers = [functools.partial(_make, env_id) for _ in range(members)]
-    mode = gym.vector.AutoresetMode.SAME_STEP
-    if parallel:
-        return gym.vector.AsyncVectorEnv(makers, shared_memory=True, autoreset_mode=mode)
-    return gym.vector.SyncVectorEnv(makers, autoreset_mode=mode)
+    if workers:
+        return BlockVectorEnv(makers, workers)
+    return gym.vector.SyncVectorEnv(makers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 class SplitStep:
     """A vector env's step in two halves, so that other work (a queued update) runs between
-    them: worker processes (async) start stepping at ``send``; environments in this process
-    (sync) step at ``receive``. ``send`` then ``receive`` is exactly ``envs.step``."""
+    them: worker processes start stepping at ``send``; environments in this process step at
+    ``receive``. ``send`` then ``receive`` is exactly ``envs.step``."""
 
     def __init__(self, envs: gym.vector.VectorEnv) -> None:
         self.envs = envs
-        self.workers = isinstance(envs, gym.vector.AsyncVectorEnv)
+        self.workers = hasattr(envs, "step_async")
         self.actions: np.ndarray | None = None
 
     def send(self, actions: np.ndarray) -> None:
