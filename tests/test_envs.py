@@ -1,3 +1,6 @@
+import os
+import signal
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -100,8 +103,13 @@ class _Failing(gym.Env):
 
 
 def test_a_failing_or_dead_worker_is_reported_in_one_line():
+    """Workers leave Ctrl-C and SIGTERM to the training process, which still needs them to
+    checkpoint; an environment's error, or a worker killed, is one line."""
     envs = BlockVectorEnv([_Failing] * 4, 2)
     envs.reset(seed=0)
+    for process in envs._processes:
+        os.kill(process.pid, signal.SIGINT)
+        os.kill(process.pid, signal.SIGTERM)
     for _ in range(2):
         envs.step(np.zeros((4, 1), np.float32))
     with pytest.raises(WorkerError, match=r"ValueError\('the simulator blew up'\) at .*") as caught:

@@ -11,6 +11,7 @@ stepping them all in the training process.
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -51,11 +52,19 @@ class _Shared:
 
 
 def _work(makers: list[EnvMaker], block: slice, shared: _Shared, pipe: Connection) -> None:
-    """A worker: step, reset, read or write its block of environments when told to."""
+    """A worker: step, reset, read or write its block of environments when told to. Ctrl-C
+    and SIGTERM reach the whole process group; the training process handles them (it still
+    needs its workers to checkpoint) and ends its workers itself. A worker whose training
+    process is gone ends at its next read."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     envs = gym.vector.SyncVectorEnv(makers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     arrays = {name: a[block] for name, a in shared.arrays().items()}
     while True:
-        command, data = pipe.recv()
+        try:
+            command, data = pipe.recv()
+        except EOFError:
+            return
         try:
             if command == "step":  # with the dtype the actions were given in
                 actions = arrays["actions"].astype(data)
