@@ -1,12 +1,18 @@
 """The command line as a user types it: one real MuJoCo run end to end, and bad input."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import replace
 
 import pytest
 
 from dstrl.cli import main
+from dstrl.config import TrainConfig
+from dstrl.train import train
 
 TINY = [
     "--steps",
@@ -163,3 +169,33 @@ def test_other_methods_train_and_evaluate_from_the_command_line(tmp_path, algo, 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["algo"] == algo and summary["params"]["ratio"] < 1
     assert "seed 0: return" in dstrl("eval", str(out), "--episodes", "1").stdout
+
+
+def test_sigterm_to_a_run_with_environment_workers_stops_it_with_a_checkpoint(tmp_path):
+    """A cluster's requeue signals the whole process group, workers included: the run still
+    stops at a step boundary with a checkpoint (its workers answer until it is written), and
+    resumes."""
+    run = tmp_path / "run"
+    args = ["train", "--env", "Hopper-v5", "--vector-env", "async", "--env-workers", "2"]
+    args += ["--seeds", "2", "--out", str(run), *TINY, "--steps", "100000", "--log-every", "100"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dstrl.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    metrics = run / "train_metrics.csv"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) > 3):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err  # stopped by a signal, resumable
+    assert "stopped at step" in out and "--resume" in out
+    stopped = int(out.split("stopped at step ")[1].split(";")[0].replace(",", ""))
+    resumed = replace(TrainConfig.load(run), out=run, resume=True, progress=False)
+    assert train(resumed, stop_after=stopped + 100) is None  # continued, then stopped again
+    rows = (run / "train_metrics.csv").read_text().splitlines()
+    assert int(rows[-1].split(",")[0]) == (stopped + 100) // 100 * 100
