@@ -1,27 +1,47 @@
 #!/usr/bin/env bash
 # The GPU engine's device check (#9), one command for a session's 15 minutes of device time
-# (about 6 minutes of running): GPU tests, environment stepping on the machine's cores, and the
-# whole loop eager, plain and overlapped. Everything lands in $OUT (default /tmp/device-out),
-# eight files, as many as the device tool brings back; commit them under docs/. On the device machine, after installing the wheels that
-# ../shared/tools/device-wheels.sh fetched:
+# (at most about 8 minutes of running, stopped early at a deadline): GPU tests, then the whole
+# loop eager and with CUDA graphs, then environment stepping on the machine's cores.
+# Everything lands in $OUT (default /tmp/device-out) as six files (the device tool brings back
+# eight at most); commit them under docs/. On the device machine, after installing the wheels
+# that ../shared/tools/device-wheels.sh fetched:
 #   bash benchmarks/device_session.sh
+# A dry run of the script itself on a CPU (the graph runs are refused there):
+#   DEVICE=cpu STEPS=50 BUDGET_S=60 OUT=/tmp/dry bash benchmarks/device_session.sh
 set -uo pipefail
 out=${OUT:-/tmp/device-out}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
+deadline=$((SECONDS + ${BUDGET_S:-480}))
+device=${DEVICE:-cuda}
+steps=${STEPS:-1000}
 nvidia-smi --query-gpu=name,driver_version --format=csv >"$out/gpu.txt" 2>&1
 $py -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" >>"$out/gpu.txt" 2>&1
-timeout 150 $py -m pytest -q -m gpu -p no:cacheprovider tests/test_host_reads.py >"$out/pytest-gpu.txt" 2>&1
-timeout 150 $py benchmarks/envs.py --envs 16 32 64 128 --workers 8 15 --steps 500 --repeats 1 \
-  --json "$out/envs.json" >"$out/envs.txt" 2>&1
-run_loop() {  # name, then loop.py's arguments
+timeout 200 $py -m pytest -q -m gpu -p no:cacheprovider tests/test_graphs.py \
+  tests/test_host_reads.py >"$out/pytest-gpu.txt" 2>&1
+run_loop() {  # name, then loop.py's arguments; skipped past the deadline
   local name=$1
   shift
-  timeout 150 $py benchmarks/loop.py --device cuda --steps 1500 --json "$out/loop-$name.json" "$@" \
+  if ((SECONDS > deadline)); then
+    echo "$name: skipped at the deadline" >>"$out/loop.txt"
+    return
+  fi
+  timeout 120 $py benchmarks/loop.py --device "$device" --steps "$steps" --json "$out/$name.json" "$@" \
     >>"$out/loop.txt" 2>&1
+  [ -f "$out/$name.json" ] && { echo "{\"name\": \"$name\", \"run\":"; cat "$out/$name.json"; echo "}"; } \
+    >>"$out/loop.jsonl" && rm "$out/$name.json"
 }
-run_loop e33-sync --algo td3 static-td3 ds-td3 --seeds 11
-run_loop e33-overlap --algo td3 static-td3 ds-td3 --seeds 11 --vector-env async --overlap
-run_loop e1-overlap --algo ds-td3 --seeds 1 --overlap
+mixed=(--algo td3 static-td3 ds-td3)
+run_loop e1-eager --algo ds-td3 --seeds 1 --overlap
+run_loop e1-graph --algo ds-td3 --seeds 1 --overlap --cuda-graph
+run_loop e33-eager "${mixed[@]}" --seeds 11 --vector-env async --overlap
+run_loop e33-graph "${mixed[@]}" --seeds 11 --vector-env async --overlap --cuda-graph
+run_loop e33-graph-tf32 "${mixed[@]}" --seeds 11 --vector-env async --overlap --cuda-graph --tf32
+run_loop e32-sac-graph --algo sac ds-sac --seeds 16 --vector-env async --overlap --cuda-graph
+run_loop e129-graph "${mixed[@]}" --seeds 43 --vector-env async --overlap --cuda-graph
+if ((SECONDS < deadline)); then
+  timeout 100 $py benchmarks/envs.py --envs 32 128 --workers 15 --steps 500 --repeats 1 \
+    --json "$out/envs.json" >"$out/envs.txt" 2>&1
+fi
 tail -n 3 "$out"/*.txt

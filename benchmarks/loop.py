@@ -5,6 +5,7 @@ lockstep step goes (act, environments, store, sample, update, the rest).
     python benchmarks/loop.py --algo td3 static-td3 ds-td3 --seeds 11 --device cuda
     python benchmarks/loop.py --algo sac ds-sac --seeds 16 --device cuda --vector-env async
     python benchmarks/loop.py --seeds 2 --vector-env async --overlap   # update while they step
+    python benchmarks/loop.py --seeds 11 --device cuda --cuda-graph    # updates as CUDA graphs
 
 The population trains ``--steps`` learning steps after a short random warm-up, without
 evaluation or checkpoints. Stage times come from wrapping the loop's own stages; on a GPU every
@@ -24,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from dstrl.agents.sac import SAC
-from dstrl.agents.td3 import TD3
+from dstrl.agents.base import ActorCritic
 from dstrl.config import TrainConfig
 from dstrl.data.replay import ReplayBuffer
+from dstrl.graphs import GraphedUpdates
 from dstrl.train import Trainer, train
 
 GRID_AGENT_STEPS = 5 * 5 * 5 * 1_000_000
@@ -37,8 +38,8 @@ STAGES = [  # (stage, class, method)
     ("environments and store", Trainer, "_step_envs"),
     ("store", ReplayBuffer, "add"),
     ("sample", ReplayBuffer, "sample"),
-    ("update", TD3, "update"),
-    ("update", SAC, "update"),
+    ("update", ActorCritic, "update"),
+    ("update", GraphedUpdates, "__call__"),
 ]
 
 
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         device=args.device,
         vector_env=args.vector_env,
         overlap=args.overlap,
+        cuda_graph=args.cuda_graph,
+        tf32=args.tf32,
         env_workers=args.env_workers,
         out=out,
         progress=False,
@@ -107,6 +110,8 @@ def main() -> None:
     parser.add_argument(
         "--overlap", action="store_true", help="queue each update before stepping (dstrl's option)"
     )
+    parser.add_argument("--cuda-graph", action="store_true", help="dstrl's option (CUDA only)")
+    parser.add_argument("--tf32", action="store_true", help="dstrl's option (CUDA only)")
     parser.add_argument("--steps", type=int, default=2_000, help="learning steps measured")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args()
@@ -120,7 +125,10 @@ def main() -> None:
     measured = 1 / result["lockstep_per_second"]
     per_step["the rest"] = max(measured - sum(per_step.values()), 0.0)
     agent_rate = rate * members
-    print(f"{' '.join(args.algo)} x {args.seeds} = {members} agents, {args.env}, {args.device}")
+    options = " ".join(f"--{o}" for o in ("overlap", "cuda_graph", "tf32") if getattr(args, o))
+    where = " ".join(filter(None, [f"{args.env}, {args.device}", options]))
+    where += f" ({args.vector_env} environments)"
+    print(f"{' '.join(args.algo)} x {args.seeds} = {members} agents, {where}")
     print(f"  {rate:,.0f} lockstep steps/s = {agent_rate:,.0f} agent-steps/s (learning phase)")
     print("  one lockstep step, measured stage by stage:")
     for name, value in per_step.items():

@@ -32,6 +32,8 @@ RESUME_OVERRIDES = {
     "vector_env",
     "env_workers",
     "sparse_kernels",  # how, not what: the numbers agree up to float32 rounding
+    "cuda_graph",
+    "tf32",
     "progress",
     "tensorboard",
 }

@@ -205,6 +205,13 @@ class TrainConfig:
     a GPU, or in --vector-env async's workers). The update of step t then samples transitions
     1..t-1 instead of 1..t: the newest transition joins the replay one update later. Off by
     default, so a run follows the DS-TD3 release's loop exactly."""
+    cuda_graph: bool = False
+    """Replay each kind of gradient step from a CUDA graph (--device cuda): one launch instead
+    of hundreds per update. The first updates, and the periodic part of every update (topology
+    updates, ReDo), run eagerly; the numbers are those of eager updates."""
+    tf32: bool = False
+    """Let CUDA matrix products round float32 inputs to TensorFloat-32 (10 mantissa bits):
+    faster on Ampere and newer GPUs, less precise (--device cuda)."""
     resume: bool = False
     """Continue the run in --out from its checkpoint (its saved configuration is used)."""
     auto_resume: bool = False
@@ -456,6 +463,9 @@ class TrainConfig:
             raise ConfigError(
                 "--overlap's first update samples the steps before it: give --start-steps ≥ 1"
             )
+        for flag, wanted in (("--cuda-graph", self.cuda_graph), ("--tf32", self.tf32)):
+            if wanted and not self.device.startswith("cuda"):
+                raise ConfigError(f"{flag} needs --device cuda, not --device {self.device}")
         if self.sparse_kernels == "sparse" and not self.device.startswith("cpu"):
             raise ConfigError(
                 f"--sparse-kernels sparse runs on the CPU only, not --device {self.device}: "

@@ -2,10 +2,12 @@
 
 Why not ``torch.optim.Adam`` itself: its state layout keeps a step tensor per parameter, and its
 Python bookkeeping costs as much as the arithmetic at our network sizes. Here the step count is
-one integer per group (what checkpoints store), and ``step`` is a single call of the fused
-kernel that ``torch.optim.Adam(fused=True)`` uses: one pass over parameters, gradients and
-moments, no temporaries. The unfused form cost about 4x as much on one CPU thread, most of it
-in temporaries and in ``sqrt`` of the exact zeros every sparse layer has (a slow path on x86).
+one tensor per group, on the parameters' device and advanced there, so that a CUDA graph that
+holds ``step`` advances it on every replay (checkpoints store it as an integer); and ``step`` is
+a single call of the fused kernel that ``torch.optim.Adam(fused=True)`` uses: one pass over
+parameters, gradients and moments, no temporaries. The unfused form cost about 4x as much on one
+CPU thread, most of it in temporaries and in ``sqrt`` of the exact zeros every sparse layer has
+(a slow path on x86).
 """
 
 from __future__ import annotations
@@ -37,12 +39,20 @@ class Adam(torch.optim.Optimizer):
             )
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, step=0)
         super().__init__(params, defaults)
+        self._counts = [self._count(group) for group in self.param_groups]
+
+    @staticmethod
+    def _count(group: dict) -> Tensor:
+        """A group's step count as a float32 scalar on its parameters' device (the kernel's
+        operand; exact to 2**24 steps)."""
+        device = group["params"][0].device if group["params"] else None
+        return torch.full((), float(group["step"]), device=device)
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 (the torch signature)
         if closure is not None:
             raise ValueError("this Adam does not take a closure")
-        for group in self.param_groups:
+        for group, step in zip(self.param_groups, self._counts, strict=True):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
@@ -50,9 +60,7 @@ class Adam(torch.optim.Optimizer):
                 if not self.state[p]:
                     self.state[p]["exp_avg"] = torch.zeros_like(p)
                     self.state[p]["exp_avg_sq"] = torch.zeros_like(p)
-            group["step"] += 1
-            # the kernel reads (never writes) one step count per parameter: share one tensor
-            step = torch.full((), float(group["step"]), device=params[0].device)
+            step.add_(1)  # the kernel reads (never writes) one count per parameter: share one
             beta1, beta2 = group["betas"]
             torch._fused_adam_(
                 params,
@@ -70,3 +78,13 @@ class Adam(torch.optim.Optimizer):
                 maximize=False,
             )
         return None
+
+    def state_dict(self) -> dict:
+        for group, step in zip(self.param_groups, self._counts, strict=True):
+            group["step"] = int(step.item())  # a host read, at checkpoints only
+        return super().state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        for group, step in zip(self.param_groups, self._counts, strict=True):
+            step.fill_(float(group["step"]))  # in place: a captured graph keeps reading it

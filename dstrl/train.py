@@ -35,6 +35,7 @@ from dstrl.data.envs import (
 from dstrl.data.replay import ReplayBuffer
 from dstrl.data.workers import WorkerError
 from dstrl.evaluation import evaluate
+from dstrl.graphs import GraphedUpdates, capture_for
 from dstrl.health import DivergedError, Health, advice
 from dstrl.logs import CsvLog, TensorBoard
 from dstrl.rundir import (
@@ -93,6 +94,8 @@ def build_agent(config: TrainConfig) -> ActorCritic:
     # them to zero; set before torch starts its worker threads, which inherit the setting.
     torch.set_flush_denormal(True)
     torch.set_num_threads(config.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if config.tf32 else "ieee"
     generator = torch.Generator(device).manual_seed(config.seed)
     try:
         kind = SAC if config.family == "sac" else TD3
@@ -230,6 +233,12 @@ class Trainer:
         )
         if state is not None:
             self._restore(state)
+        self.update = agent.update  # or the same updates, replayed from CUDA graphs:
+        if config.cuda_graph:
+            try:
+                self.update = GraphedUpdates(agent, capture_for(agent))
+            except ValueError as error:
+                raise ConfigError(f"--cuda-graph: {error}") from error
         self._costs()
 
     # ---- persistence --------------------------------------------------------------------
@@ -377,7 +386,7 @@ class Trainer:
         batch = self.buffer.sample(
             config.agent.batch_size, agent.generator, n_step, config.agent.gamma
         )
-        agent.update(*batch)
+        self.update(*batch)
         self._count_flops("train_flops")
         if agent.last_topology_change is not None:
             change = agent.last_topology_change

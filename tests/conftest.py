@@ -9,3 +9,11 @@ warnings.filterwarnings("ignore", message=".*settotalmass.*")
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def as_off_the_cpu(monkeypatch):
+    """Sparse targets pruned by the tensor version, as on a GPU."""
+    import dstrl.sparse.target as sparse_target
+
+    monkeypatch.setattr(sparse_target, "compiled", lambda target, outside: False)

@@ -1,10 +1,30 @@
-"""Tiny training configurations that run in seconds."""
+"""Tiny training configurations that run in seconds, and what tests compare runs with."""
 
 from pathlib import Path
+
+import torch
 
 from dstrl.agents.sac import SACConfig
 from dstrl.agents.td3 import TD3Config
 from dstrl.config import TrainConfig
+from dstrl.train import Trainer, build_agent
+
+RLX2_TINY = dict(
+    buffer_check_every=50, buffer_min_size=100, buffer_policy_distance=1e-6, n_step_start=0.3
+)
+# (algo, settings) of every kind of update: methods, growth, ReDo, targets, n-step, mixtures
+UPDATE_KINDS = [
+    ("td3", {}),
+    ("static-td3", {}),
+    ("ds-td3", {}),
+    ("ds-td3", {"grow": "gradient", "redo_period": 40}),
+    ("ds-td3", {"target_sparsity": "online-mask"}),
+    ("prune-td3", {}),
+    ("rlx2-td3", RLX2_TINY),
+    ("sac", {}),
+    ("ds-sac", {"sac": SACConfig((32, 32), batch_size=32, tau=0.05, target_update_interval=1)}),
+    (("td3", "static-td3", "ds-td3"), {}),
+]
 
 
 def tiny_config(out: Path, **changes) -> TrainConfig:
@@ -30,3 +50,29 @@ def tiny_config(out: Path, **changes) -> TrainConfig:
     if not dense and not {"lambdas", "density", "nm"} & set(changes):
         settings["lambdas"] = (1.0, 8.0)  # densities ~0.3 (input) and 0.5 (hidden) at width 32
     return TrainConfig(**settings)
+
+
+def learning_trainer(out: Path, algo, **settings) -> Trainer:
+    """A tiny run of two seeds, stepped through its random warm-up: its next step learns."""
+    out.mkdir()
+    config = tiny_config(out, algo=algo, seeds=2, **settings)
+    trainer = Trainer(config, build_agent(config), None)
+    while trainer.step < config.start_steps:
+        trainer._step_envs(*trainer._begin_step())
+    return trainer
+
+
+def assert_same(a, b):
+    """Networks, targets, masks, target supports and optimiser moments, recursively."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same(a[key], b[key])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y)
+    else:
+        assert a == b

@@ -104,6 +104,8 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
         (["--dense-input"], "--dense-input needs --density or --nm"),
         (["--vector-env", "async", "--env-workers", "0"], "--env-workers must be a positive"),
         (["--overlap", "--start-steps", "0"], "--overlap's first update samples"),
+        (["--cuda-graph"], "--cuda-graph needs --device cuda, not --device cpu"),
+        (["--tf32"], "--tf32 needs --device cuda"),
     ],
 )
 def test_configuration_errors(tmp_path, capsys, args, message):

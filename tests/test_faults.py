@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from dstrl.cli import main
-from tests.test_train import _assert_same, _logs
+from tests.helpers import assert_same
+from tests.test_train import _logs
 
 FAULTY = Path(__file__).with_name("faulty_train.py")
 RUN = ["--env", "Hopper-v5", "--seeds", "2", "--steps", "1200", "--start-steps", "200"]
@@ -45,5 +46,5 @@ def test_twenty_kills_at_random_points_change_nothing(tmp_path):
     assert main(command) == 0
     assert _logs(run) == _logs(whole)
     final = [torch.load(r / "checkpoint.pt")["agent"] for r in (run, whole)]
-    _assert_same(*final)
+    assert_same(*final)
     assert not list(run.glob("*.tmp"))

@@ -12,10 +12,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import dstrl.sparse.target as sparse_target
-from dstrl.agents.sac import SACConfig
-from dstrl.train import Trainer, build_agent
-from tests.helpers import tiny_config
-from tests.test_train import RLX2_TINY, _assert_same
+from dstrl.train import Trainer
+from tests.helpers import UPDATE_KINDS, assert_same, learning_trainer
 
 # calls whose result the host must wait for on a GPU (a copy, a value, or an output whose size
 # depends on the data)
@@ -34,7 +32,7 @@ HOST_READS = {
     "unique",
 }
 # the loop's periodic stages, eager by design (each runs at a period, or after a change)
-PERIODIC = ("_restructure", "_costs", "_adapt_buffer")
+PERIODIC = ("restructure", "_costs", "_adapt_buffer")
 
 
 class HostReads(TorchFunctionMode):
@@ -54,40 +52,11 @@ class HostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.fixture
-def as_off_the_cpu(monkeypatch):
-    """Sparse targets pruned by the tensor version, as on a GPU."""
-    monkeypatch.setattr(sparse_target, "compiled", lambda target, outside: False)
-
-
-def _learning_trainer(out, algo, **settings) -> Trainer:
-    out.mkdir()
-    config = tiny_config(out, algo=algo, seeds=2, **settings)
-    trainer = Trainer(config, build_agent(config), None)
-    while trainer.step < config.start_steps:
-        trainer._step_envs(*trainer._begin_step())
-    return trainer
-
-
-@pytest.mark.parametrize(
-    ("algo", "settings"),
-    [
-        ("td3", {}),
-        ("static-td3", {}),
-        ("ds-td3", {}),
-        ("ds-td3", {"grow": "gradient", "redo_period": 40}),
-        ("ds-td3", {"target_sparsity": "online-mask"}),
-        ("prune-td3", {}),
-        ("rlx2-td3", RLX2_TINY),
-        ("sac", {}),
-        ("ds-sac", {"sac": SACConfig((32, 32), batch_size=32, tau=0.05, target_update_interval=1)}),
-        (("td3", "static-td3", "ds-td3"), {}),
-    ],
-)
+@pytest.mark.parametrize(("algo", "settings"), UPDATE_KINDS)
 def test_learning_reads_nothing_back_between_restructurings(
     tmp_path, as_off_the_cpu, algo, settings
 ):
-    trainer = _learning_trainer(tmp_path / "run", algo, sparse_kernels="masked", **settings)
+    trainer = learning_trainer(tmp_path / "run", algo, sparse_kernels="masked", **settings)
     spy = HostReads()
     changes = 0
     for _ in range(160):  # three topology updates at period 50
@@ -107,7 +76,7 @@ def test_tensor_pruning_trains_the_same_agents_as_the_compiled_kernel(tmp_path, 
     for tensor in (False, True):
         if tensor:
             monkeypatch.setattr(sparse_target, "compiled", lambda target, outside: False)
-        trainer = _learning_trainer(tmp_path / str(tensor), "ds-td3")
+        trainer = learning_trainer(tmp_path / str(tensor), "ds-td3")
         assert all(t.compiled != tensor for t in trainer.agent.sparse_targets)
         bounded = 0  # updates whose tensor pruning merged challengers
         for _ in range(160):
@@ -116,7 +85,7 @@ def test_tensor_pruning_trains_the_same_agents_as_the_compiled_kernel(tmp_path, 
             bounded += any(max(t._most) for t in trainer.agent.sparse_targets)
         assert not tensor or bounded > 50
         states.append(trainer.agent.state_dict())
-    _assert_same(*states)
+    assert_same(*states)
 
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -127,8 +96,8 @@ GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA dev
 @pytest.mark.parametrize("algo", ["td3", "ds-td3", "ds-sac"])
 def test_on_a_gpu_learning_never_waits_for_the_device(tmp_path, monkeypatch, algo):
     """CUDA's own check: any synchronisation outside the periodic stages is an error."""
-    trainer = _learning_trainer(tmp_path / "run", algo, device="cuda")
-    for owner, name in [(type(trainer.agent), "_restructure"), *[(Trainer, n) for n in PERIODIC]]:
+    trainer = learning_trainer(tmp_path / "run", algo, device="cuda")
+    for owner, name in [(type(trainer.agent), "restructure"), *[(Trainer, n) for n in PERIODIC]]:
         if hasattr(owner, name):
             monkeypatch.setattr(owner, name, _may_wait(getattr(owner, name)))
     for _ in range(160):

@@ -1,3 +1,5 @@
+import copy
+
 import torch
 
 from dstrl.optim import Adam
@@ -26,3 +28,27 @@ def test_state_round_trip():
     b.load_state_dict(a.state_dict())
     assert b.param_groups[0]["step"] == 1
     assert torch.equal(next(iter(b.state.values()))["exp_avg"], a.state[p]["exp_avg"])
+
+
+def test_a_loaded_step_count_drives_the_next_steps():
+    """The count lives in a tensor (what a captured graph advances): a checkpoint stores it as
+    an integer, and an optimiser loaded from it steps exactly as the one it was saved from."""
+    g = torch.Generator().manual_seed(1)
+    p = torch.nn.Parameter(torch.randn(6, generator=g))
+    a = Adam([p], lr=0.1)
+    for _ in range(7):
+        p.grad = torch.randn(6, generator=g)
+        a.step()
+    saved = copy.deepcopy(a.state_dict())  # as a checkpoint holds it: not a's own tensors
+    assert saved["param_groups"][0]["step"] == 7 and isinstance(
+        saved["param_groups"][0]["step"], int
+    )
+    q = torch.nn.Parameter(p.detach().clone())
+    b = Adam([q], lr=0.1)
+    b.load_state_dict(saved)
+    grad = torch.randn(6, generator=g)
+    p.grad, q.grad = grad.clone(), grad.clone()
+    a.step()
+    b.step()
+    assert torch.equal(p, q)
+    assert b.state_dict()["param_groups"][0]["step"] == 8

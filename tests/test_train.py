@@ -10,7 +10,7 @@ import torch
 from dstrl.agents.sac import SACConfig
 from dstrl.config import ConfigError
 from dstrl.train import train
-from tests.helpers import tiny_config
+from tests.helpers import RLX2_TINY, assert_same, tiny_config
 
 
 def _evaluations(run_dir):
@@ -54,11 +54,6 @@ def test_same_seed_same_evaluations(tmp_path, algo):
 
 
 # RLx2 with its dynamic buffer shrinking and n-step targets switched on before the stop
-RLX2_TINY = dict(
-    buffer_check_every=50, buffer_min_size=100, buffer_policy_distance=1e-6, n_step_start=0.3
-)
-
-
 @pytest.mark.parametrize(
     ("algo", "extra"),
     [
@@ -96,7 +91,7 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path, algo, extra):
     assert _logs(tmp_path / "parts") == _logs(tmp_path / "whole")
     whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["agent"]
     parts = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=True)["agent"]
-    _assert_same(whole, parts)
+    assert_same(whole, parts)
 
 
 def _logs(run_dir):
@@ -105,22 +100,6 @@ def _logs(run_dir):
     timing = metrics[0].split(",").index("env_steps_per_second")
     metrics = [",".join(v for i, v in enumerate(row.split(",")) if i != timing) for row in metrics]
     return (run_dir / "evaluations.csv").read_text(), metrics
-
-
-def _assert_same(a, b):
-    """Networks, targets, masks, target supports and optimiser moments, recursively."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b)
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for key in a:
-            _assert_same(a[key], b[key])
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            _assert_same(x, y)
-    else:
-        assert a == b
 
 
 def test_extending_a_run_drops_its_off_grid_end_evaluation(tmp_path):

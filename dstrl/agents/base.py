@@ -10,6 +10,7 @@ decides which connection lives.
 from __future__ import annotations
 
 import copy
+from collections.abc import Hashable
 
 import numpy as np
 import torch
@@ -112,7 +113,67 @@ class ActorCritic:
         self.updates = 0
         self.last_topology_change: dict[str, list[int]] | None = None
         self.halted: Tensor | None = None  # (E,) bool once a member has been halted
-        self._reset_losses()
+        self.halts = 0  # calls of ``halt`` so far
+        # per loss, each member's running sum and the steps it holds (``pop_losses``)
+        self._loss_sums = torch.zeros(len(self.loss_names), members, device=device)
+        self._loss_counts = torch.zeros(len(self.loss_names), dtype=torch.long, device=device)
+
+    # ---- an update ----------------------------------------------------------------------
+    def update(
+        self,
+        obs: Tensor,
+        action: Tensor,
+        reward: Tensor,
+        next_obs: Tensor,
+        terminated: Tensor,
+        discount: Tensor | float | None = None,
+    ) -> None:
+        """One gradient step on a batch (E, B, ·), then the periodic part of an update; losses
+        accumulate for ``pop_losses``. ``discount`` of the bootstrap (n-step batches: per
+        transition; default γ)."""
+        self.updates += 1
+        self.gradient_step(obs, action, reward, next_obs, terminated, discount)
+        self.restructure(obs, action)
+
+    def gradient_step(
+        self,
+        obs: Tensor,
+        action: Tensor,
+        reward: Tensor,
+        next_obs: Tensor,
+        terminated: Tensor,
+        discount: Tensor | float | None,
+    ) -> None:
+        """The tensor work of update number ``updates``: losses, gradients, optimiser steps,
+        soft target updates and their pruning. Beyond tensors it reads only what ``graph_key``
+        names, so a CUDA graph captured for one key replays every update with that key."""
+        raise NotImplementedError
+
+    def _step_kind(self) -> Hashable:
+        """Which of the algorithm's steps update number ``updates`` takes (e.g. TD3's delayed
+        actor step or not)."""
+        raise NotImplementedError
+
+    def graph_key(self, discount: Tensor | float | None) -> Hashable | None:
+        """Everything besides tensor contents that ``gradient_step`` of update number
+        ``updates`` depends on; None when that step must run eagerly (a rule that grows by
+        gradient keeps a dense gradient at its topology update)."""
+        layers = [m for m in (self.actor_sparse, self.critic_sparse) if m is not None]
+        if any(m.keeps_gradients(self.updates) for m in layers):
+            return None
+        bootstrap = "per transition" if torch.is_tensor(discount) else discount
+        targets = tuple(t.graph_key() for t in self.sparse_targets)
+        return (self._step_kind(), bootstrap, self.halts, targets)
+
+    def graph_obstacle(self) -> str | None:
+        """Why this agent's gradient steps cannot be captured as device work alone, or None:
+        layers computed by their connections and compiled target pruning run CPU kernels."""
+        layers = [m for m in (self.actor_sparse, self.critic_sparse) if m is not None]
+        if any(k.choice != "masked" for m in layers for k in m.kernels().values()):
+            return "its sparse layers run CPU kernels (use --sparse-kernels masked)"
+        if any(t.compiled and t.mode == "magnitude" for t in self.sparse_targets):
+            return "its sparse targets are pruned by a CPU kernel"
+        return None
 
     # ---- shared steps -------------------------------------------------------------------
     def _q(self, net: StackedMLP, obs: Tensor, action: Tensor, frozen: bool = False) -> Tensor:
@@ -155,7 +216,7 @@ class ActorCritic:
         for target in self.sparse_targets:
             target.after_polyak()
 
-    def _restructure(self, obs: Tensor, action: Tensor) -> None:
+    def restructure(self, obs: Tensor, action: Tensor) -> None:
         """The periodic part of an update, run eagerly: topology updates, ReDo, and the sparse
         targets catching up with them. The rest of an update never reads the device from the
         host (on a GPU)."""
@@ -250,8 +311,10 @@ class ActorCritic:
 
     # ---- losses -------------------------------------------------------------------------
     def _reset_losses(self) -> None:
-        self._loss_sums = [torch.zeros(self.members, device=self.device) for _ in self.loss_names]
-        self._loss_counts = [0] * len(self.loss_names)
+        """Zero the running sums (L, E) and counts (L,), in place: a captured graph adds to
+        these very tensors."""
+        self._loss_sums.zero_()
+        self._loss_counts.zero_()
 
     def _record(self, index: int, losses: Tensor) -> None:
         """Add the members' losses (E,) of one step to the running sums (halted members' stay
@@ -260,22 +323,21 @@ class ActorCritic:
         if self.halted is not None:
             losses = losses.masked_fill(self.halted, 0.0)
         self._loss_sums[index].add_(losses)
-        self._loss_counts[index] += 1
+        self._loss_counts[index].add_(1)
 
     def _loss_sum(self, saved: Tensor | float) -> Tensor:
         """A saved loss sum as the members' sums (E,); older checkpoints kept one float, the sum
         over all members."""
         if torch.is_tensor(saved):
-            return saved.to(self.device, torch.float32).clone()
+            return saved.to(self.device, torch.float32)
         return torch.full((self.members,), saved / self.members, device=self.device)
 
     def pop_losses(self) -> dict[str, np.ndarray]:
-        """Each member's mean losses (E,) since the last call (one sync, not one per step)."""
+        """Each member's mean losses (E,) since the last call (read once per call, not per step)."""
+        sums, counts = self._loss_sums.cpu().numpy(), self._loss_counts.cpu().numpy()
         means = {
-            name: total.cpu().numpy() / count
-            for name, total, count in zip(
-                self.loss_names, self._loss_sums, self._loss_counts, strict=True
-            )
+            name: total / count
+            for name, total, count in zip(self.loss_names, sums, counts, strict=True)
             if count
         }
         self._reset_losses()
@@ -294,7 +356,7 @@ class ActorCritic:
             for p in net.parameters():
                 tensors += [v for v in optimizer.state.get(p, {}).values() if torch.is_tensor(v)]
             parts[f"{name} weights"] = [(t, rows) for t in tensors]
-        for name, total in zip(self.loss_names, self._loss_sums, strict=True):
+        for name, total in zip(self.loss_names, self._loss_sums.unbind(), strict=True):
             parts[name.replace("_", " ")] = [(total, 1)]
         return parts
 
@@ -319,6 +381,7 @@ class ActorCritic:
         frozen."""
         members = members.to(self.device)
         self.halted = members if self.halted is None else self.halted | members
+        self.halts += 1
         for tensors in self._member_tensors().values():
             for tensor, rows in tensors:
                 tensor.masked_fill_(self._rows(self.halted, rows, tensor.dim()), 0.0)
@@ -444,8 +507,8 @@ class ActorCritic:
             generator=self.generator.get_state(),
             generator_device=self.device.type,
             updates=self.updates,
-            loss_sums=[x.cpu().clone() for x in self._loss_sums],
-            loss_counts=list(self._loss_counts),
+            loss_sums=[x.clone() for x in self._loss_sums.cpu()],
+            loss_counts=self._loss_counts.tolist(),
             recycled=self.recycled,
         )
         if self.actor_sparse is not None and self.critic_sparse is not None:
@@ -462,8 +525,8 @@ class ActorCritic:
         else:  # another device's generator state cannot be restored: a new, seeded stream
             self.generator.manual_seed(int(state["updates"]))
         self.updates = state["updates"]
-        self._loss_sums = [self._loss_sum(x) for x in state["loss_sums"]]
-        self._loss_counts = list(state["loss_counts"])
+        self._loss_sums.copy_(torch.stack([self._loss_sum(x) for x in state["loss_sums"]]))
+        self._loss_counts.copy_(torch.tensor(state["loss_counts"]))
         self.recycled = int(state.get("recycled", 0))
         if self.actor_sparse is not None and self.critic_sparse is not None:
             self.actor_sparse.load_state_dict(state["actor_masks"])

@@ -130,21 +130,20 @@ class SAC(ActorCritic):
         return both[:, 0], both[:, 1]
 
     # ---- learning -----------------------------------------------------------------------
-    def update(
+    def gradient_step(
         self,
         obs: Tensor,
         action: Tensor,
         reward: Tensor,
         next_obs: Tensor,
         terminated: Tensor,
-        discount: Tensor | float | None = None,
+        discount: Tensor | float | None,
     ) -> None:
-        """One SAC gradient step on a batch (E, B, ·); losses accumulate for ``pop_losses``.
-        ``discount`` of the bootstrap (n-step batches: per transition; default γ); the next
-        action is sampled at ``next_obs``, the n-step state."""
+        """SAC's critic, actor and temperature steps, and every ``target_update_interval``
+        updates the soft target update; the next action is sampled at ``next_obs``, the n-step
+        state."""
         cfg = self.config
         discount = cfg.gamma if discount is None else discount
-        self.updates += 1
         alpha = self.log_alpha.detach().exp().unsqueeze(1)  # (E, 1)
         with torch.no_grad():
             next_action, next_log_prob, _ = self._sample(next_obs)
@@ -162,9 +161,12 @@ class SAC(ActorCritic):
             self._hold_halted([self.log_alpha], 1)
             self.alpha_optimizer.step()
         self._record(2, alpha.squeeze(1))
-        if self.updates % cfg.target_update_interval == 0:
+        if self._step_kind():
             self._update_targets(cfg.tau)
-        self._restructure(obs, action)
+
+    def _step_kind(self) -> bool:
+        """Whether this update takes the soft target update."""
+        return self.updates % self.config.target_update_interval == 0
 
     # ---- accounting ---------------------------------------------------------------------
     def _step_flops(

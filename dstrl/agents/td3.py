@@ -103,20 +103,19 @@ class TD3(ActorCritic):
         return both[0], both[1]
 
     # ---- learning -----------------------------------------------------------------------
-    def update(
+    def gradient_step(
         self,
         obs: Tensor,
         action: Tensor,
         reward: Tensor,
         next_obs: Tensor,
         terminated: Tensor,
-        discount: Tensor | float | None = None,
+        discount: Tensor | float | None,
     ) -> None:
-        """One TD3 gradient step on a batch (E, B, ·); losses accumulate for ``pop_losses``.
-        ``discount`` of the bootstrap (n-step batches: per transition; default γ)."""
+        """TD3's critic step, and every ``policy_delay`` updates its actor step and soft target
+        updates."""
         cfg = self.config
         discount = cfg.gamma if discount is None else discount
-        self.updates += 1
         assert self.actor_target is not None
         with torch.no_grad():
             noise = torch.randn(action.shape, generator=self.generator, device=self.device)
@@ -126,12 +125,15 @@ class TD3(ActorCritic):
             next_q = self._q(self.critic_target, next_obs, next_action).amin(dim=1)
             target = reward + discount * (1 - terminated) * next_q
         self._critic_step(obs, action, target)
-        if self.updates % cfg.policy_delay == 0:
+        if self._step_kind():
             first_critic = slice(0, None, 2)
             x = torch.cat([obs, self._policy(self.actor, obs)], dim=-1)
             self._actor_step(-self.critic(x, members=first_critic, frozen=True).mean(dim=(1, 2)))
             self._update_targets(cfg.tau)
-        self._restructure(obs, action)
+
+    def _step_kind(self) -> bool:
+        """Whether this update takes the delayed actor step and target updates."""
+        return self.updates % self.config.policy_delay == 0
 
     # ---- accounting ---------------------------------------------------------------------
     def _step_flops(

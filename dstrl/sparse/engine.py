@@ -108,13 +108,7 @@ class MaskedLayers:
         At a topology-update ``step`` of a rule that grows by gradient, the dense gradient is
         kept first: the only steps that pay for a copy of it.
         """
-        if (
-            step is not None
-            and self.rule is not None
-            and self.rule.needs_gradients
-            and self.schedule is not None
-            and self.schedule.is_update_step(step)
-        ):
+        if step is not None and self.keeps_gradients(step):
             self._dense_gradients = [
                 k.dense_gradient() if self._by_connections(k) else w.grad.detach().clone()
                 for w, k in zip(self.weights, self._kernels, strict=True)
@@ -127,6 +121,16 @@ class MaskedLayers:
         ]
         if masked:
             torch._foreach_mul_(*map(list, zip(*masked, strict=True)))
+
+    def keeps_gradients(self, step: int) -> bool:
+        """Whether ``mask_gradients(step)`` keeps the dense gradient (a rule that grows by
+        gradient, at its topology update)."""
+        return (
+            self.rule is not None
+            and self.rule.needs_gradients
+            and self.schedule is not None
+            and self.schedule.is_update_step(step)
+        )
 
     @staticmethod
     def _by_connections(kernel: LayerKernel) -> bool:

@@ -180,10 +180,18 @@ class SparseTarget:
             # Challengers are online connections outside the target's connections: as many
             # as target connections outside the online ones, which only leave until the next
             # change. So today's count bounds every step's.
+            # Rounded up to a power of two, so that a captured graph that holds the merge
+            # serves many topology changes (a larger bound keeps the same connections).
             stale = [(~o & (f == 0)).flatten(1).sum(dim=1).amax() for _, o, f in pairs]
-            self._most = torch.stack(stale).tolist()
+            counts = torch.stack(stale).tolist()
+            self._most = [1 << (m - 1).bit_length() if m else 0 for m in counts]
             if not any(self._most):
                 self._covered_at = self.layers.version
+
+    def graph_key(self) -> tuple:
+        """What ``after_polyak`` does beyond tensor contents, once ``follow`` has caught up:
+        whether it prunes, and the bounds of its merges."""
+        return (self.mode, self._covered_at == self.layers.version, tuple(self._most))
 
     @torch.no_grad()
     def after_polyak(self) -> None:

@@ -1,0 +1,118 @@
+"""Replay an agent's gradient steps from CUDA graphs: on a GPU, an update of networks this small
+is a few hundred short kernels, and launching them, not running them, takes the time.
+
+There is one graph per ``ActorCritic.graph_key`` (TD3: the critic step alone, and the step that
+adds the delayed actor step and target updates), captured the first time its key comes up and
+replayed with the batch copied into its static inputs. Eager, as before, run: the first updates
+(a warm-up for lazy allocations), a gradient step whose key is None (a rule that grows by
+gradient keeps a dense gradient at its topology update), and the periodic part of every update
+(topology updates, ReDo, the sparse targets catching up). That part changes masks, weights and
+optimiser moments in place, so every graph goes on reading the current ones; what it changes
+beyond tensors (the bound of the targets' pruning, say) is part of the key, and a new key is a
+new capture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from dstrl.agents.base import ActorCritic
+
+KEPT_GRAPHS = 8
+"""Graphs kept at most, the least recently replayed dropped first (each holds its own memory)."""
+
+
+class Capture(Protocol):
+    """How a gradient step is run eagerly before capture, and captured for replay."""
+
+    def run(self, step: Callable[[], None]) -> None:
+        """Run ``step`` eagerly, as a warm-up for capture."""
+
+    def capture(self, step: Callable[[], None]) -> Callable[[], None]:
+        """Capture ``step`` without running it; return what replays it."""
+
+
+class CudaCapture:
+    """CUDA graphs on a side stream, with the agent's random generator registered, so that
+    every replay draws fresh numbers from it (those that eager steps would draw)."""
+
+    def __init__(self, device: torch.device, generator: torch.Generator) -> None:
+        self.device, self.generator = device, generator
+        self.stream = torch.cuda.Stream(device)
+
+    def run(self, step: Callable[[], None]) -> None:
+        current = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(current)
+        with torch.cuda.stream(self.stream):
+            step()
+        current.wait_stream(self.stream)
+
+    def capture(self, step: Callable[[], None]) -> Callable[[], None]:
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.generator)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.graph(graph, stream=self.stream):
+            step()
+        return graph.replay
+
+
+def capture_for(agent: ActorCritic) -> Capture:
+    """The capture of the agent's device (CUDA only)."""
+    if agent.device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, not {agent.device}")
+    return CudaCapture(agent.device, agent.generator)
+
+
+class GraphedUpdates:
+    """``agent.update``, with the gradient steps replayed from graphs (see the module)."""
+
+    def __init__(self, agent: ActorCritic, capture: Capture, warmup: int = 3) -> None:
+        obstacle = agent.graph_obstacle()
+        if obstacle is not None:
+            raise ValueError(f"this agent's updates cannot be captured: {obstacle}")
+        self.agent, self.capture, self.warmup = agent, capture, warmup
+        self.graphs: dict[Hashable, Callable[[], None]] = {}  # least recently replayed first
+        self.inputs: list[Tensor] = []  # static batch tensors, shared by every graph
+        self.captures = 0
+
+    def __call__(
+        self,
+        obs: Tensor,
+        action: Tensor,
+        reward: Tensor,
+        next_obs: Tensor,
+        terminated: Tensor,
+        discount: Tensor | float | None = None,
+    ) -> None:
+        """One update, as ``agent.update`` does it."""
+        agent = self.agent
+        agent.updates += 1
+        key = agent.graph_key(discount)
+        batch = [obs, action, reward, next_obs, terminated]
+        if torch.is_tensor(discount):
+            batch.append(discount)
+        if key is None:
+            agent.gradient_step(*batch[:5], discount)
+        elif self.warmup > 0:
+            self.warmup -= 1
+            self.capture.run(lambda: agent.gradient_step(*batch[:5], discount))
+        else:
+            replay = self.graphs.pop(key, None) or self._capture(batch, discount)
+            self.graphs[key] = replay
+            if len(self.graphs) > KEPT_GRAPHS:
+                del self.graphs[next(iter(self.graphs))]
+            for static, value in zip(self.inputs, batch, strict=False):
+                static.copy_(value)
+            replay()
+        agent.restructure(obs, action)
+
+    def _capture(self, batch: list[Tensor], discount: Tensor | float | None) -> Callable[[], None]:
+        self.inputs += [value.clone() for value in batch[len(self.inputs) :]]
+        inputs = self.inputs[: len(batch)]
+        bootstrap = inputs[5] if torch.is_tensor(discount) else discount
+        self.captures += 1
+        return self.capture.capture(lambda: self.agent.gradient_step(*inputs[:5], bootstrap))
