@@ -1,5 +1,5 @@
-"""Replay an agent's gradient steps from CUDA graphs: on a GPU, an update of networks this small
-is a few hundred short kernels, and launching them, not running them, takes the time.
+"""Replay an agent's gradient steps and acting from CUDA graphs: on a GPU, an update of networks
+this small is a few hundred short kernels, and launching them, not running them, takes the time.
 
 There is one graph per ``ActorCritic.graph_key`` (TD3: the critic step alone, and the step that
 adds the delayed actor step and target updates), captured the first time its key comes up and
@@ -9,14 +9,15 @@ gradient keeps a dense gradient at its topology update), and the periodic part o
 (topology updates, ReDo, the sparse targets catching up). That part changes masks, weights and
 optimiser moments in place, so every graph goes on reading the current ones; what it changes
 beyond tensors (the bound of the targets' pruning, say) is part of the key, and a new key is a
-new capture.
+new capture. Acting is one graph: observations in, actions and their noise-free means out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Protocol
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,13 +28,14 @@ KEPT_GRAPHS = 8
 
 
 class Capture(Protocol):
-    """How a gradient step is run eagerly before capture, and captured for replay."""
+    """How device work is run eagerly before capture, and captured for replay."""
 
-    def run(self, step: Callable[[], None]) -> None:
-        """Run ``step`` eagerly, as a warm-up for capture."""
+    def run(self, work: Callable[[], Any]) -> Any:
+        """Run ``work`` eagerly, as a warm-up for capture; its result."""
 
-    def capture(self, step: Callable[[], None]) -> Callable[[], None]:
-        """Capture ``step`` without running it; return what replays it."""
+    def capture(self, work: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
+        """Capture ``work`` without running it: what replays it, and its result, whose
+        tensors every replay refills."""
 
 
 class CudaCapture:
@@ -44,20 +46,21 @@ class CudaCapture:
         self.device, self.generator = device, generator
         self.stream = torch.cuda.Stream(device)
 
-    def run(self, step: Callable[[], None]) -> None:
+    def run(self, work: Callable[[], Any]) -> Any:
         current = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(current)
         with torch.cuda.stream(self.stream):
-            step()
+            result = work()
         current.wait_stream(self.stream)
+        return result
 
-    def capture(self, step: Callable[[], None]) -> Callable[[], None]:
+    def capture(self, work: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
         graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.generator)
+        graph.register_generator_state(self.generator)  # before the capture begins
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.graph(graph, stream=self.stream):
-            step()
-        return graph.replay
+            result = work()
+        return graph.replay, result
 
 
 def capture_for(agent: ActorCritic) -> Capture:
@@ -115,4 +118,40 @@ class GraphedUpdates:
         inputs = self.inputs[: len(batch)]
         bootstrap = inputs[5] if torch.is_tensor(discount) else discount
         self.captures += 1
-        return self.capture.capture(lambda: self.agent.gradient_step(*inputs[:5], bootstrap))
+        return self.capture.capture(lambda: self.agent.gradient_step(*inputs[:5], bootstrap))[0]
+
+
+class GraphedActing:
+    """``agent.explore``, its device work replayed from one graph: the observations are copied
+    in, and the actions with their noise-free means come back in one copy."""
+
+    def __init__(self, agent: ActorCritic, capture: Capture, warmup: int = 3) -> None:
+        obstacle = agent.graph_obstacle()
+        if obstacle is not None:
+            raise ValueError(f"this agent's acting cannot be captured: {obstacle}")
+        self.agent, self.capture, self.warmup = agent, capture, warmup
+        self.replay: Callable[[], None] | None = None
+        self.states: Tensor | None = None  # static input (E, 1, obs_dim)
+        self.actions: Tensor | None = None  # static output (2, E, act_dim)
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What ``agent.explore(obs)`` returns."""
+        agent = self.agent
+        if self.warmup > 0:
+            self.warmup -= 1
+            states = agent.states(obs)
+            both = self.capture.run(lambda: agent.exploration(states))
+        else:
+            if self.replay is None:
+                self.states = agent.states(obs)
+                self.replay, self.actions = self.capture.capture(self._exploration)
+            self.states.copy_(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(1))
+            self.replay()
+            both = self.actions
+        both = both.to("cpu", copy=True).numpy()  # not the static output itself
+        return both[0], both[1]
+
+    @torch.no_grad()
+    def _exploration(self) -> Tensor:
+        return self.agent.exploration(self.states)

@@ -35,7 +35,7 @@ from dstrl.data.envs import (
 from dstrl.data.replay import ReplayBuffer
 from dstrl.data.workers import WorkerError
 from dstrl.evaluation import evaluate
-from dstrl.graphs import GraphedUpdates, capture_for
+from dstrl.graphs import GraphedActing, GraphedUpdates, capture_for
 from dstrl.health import DivergedError, Health, advice
 from dstrl.logs import CsvLog, TensorBoard
 from dstrl.rundir import (
@@ -233,10 +233,12 @@ class Trainer:
         )
         if state is not None:
             self._restore(state)
-        self.update = agent.update  # or the same updates, replayed from CUDA graphs:
+        self.update, self.explore = agent.update, agent.explore  # or replayed from CUDA graphs:
         if config.cuda_graph:
             try:
-                self.update = GraphedUpdates(agent, capture_for(agent))
+                capture = capture_for(agent)
+                self.update = GraphedUpdates(agent, capture)
+                self.explore = GraphedActing(agent, capture)
             except ValueError as error:
                 raise ConfigError(f"--cuda-graph: {error}") from error
         self._costs()
@@ -341,7 +343,7 @@ class Trainer:
             )
             action = policy_action = self.low + u.cpu().numpy() * (self.high - self.low)
         else:
-            action, policy_action = self.agent.explore(self.obs)
+            action, policy_action = self.explore(self.obs)
             self._count_flops("inference_flops")
             reason = "its actor gave a NaN or infinite action"
             self._halt_nonfinite(reason, action, step=self.step + 1)

@@ -13,6 +13,7 @@ tests look for.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -68,13 +69,13 @@ class EmulatedCapture:
         self.generator = generator
         self.replays = 0
 
-    def run(self, step: Callable[[], None]) -> None:
-        step()
+    def run(self, work: Callable[[], Any]) -> Any:
+        return work()
 
-    def capture(self, step: Callable[[], None]) -> Callable[[], None]:
+    def capture(self, work: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
         state = self.generator.get_state()
         with _Recorder() as recorder:
-            step()
+            result = work()
         with torch.no_grad():
             for tensor, before in reversed(recorder.saved):
                 tensor.copy_(before)
@@ -91,4 +92,4 @@ class EmulatedCapture:
                         if not _same_memory(kept, value):
                             kept.copy_(value)
 
-        return replay
+        return replay, result

@@ -9,10 +9,11 @@ host read. The same comparison on a GPU, with real CUDA graphs, is marked ``gpu`
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from dstrl.graphs import GraphedUpdates
+from dstrl.graphs import GraphedActing, GraphedUpdates
 from tests.graph_emulator import EmulatedCapture
 from tests.helpers import UPDATE_KINDS, assert_same, learning_trainer
 
@@ -25,9 +26,11 @@ def _train(trainer, updates: int, halt_at: int | None = None) -> None:
             trainer.agent.halt(torch.tensor([True, False]))
 
 
-def _graphed(trainer, capture=None) -> EmulatedCapture:
-    capture = capture or EmulatedCapture(trainer.agent.generator)
+def _graphed(trainer) -> EmulatedCapture:
+    """Updates and acting replayed from emulated graphs, as ``--cuda-graph`` does on a GPU."""
+    capture = EmulatedCapture(trainer.agent.generator)
     trainer.update = GraphedUpdates(trainer.agent, capture)
+    trainer.explore = GraphedActing(trainer.agent, capture)
     return capture
 
 
@@ -47,7 +50,7 @@ def test_replayed_gradient_steps_train_the_agents_eager_steps_train(
     assert_same(runs[0][0], runs[1][0])
     for name, value in runs[0][1].items():
         assert (value == runs[1][1][name]).all()
-    assert capture.replays >= 100  # most updates were replayed, not run eagerly
+    assert capture.replays >= 2 * 100  # most updates and actions were replayed, not run eagerly
     assert trainer.update.captures <= 16  # a graph serves many updates
 
 
@@ -86,6 +89,24 @@ def test_capture_refuses_a_host_read(tmp_path):
     capture = EmulatedCapture(trainer.agent.generator)
     with pytest.raises(RuntimeError, match="reads the device from the host"):
         capture.capture(lambda: trainer.agent.actor.weights[0].sum().item())
+
+
+def test_replayed_acting_returns_the_actions_eager_acting_returns(tmp_path, as_off_the_cpu):
+    """Exploration noise included: the graph draws from the agent's generator as eager acting
+    does; the returned arrays are the caller's own, not views of the graph's output."""
+    eager, graphed = (
+        learning_trainer(tmp_path / name, "ds-sac", sparse_kernels="masked") for name in "ab"
+    )
+    acting = GraphedActing(graphed.agent, EmulatedCapture(graphed.agent.generator))
+    obs = eager.obs
+    kept = []
+    for _ in range(6):
+        want, got = eager.agent.explore(obs), acting(obs)
+        for a, b in zip(want, got, strict=True):
+            assert np.array_equal(a, b)
+        kept.append(got[0])
+    assert acting.replay is not None
+    assert not np.array_equal(kept[-1], kept[-2])  # fresh noise, and not one shared array
 
 
 @pytest.mark.parametrize(

@@ -239,12 +239,19 @@ class ActorCritic:
         """Noise-free actions (E, B, act_dim) for states (E, B, obs_dim)."""
         raise NotImplementedError
 
-    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exploratory actions (E, act_dim) for observations (E, obs_dim), and the noise-free
-        actions (μ) they come from."""
+    def exploration(self, states: Tensor) -> Tensor:
+        """Exploratory actions for states (E, 1, obs_dim) and the noise-free actions (μ) they
+        come from, stacked (2, E, act_dim): the device work of ``explore``."""
         raise NotImplementedError
 
-    def _states(self, obs: np.ndarray) -> Tensor:
+    @torch.no_grad()
+    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exploratory actions (E, act_dim) for observations (E, obs_dim), and the noise-free
+        actions (μ) they come from (one copy back from the device)."""
+        both = self.exploration(self.states(obs)).cpu().numpy()
+        return both[0], both[1]
+
+    def states(self, obs: np.ndarray) -> Tensor:
         """Observations (E, obs_dim) as a batch of one state per member (E, 1, obs_dim)."""
         return torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
 
@@ -254,7 +261,7 @@ class ActorCritic:
         noise-free."""
         if explore:
             return self.explore(obs)[0]
-        return self.greedy(self._states(obs)).squeeze(1).cpu().numpy()
+        return self.greedy(self.states(obs)).squeeze(1).cpu().numpy()
 
     @torch.no_grad()
     def policy_distance(self, obs: Tensor, policy_action: Tensor) -> np.ndarray:

@@ -121,13 +121,10 @@ class SAC(ActorCritic):
         log_prob = log_prob - (2 * (math.log(2) - u - functional.softplus(-2 * u))).sum(-1)
         return self._squash(u), log_prob - self._log_scale, mean
 
-    @torch.no_grad()
-    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sampled actions (E, act_dim) for observations (E, obs_dim), and the squashed means
-        (μ)."""
-        action, _, mean = self._sample(self._states(obs))
-        both = torch.cat([action, self._squash(mean)], dim=1).cpu().numpy()
-        return both[:, 0], both[:, 1]
+    def exploration(self, states: Tensor) -> Tensor:
+        """Sampled actions and the squashed means (μ), stacked (2, E, act_dim)."""
+        action, _, mean = self._sample(states)
+        return torch.stack([action.squeeze(1), self._squash(mean).squeeze(1)])
 
     # ---- learning -----------------------------------------------------------------------
     def gradient_step(

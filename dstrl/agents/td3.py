@@ -91,16 +91,14 @@ class TD3(ActorCritic):
         """Noise-free actions (E, B, act_dim) for states (E, B, obs_dim)."""
         return self._policy(self.actor, obs)
 
-    @torch.no_grad()
-    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exploratory actions (E, act_dim) for observations (E, obs_dim), Gaussian noise on the
-        policy's own, and those noise-free actions (μ)."""
-        mean = self.greedy(self._states(obs)).squeeze(1)
+    def exploration(self, states: Tensor) -> Tensor:
+        """Gaussian noise on the policy's own actions, clipped to the action box, and those
+        noise-free actions (μ), stacked (2, E, act_dim)."""
+        mean = self.greedy(states).squeeze(1)
         noise = torch.randn(mean.shape, generator=self.generator, device=self.device)
         action = mean + noise * (self.config.exploration_noise * self.action_scale)
         action = torch.clamp(action, self.action_low, self.action_high)
-        both = torch.stack([action, mean]).cpu().numpy()
-        return both[0], both[1]
+        return torch.stack([action, mean])
 
     # ---- learning -----------------------------------------------------------------------
     def gradient_step(
