@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU engine's device check (#9), one command for a session's 15 minutes of device time
-# (at most about 8 minutes of running, stopped early at a deadline): GPU tests, then the whole
-# loop eager and with CUDA graphs, then environment stepping on the machine's cores.
-# Everything lands in $OUT (default /tmp/device-out) as six files (the device tool brings back
-# eight at most); commit them under docs/. On the device machine, after installing the wheels
+# (at most about 9 minutes of running; past a deadline the rest is skipped): GPU tests, the
+# whole loop eager and with CUDA graphs, the learning check (ds-td3 x 8 seeds, 30k steps, with
+# graphs), TF32, SAC and E=129, then environment stepping on the machine's cores. Everything
+# lands in $OUT (default /tmp/device-out) as at most eight files (what the device tool brings
+# back); commit them under docs/. On the device machine, after installing the wheels
 # that ../shared/tools/device-wheels.sh fetched:
 #   bash benchmarks/device_session.sh
 # A dry run of the script itself on a CPU (the graph runs are refused there):
@@ -13,7 +14,7 @@ out=${OUT:-/tmp/device-out}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-deadline=$((SECONDS + ${BUDGET_S:-480}))
+deadline=$((SECONDS + ${BUDGET_S:-540}))
 device=${DEVICE:-cuda}
 steps=${STEPS:-1000}
 nvidia-smi --query-gpu=name,driver_version --format=csv >"$out/gpu.txt" 2>&1
@@ -37,6 +38,14 @@ run_loop e1-eager --algo ds-td3 --seeds 1 --overlap
 run_loop e1-graph --algo ds-td3 --seeds 1 --overlap --cuda-graph
 run_loop e33-eager "${mixed[@]}" --seeds 11 --vector-env async --overlap
 run_loop e33-graph "${mixed[@]}" --seeds 11 --vector-env async --overlap --cuda-graph
+if ((SECONDS < deadline)); then  # the learning check: compare with the CPU run in docs/
+  learn=$(mktemp -d)
+  timeout 240 $py -m dstrl.cli train --algo ds-td3 --seeds 8 --env HalfCheetah-v5 --steps 30000 \
+    --eval-every 5000 --device "$device" --cuda-graph --no-progress --no-tensorboard \
+    --out "$learn/run" >>"$out/loop.txt" 2>&1
+  cp "$learn/run/evaluations.csv" "$out/learn-evaluations.csv"
+  cp "$learn/run/summary.json" "$out/learn-summary.json"
+fi
 run_loop e33-graph-tf32 "${mixed[@]}" --seeds 11 --vector-env async --overlap --cuda-graph --tf32
 run_loop e32-sac-graph --algo sac ds-sac --seeds 16 --vector-env async --overlap --cuda-graph
 run_loop e129-graph "${mixed[@]}" --seeds 43 --vector-env async --overlap --cuda-graph
