@@ -19,6 +19,7 @@ from dstrl.analysis.runs import RunError
 from dstrl.checkpoint import CHECKPOINT, CheckpointError
 from dstrl.config import ConfigError, TrainConfig
 from dstrl.data.workers import WorkerError
+from dstrl.graphs import CaptureError
 from dstrl.health import DivergedError, Health, advice
 from dstrl.policy import PolicyError
 from dstrl.rundir import RunDirError, clear_unfinished_run, describe, exclusive, holds_run_files
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     except DivergedError as error:
         print(f"dstrl: error: {error}", file=sys.stderr)
         return 3
-    except (RunDirError, WorkerError) as error:
+    except (RunDirError, WorkerError, CaptureError) as error:
         print(f"dstrl: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:

@@ -27,6 +27,10 @@ KEPT_GRAPHS = 8
 """Graphs kept at most, the least recently replayed dropped first (each holds its own memory)."""
 
 
+class CaptureError(RuntimeError):
+    """Capturing device work as a graph failed (an operation a graph cannot hold)."""
+
+
 class Capture(Protocol):
     """How device work is run eagerly before capture, and captured for replay."""
 
@@ -36,6 +40,19 @@ class Capture(Protocol):
     def capture(self, work: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
         """Capture ``work`` without running it: what replays it, and its result, whose
         tensors every replay refills."""
+
+
+def _captured(
+    capture: Capture, work: Callable[[], Any], what: str
+) -> tuple[Callable[[], None], Any]:
+    """``capture.capture(work)``, its failure one line that says what to do."""
+    try:
+        return capture.capture(work)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CaptureError(
+            f"capturing {what} as a CUDA graph failed ({reason}); train with --no-cuda-graph"
+        ) from error
 
 
 class CudaCapture:
@@ -118,7 +135,8 @@ class GraphedUpdates:
         inputs = self.inputs[: len(batch)]
         bootstrap = inputs[5] if torch.is_tensor(discount) else discount
         self.captures += 1
-        return self.capture.capture(lambda: self.agent.gradient_step(*inputs[:5], bootstrap))[0]
+        step = lambda: self.agent.gradient_step(*inputs[:5], bootstrap)  # noqa: E731
+        return _captured(self.capture, step, "a gradient step")[0]
 
 
 class GraphedActing:
@@ -145,7 +163,7 @@ class GraphedActing:
         else:
             if self.replay is None:
                 self.states = agent.states(obs)
-                self.replay, self.actions = self.capture.capture(self._exploration)
+                self.replay, self.actions = _captured(self.capture, self._exploration, "acting")
             self.states.copy_(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(1))
             self.replay()
             both = self.actions

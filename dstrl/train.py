@@ -35,7 +35,7 @@ from dstrl.data.envs import (
 from dstrl.data.replay import ReplayBuffer
 from dstrl.data.workers import WorkerError
 from dstrl.evaluation import evaluate
-from dstrl.graphs import GraphedActing, GraphedUpdates, capture_for
+from dstrl.graphs import CaptureError, GraphedActing, GraphedUpdates, capture_for
 from dstrl.health import DivergedError, Health, advice
 from dstrl.logs import CsvLog, TensorBoard
 from dstrl.rundir import (
@@ -488,7 +488,7 @@ class Trainer:
             self._loop(stop_after, started)
         except OSError as error:
             raise self._write_failure(error) from error
-        except (RunDirError, WorkerError) as error:
+        except (RunDirError, WorkerError, CaptureError) as error:
             raise type(error)(f"{error}; {self._resume_hint()}") from error
         finally:
             self.bar.close()

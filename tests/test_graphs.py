@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dstrl.graphs import GraphedActing, GraphedUpdates
+from dstrl.graphs import CaptureError, GraphedActing, GraphedUpdates
 from tests.graph_emulator import EmulatedCapture
 from tests.helpers import UPDATE_KINDS, assert_same, learning_trainer
 
@@ -107,6 +107,27 @@ def test_replayed_acting_returns_the_actions_eager_acting_returns(tmp_path, as_o
         kept.append(got[0])
     assert acting.replay is not None
     assert not np.array_equal(kept[-1], kept[-2])  # fresh noise, and not one shared array
+
+
+def test_a_failed_capture_stops_the_run_with_one_line_that_says_what_to_do(
+    tmp_path, as_off_the_cpu, monkeypatch
+):
+    trainer = learning_trainer(tmp_path / "run", "td3")
+    _graphed(trainer)
+    step = trainer.agent.gradient_step
+
+    def reads_back(*batch):
+        step(*batch)
+        trainer.agent.actor.weights[0].sum().item()  # a graph cannot hold this
+
+    monkeypatch.setattr(trainer.agent, "gradient_step", reads_back)
+    with pytest.raises(CaptureError) as caught:
+        trainer.run(None)
+    message = str(caught.value)
+    assert "capturing a gradient step as a CUDA graph failed" in message
+    assert "train with --no-cuda-graph; no checkpoint had been written yet" in message
+    assert "\n" not in message
+    assert trainer.agent.updates == 4  # three eager updates, then the capture
 
 
 @pytest.mark.parametrize(
