@@ -51,6 +51,8 @@ def prune_to_count(
     targets: list[Tensor],
     outsides: list[Tensor],
     listed: list[Connections | None] | None = None,
+    polyak: tuple[list[Tensor], float] | None = None,
+    prune: bool = True,
 ) -> bool:
     """After a Polyak step, keep per layer and member the largest-magnitude entries of the
     target, as many as it had connections before the step; ``outsides`` (bool, one per layer)
@@ -59,19 +61,27 @@ def prune_to_count(
 
     CPU float32 tensors (``compiled``): one call of a Numba kernel (``target_cpu``) does every
     layer. ``listed`` may give, per layer, positions that hold every connection and every
-    nonzero entry: the kernel then reads those alone. Other devices: ``prune_to_count_tensor``.
+    nonzero entry: the kernel then reads those alone. ``polyak`` (the online weights and τ)
+    takes the Polyak step in the same pass, bit for bit ``torch.lerp``'s (and, without
+    ``prune``, only that). Other devices: ``prune_to_count_tensor``.
     """
     if not targets:
         return False
     rows = [(-1, t.shape[-2] * t.shape[-1]) for t in targets]  # one row per member
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     lists = [empty if c is None else c.member_positions for c in listed or [None] * len(rows)]
+    online, weight = polyak if polyak is not None else ([], 0.0)
+    none = np.zeros((0, 0), np.float32)  # no Polyak step
+    onlines = [w.detach().view(r).numpy() for w, r in zip(online, rows, strict=False)]
     return bool(
         prune_layers(
             tuple(t.detach().view(r).numpy() for t, r in zip(targets, rows, strict=True)),
             tuple(o.view(r).numpy() for o, r in zip(outsides, rows, strict=True)),
             tuple(pointers for pointers, _ in lists),
             tuple(positions for _, positions in lists),
+            tuple(onlines) if onlines else (none,) * len(rows),
+            np.float32(weight),
+            prune,
         )
     )
 
@@ -194,6 +204,23 @@ class SparseTarget:
         return (self.mode, self._covered_at == self.layers.version, tuple(self._most))
 
     @torch.no_grad()
+    def soft_update(self, tau: float) -> None:
+        """The Polyak step ``θ' ← τθ + (1-τ)θ'`` of the sparse layers from the online weights,
+        then ``after_polyak``; with the compiled kernel, both in one pass (and over the listed
+        positions alone, for layers computed by their connections)."""
+        if self.mode != "magnitude" or not self.compiled or not self.targets:
+            torch._foreach_lerp_(self.targets, self.layers.weights, tau)
+            self.after_polyak()
+            return
+        self.follow()
+        prune = self._covered_at != self.layers.version
+        listed = [kernel.connections() for kernel in self._kernels]
+        polyak = (self.layers.weights, tau)
+        if prune_to_count(self.targets, self.outside, listed, polyak, prune) or not prune:
+            return  # still settling after a topology change, or covered
+        self._check_covered()
+
+    @torch.no_grad()
     def after_polyak(self) -> None:
         if self.mode == "dense" or not self.targets:
             return
@@ -210,6 +237,11 @@ class SparseTarget:
         listed = [kernel.connections() for kernel in self._kernels]
         if prune_to_count(self.targets, self.outside, listed):
             return  # still settling after a topology change
+        self._check_covered()
+
+    def _check_covered(self) -> None:
+        """Once no challenger enters, skip pruning until the next topology change if the
+        connections cover every online connection (nothing else can ever enter)."""
         uncovered = [(f * o).any() for f, o in zip(self.layers.factors, self.outside, strict=True)]
         if not bool(torch.stack(uncovered).any()):
             self._covered_at = self.layers.version
