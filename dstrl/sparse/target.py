@@ -62,25 +62,34 @@ def prune_to_count(
     CPU float32 tensors (``compiled``): one call of a Numba kernel (``target_cpu``) does every
     layer. ``listed`` may give, per layer, positions that hold every connection and every
     nonzero entry: the kernel then reads those alone. ``polyak`` (the online weights and τ)
-    takes the Polyak step in the same pass, bit for bit ``torch.lerp``'s (and, without
-    ``prune``, only that). Other devices: ``prune_to_count_tensor``.
+    takes the Polyak step first, bit for bit ``torch.lerp``'s; a listed layer takes it in the
+    kernel's pass over its listed entries. Without ``prune``, that step is all. Other devices:
+    ``prune_to_count_tensor``.
     """
     if not targets:
         return False
     rows = [(-1, t.shape[-2] * t.shape[-1]) for t in targets]  # one row per member
+    listed = listed or [None] * len(rows)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    lists = [empty if c is None else c.member_positions for c in listed or [None] * len(rows)]
-    online, weight = polyak if polyak is not None else ([], 0.0)
-    none = np.zeros((0, 0), np.float32)  # no Polyak step
-    onlines = [w.detach().view(r).numpy() for w, r in zip(online, rows, strict=False)]
+    lists = [empty if c is None else c.member_positions for c in listed]
+    none = np.zeros((0, 0), np.float32)  # no Polyak step in the kernel
+    onlines = [none] * len(rows)
+    if polyak is not None:  # listed layers take it in the kernel, the others here
+        online, tau = polyak
+        whole = [i for i, c in enumerate(listed) if c is None]
+        if whole:
+            torch._foreach_lerp_([targets[i] for i in whole], [online[i] for i in whole], tau)
+        for i, c in enumerate(listed):
+            if c is not None:
+                onlines[i] = online[i].detach().view(rows[i]).numpy()
     return bool(
         prune_layers(
             tuple(t.detach().view(r).numpy() for t, r in zip(targets, rows, strict=True)),
             tuple(o.view(r).numpy() for o, r in zip(outsides, rows, strict=True)),
             tuple(pointers for pointers, _ in lists),
             tuple(positions for _, positions in lists),
-            tuple(onlines) if onlines else (none,) * len(rows),
-            np.float32(weight),
+            tuple(onlines),
+            np.float32(0.0 if polyak is None else polyak[1]),
             prune,
         )
     )

@@ -1,5 +1,4 @@
-"""``prune_to_count`` for CPU tensors, compiled with Numba: two passes over a layer, the first
-one fused with the Polyak step that comes before it.
+"""``prune_to_count`` for CPU tensors, compiled with Numba: two passes over a layer.
 
 The tensor version in ``dstrl.sparse.target`` needs six full passes and about thirty small
 operations per layer; on a CPU each operation's dispatch costs as much as the arithmetic of a
@@ -20,30 +19,14 @@ _FAST = {"nnan", "ninf", "nsz", "reassoc"}
 BLOCK = 256
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _lerp(t, e, w, start, end):
-    """``t ← lerp(t, e, w)`` on entries [start, end): torch's formula, with its fused
-    multiply-add, so bit for bit what ``torch.lerp`` gives on the CPU."""
-    if w < 0.5:
-        for j in range(start, end):
-            t[j] = t[j] + w * (e[j] - t[j])
-    else:
-        rest = np.float32(1.0) - w
-        for j in range(start, end):
-            t[j] = e[j] - (e[j] - t[j]) * rest
-
-
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def _block_extremes(t, o, strongest, weakest, e, weight):
+def _block_extremes(t, o, strongest, weakest):
     """Per block of ``BLOCK`` entries: the strongest challenger |θ'| (0 if none) and the weakest
-    connection |θ'| (inf if none); with an online row ``e`` (non-empty), the block's Polyak step
-    first, while it is in cache."""
+    connection |θ'| (inf if none)."""
     n = t.shape[0]
     for k in range(strongest.shape[0]):
         s = np.float32(0.0)
         w = np.float32(np.inf)
-        if e.shape[0]:
-            _lerp(t, e, weight, k * BLOCK, min(n, (k + 1) * BLOCK))
         for j in range(k * BLOCK, min(n, (k + 1) * BLOCK)):
             v = abs(t[j])
             s = max(s, v if o[j] else np.float32(0.0))
@@ -119,26 +102,18 @@ def _merge(t, o, block_strongest, block_weakest, strongest, weakest):
 
 
 @njit(cache=True, nogil=True)
-def prune_rows(target, outside, online, weight, prune):
+def prune_rows(target, outside):
     """``prune_to_count`` on a (rows, n) float32 target and bool ``outside``, in place; True if
-    any challenger had entered (a nonzero entry outside the connections). With ``online`` rows
-    (non-empty), each row takes its Polyak step ``lerp(target, online, weight)`` first, and
-    only that unless ``prune``."""
+    any challenger had entered (a nonzero entry outside the connections)."""
     rows, n = target.shape
     blocks = (n + BLOCK - 1) // BLOCK
     block_strongest = np.empty(blocks, np.float32)
     block_weakest = np.empty(blocks, np.float32)
-    none = np.empty(0, np.float32)
     entered = False
     for r in range(rows):
         t = target[r]
         o = outside[r]
-        e = online[r] if online.shape[0] else none
-        if not prune:
-            if e.shape[0]:
-                _lerp(t, e, weight, 0, n)
-            continue
-        _block_extremes(t, o, block_strongest, block_weakest, e, weight)
+        _block_extremes(t, o, block_strongest, block_weakest)
         strongest = block_strongest.max()
         if strongest == 0.0:
             continue
@@ -150,46 +125,58 @@ def prune_rows(target, outside, online, weight, prune):
     return entered
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _gather(values, flags, target, outside, online, weight, positions):
+    """The listed entries of one row; with ``online`` (non-empty), after their Polyak step:
+    torch's lerp formula with its fused multiply-add, so bit for bit ``torch.lerp``'s."""
+    rest = np.float32(1.0) - weight
+    for k in range(positions.shape[0]):
+        j = positions[k]
+        t = target[j]
+        if online.shape[0]:
+            e = online[j]
+            t = t + weight * (e - t) if weight < 0.5 else e - (e - t) * rest
+        values[k] = t
+        flags[k] = outside[j]
+
+
 @njit(cache=True, nogil=True)
 def prune_listed(target, outside, pointers, positions, online, weight, prune):
     """``prune_rows`` on the entries of each row r of ``target`` that ``positions[pointers[r]:
     pointers[r + 1]]`` list: every entry left out must be zero and outside the connections
-    (a layer computed by its connections lists its target's connections and the online ones),
-    and, with ``online``, zero there too."""
+    (a layer computed by its connections lists its target's connections and the online ones).
+    With ``online`` rows (non-empty), the listed entries take their Polyak step first (the
+    others are zero on both sides), and only that unless ``prune``."""
     entered = False
     values = np.empty((1, positions.shape[0]), np.float32)
     flags = np.empty((1, positions.shape[0]), np.bool_)
+    none = np.empty(0, np.float32)
     moving = online.shape[0] > 0
-    ends = np.empty((1, positions.shape[0]) if moving else (0, 0), np.float32)
     for r in range(target.shape[0]):
-        start, end = pointers[r], pointers[r + 1]
-        n = end - start
-        for k in range(n):
-            values[0, k] = target[r, positions[start + k]]
-            flags[0, k] = outside[r, positions[start + k]]
-        if moving:
+        listed = positions[pointers[r] : pointers[r + 1]]
+        n = listed.shape[0]
+        e = online[r] if moving else none
+        _gather(values[0], flags[0], target[r], outside[r], e, weight, listed)
+        changed = prune and prune_rows(values[:, :n], flags[:, :n])
+        entered |= changed
+        if changed or moving:
             for k in range(n):
-                ends[0, k] = online[r, positions[start + k]]
-        row_entered = prune_rows(values[:, :n], flags[:, :n], ends[:, :n], weight, prune)
-        if row_entered or moving:
-            entered |= row_entered
-            for k in range(n):
-                target[r, positions[start + k]] = values[0, k]
-                outside[r, positions[start + k]] = flags[0, k]
+                target[r, listed[k]] = values[0, k]
+                outside[r, listed[k]] = flags[0, k]
     return entered
 
 
 @njit(cache=True, nogil=True)
 def prune_layers(targets, outsides, pointers, positions, onlines, weight, prune):
     """``prune_rows`` on every layer of a network in one call (tuples of arrays); a layer with
-    ``pointers`` (non-empty) is pruned over its listed entries (``prune_listed``). With
-    ``onlines`` (arrays with rows), every layer takes its Polyak step first."""
+    ``pointers`` (non-empty) is pruned over its listed entries (``prune_listed``, which takes
+    the Polyak step of a layer with ``onlines`` rows on the way)."""
     entered = False
     for i in range(len(targets)):
         if pointers[i].shape[0]:
             entered |= prune_listed(
                 targets[i], outsides[i], pointers[i], positions[i], onlines[i], weight, prune
             )
-        else:
-            entered |= prune_rows(targets[i], outsides[i], onlines[i], weight, prune)
+        elif prune:
+            entered |= prune_rows(targets[i], outsides[i])
     return entered
