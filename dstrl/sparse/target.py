@@ -208,16 +208,19 @@ class SparseTarget:
                 self._covered_at = self.layers.version
 
     def graph_key(self) -> tuple:
-        """What ``after_polyak`` does beyond tensor contents, once ``follow`` has caught up:
+        """What ``soft_update`` does beyond tensor contents, once ``follow`` has caught up:
         whether it prunes, and the bounds of its merges."""
         return (self.mode, self._covered_at == self.layers.version, tuple(self._most))
 
     @torch.no_grad()
     def soft_update(self, tau: float) -> None:
         """The Polyak step ``θ' ← τθ + (1-τ)θ'`` of the sparse layers from the online weights,
-        then ``after_polyak``; with the compiled kernel, both in one pass (and over the listed
-        positions alone, for layers computed by their connections)."""
-        if self.mode != "magnitude" or not self.compiled or not self.targets:
+        then ``after_polyak``. With the compiled kernel, a layer computed by its connections
+        takes both in one pass over its listed positions alone (elsewhere both sides are
+        zero), instead of a Polyak step over every entry."""
+        if not self.targets:  # no sparse layer (ER may leave every layer dense)
+            return
+        if self.mode != "magnitude" or not self.compiled:
             torch._foreach_lerp_(self.targets, self.layers.weights, tau)
             self.after_polyak()
             return
