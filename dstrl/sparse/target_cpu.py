@@ -14,25 +14,34 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# min/max reductions are exact under reassociation; weights are never NaN or infinite
+# weights are never NaN or infinite
 _FAST = {"nnan", "ninf", "nsz", "reassoc"}
 BLOCK = 256
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+MAGNITUDE = np.uint32(0x7FFFFFFF)  # a float32's bits without its sign
+INFINITY = np.uint32(0x7F800000)  # +inf's bits: above every finite magnitude's
+
+
+@njit(cache=True, nogil=True)
 def _block_extremes(t, o, strongest, weakest):
     """Per block of ``BLOCK`` entries: the strongest challenger |θ'| (0 if none) and the weakest
-    connection |θ'| (inf if none)."""
+    connection |θ'| (inf if none).
+
+    Non-negative floats order as their bits do, so both are integer reductions over the
+    magnitudes' bits, which compile to vector code (the float ones did not: 8x slower)."""
     n = t.shape[0]
+    bits, outside = t.view(np.uint32), o.view(np.uint8)
+    strongest_bits, weakest_bits = strongest.view(np.uint32), weakest.view(np.uint32)
     for k in range(strongest.shape[0]):
-        s = np.float32(0.0)
-        w = np.float32(np.inf)
-        for j in range(k * BLOCK, min(n, (k + 1) * BLOCK)):
-            v = abs(t[j])
-            s = max(s, v if o[j] else np.float32(0.0))
-            w = min(w, v if not o[j] else np.float32(np.inf))
-        strongest[k] = s
-        weakest[k] = w
+        block = bits[k * BLOCK : min(n, (k + 1) * BLOCK)]  # a slice: indices never wrap
+        out = outside[k * BLOCK : min(n, (k + 1) * BLOCK)]
+        s, w = np.uint32(0), INFINITY
+        for j in range(block.shape[0]):
+            magnitude, flag = block[j] & MAGNITUDE, np.uint32(out[j])
+            s = max(s, magnitude * flag)  # challengers only
+            w = min(w, magnitude | (flag * INFINITY))  # connections only
+        strongest_bits[k], weakest_bits[k] = s, w
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
