@@ -12,12 +12,10 @@ CPU thread, most of it in temporaries and in ``sqrt`` of the exact zeros every s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
-
-Delegate = Callable[[Tensor, Tensor, Tensor, float, dict], bool]
 
 
 class Adam(torch.optim.Optimizer):
@@ -42,14 +40,6 @@ class Adam(torch.optim.Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, step=0)
         super().__init__(params, defaults)
         self._counts = [self._count(group) for group in self.param_groups]
-        self._delegates: dict[Tensor, Delegate] = {}
-
-    def delegate(self, param: Tensor, step: Delegate) -> None:
-        """Let ``step(param, exp_avg, exp_avg_sq, count, group)`` take ``param``'s update
-        whenever it returns True (a sparse layer updated at its connections only, say); the
-        fused kernel takes it otherwise. ``count`` counts this step. CPU parameters only: it is
-        read from the step count tensor."""
-        self._delegates[param] = step
 
     @staticmethod
     def _count(group: dict) -> Tensor:
@@ -71,10 +61,6 @@ class Adam(torch.optim.Optimizer):
                     self.state[p]["exp_avg"] = torch.zeros_like(p)
                     self.state[p]["exp_avg_sq"] = torch.zeros_like(p)
             step.add_(1)  # the kernel reads (never writes) one count per parameter: share one
-            if self._delegates:
-                params = [p for p in params if not self._delegated(p, step, group)]
-                if not params:
-                    continue
             beta1, beta2 = group["betas"]
             torch._fused_adam_(
                 params,
@@ -92,13 +78,6 @@ class Adam(torch.optim.Optimizer):
                 maximize=False,
             )
         return None
-
-    def _delegated(self, param: Tensor, step: Tensor, group: dict) -> bool:
-        delegate = self._delegates.get(param)
-        if delegate is None:
-            return False
-        state = self.state[param]
-        return delegate(param, state["exp_avg"], state["exp_avg_sq"], step.item(), group)
 
     def state_dict(self) -> dict:
         for group, step in zip(self.param_groups, self._counts, strict=True):

@@ -105,14 +105,11 @@ class ActorCritic:
         ):
             if layers is not None:
                 layers.attach_optimizer(optim)
-        online, targets = list(self.critic.parameters()), list(self.critic_target.parameters())
+        self._online = list(self.critic.parameters())
+        self._targets = list(self.critic_target.parameters())
         if self.actor_target is not None:
-            online = list(self.actor.parameters()) + online
-            targets = list(self.actor_target.parameters()) + targets
-        # the parameters whose Polyak step is the agent's: the sparse targets take their own
-        sparse = {id(t) for target in self.sparse_targets for t in target.targets}
-        kept = [(t, o) for t, o in zip(targets, online, strict=True) if id(t) not in sparse]
-        self._targets, self._online = [t for t, _ in kept], [o for _, o in kept]
+            self._online = list(self.actor.parameters()) + self._online
+            self._targets = list(self.actor_target.parameters()) + self._targets
         self.updates = 0
         self.last_topology_change: dict[str, list[int]] | None = None
         self.halted: Tensor | None = None  # (E,) bool once a member has been halted
@@ -217,7 +214,7 @@ class ActorCritic:
     def _update_targets(self, tau: float) -> None:
         torch._foreach_lerp_(self._targets, self._online, tau)
         for target in self.sparse_targets:
-            target.soft_update(tau)
+            target.after_polyak()
 
     def restructure(self, obs: Tensor, action: Tensor) -> None:
         """The periodic part of an update, run eagerly: topology updates, ReDo, and the sparse

@@ -17,24 +17,15 @@ Contract (tested in tests/test_sparse_invariants.py):
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import Tensor, nn
 
-from dstrl.sparse import kernels
 from dstrl.sparse.compute import KernelChoice, LayerKernel
 from dstrl.sparse.pruning import GradualPruning
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.topology import SET, lowest
 
 Rule = SET | GradualPruning
-
-ADAM_BY_CONNECTIONS_BELOW = 0.1
-"""Planned density at or under which a layer computed by its connections also takes its Adam
-step there. Adam's arithmetic at a connection (a square root and a division, at scattered
-positions) costs about 14x that of one entry of the fused dense kernel: at 5% density the step
-takes 0.7x the dense kernel's time, at 10% the same, at 30% 2.5x (one EPYC thread, 2x256x256)."""
 
 
 class MaskedLayers:
@@ -101,43 +92,8 @@ class MaskedLayers:
         self.frozen = members if self.frozen is None else self.frozen | members
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        """Register the optimiser whose per-weight state must follow topology changes; one
-        that can delegate steps (``dstrl.optim.Adam``) updates the layers computed by their
-        connections at those connections only."""
+        """Register the optimiser whose per-weight state must follow topology changes."""
         self.optimizer = optimizer
-        if hasattr(optimizer, "delegate"):
-            for i, (weight, kernel) in enumerate(zip(self.weights, self._kernels, strict=True)):
-                if kernel.choice != "masked":  # CPU layers that may run by their connections
-                    optimizer.delegate(weight, partial(self._adam_step, i))
-
-    def _adam_step(
-        self,
-        index: int,
-        weight: Tensor,
-        exp_avg: Tensor,
-        exp_avg_sq: Tensor,
-        count: float,
-        group: dict,
-    ) -> bool:
-        """Adam at the connections of a layer whose last pass ran by them, if it is sparse
-        enough to pay: elsewhere weight, gradient and moments are zero (the contract above), and
-        Adam would keep them so."""
-        kernel = self._kernels[index]
-        if self.planned[index] > ADAM_BY_CONNECTIONS_BELOW or not self._by_connections(kernel):
-            return False
-        kernels.adam(
-            weight,
-            weight.grad,
-            exp_avg,
-            exp_avg_sq,
-            kernel.connections(),
-            count,
-            group["lr"],
-            group["betas"],
-            group["eps"],
-            group["weight_decay"],
-        )
-        return True
 
     @torch.no_grad()
     def apply_masks(self) -> None:

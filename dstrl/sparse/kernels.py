@@ -23,7 +23,6 @@ at 5%, but 840 µs at 50%: sparse pays below about 40% of the connections.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -87,8 +86,6 @@ def load() -> None:
     forward(weight, bias, c, members, x)
     input_gradient(weight, c, members, x, None)
     weight_gradient(c, members, x, x, torch.zeros(1, 1, 1))
-    zero = torch.zeros(1, 1, 1)
-    adam(weight, x, zero, zero.clone(), c, 1.0, 1e-3, (0.9, 0.999), 1e-8, 0.0)
 
 
 def forward(weight: Tensor, bias: Tensor, c: Connections, members: np.ndarray, x: Tensor):
@@ -123,38 +120,6 @@ def input_gradient(
         out.numpy(),
     )
     return out
-
-
-def adam(
-    weight: Tensor,
-    grad: Tensor,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
-    c: Connections,
-    step: float,
-    lr: float,
-    betas: tuple[float, float],
-    eps: float,
-    weight_decay: float,
-) -> None:
-    """One step of Adam with coupled (L2) weight decay, as ``torch.optim.Adam``, at the
-    connections only; ``step`` counts this one. Elsewhere weight, gradient and both moments are
-    zero, and Adam would leave them so."""
-    beta1, beta2 = betas
-    _adam(
-        weight.detach().view(-1).numpy(),
-        grad.view(-1).numpy(),
-        exp_avg.view(-1).numpy(),
-        exp_avg_sq.view(-1).numpy(),
-        c.row_pointers,
-        c.columns,
-        np.float32(lr / (1 - beta1**step)),
-        np.float32(beta1),
-        np.float32(beta2),
-        np.float32(eps),
-        np.float32(weight_decay),
-        np.float32(math.sqrt(1 - beta2**step)),
-    )
 
 
 def weight_gradient(
@@ -248,19 +213,3 @@ def _weight_gradient(pointers, columns, members, x, grad, out):
                     s0 += g[t] * x0[t]
                 gw[o, i0] = s0
                 k += 1
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _adam(weight, grad, exp_avg, exp_avg_sq, pointers, columns, step_size, b1, b2, eps, wd, bias2):
-    """On flat (members · n_out · n_in) arrays; row r's entries start at r · n_in."""
-    n_in = weight.shape[0] // (pointers.shape[0] - 1)
-    one = np.float32(1.0)
-    for row in range(pointers.shape[0] - 1):
-        base = row * n_in
-        for k in range(pointers[row], pointers[row + 1]):
-            i = base + columns[k]
-            d = grad[i] + wd * weight[i]
-            m = exp_avg[i] + (one - b1) * (d - exp_avg[i])
-            v = b2 * exp_avg_sq[i] + (one - b2) * d * d
-            exp_avg[i], exp_avg_sq[i] = m, v
-            weight[i] -= step_size * m / (np.sqrt(v) / bias2 + eps)

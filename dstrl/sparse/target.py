@@ -51,8 +51,6 @@ def prune_to_count(
     targets: list[Tensor],
     outsides: list[Tensor],
     listed: list[Connections | None] | None = None,
-    polyak: tuple[list[Tensor], float] | None = None,
-    prune: bool = True,
 ) -> bool:
     """After a Polyak step, keep per layer and member the largest-magnitude entries of the
     target, as many as it had connections before the step; ``outsides`` (bool, one per layer)
@@ -61,36 +59,19 @@ def prune_to_count(
 
     CPU float32 tensors (``compiled``): one call of a Numba kernel (``target_cpu``) does every
     layer. ``listed`` may give, per layer, positions that hold every connection and every
-    nonzero entry: the kernel then reads those alone. ``polyak`` (the online weights and τ)
-    takes the Polyak step first, bit for bit ``torch.lerp``'s; a listed layer takes it in the
-    kernel's pass over its listed entries. Without ``prune``, that step is all. Other devices:
-    ``prune_to_count_tensor``.
+    nonzero entry: the kernel then reads those alone. Other devices: ``prune_to_count_tensor``.
     """
     if not targets:
         return False
     rows = [(-1, t.shape[-2] * t.shape[-1]) for t in targets]  # one row per member
-    listed = listed or [None] * len(rows)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    lists = [empty if c is None else c.member_positions for c in listed]
-    none = np.zeros((0, 0), np.float32)  # no Polyak step in the kernel
-    onlines = [none] * len(rows)
-    if polyak is not None:  # listed layers take it in the kernel, the others here
-        online, tau = polyak
-        whole = [i for i, c in enumerate(listed) if c is None]
-        if whole:
-            torch._foreach_lerp_([targets[i] for i in whole], [online[i] for i in whole], tau)
-        for i, c in enumerate(listed):
-            if c is not None:
-                onlines[i] = online[i].detach().view(rows[i]).numpy()
+    lists = [empty if c is None else c.member_positions for c in listed or [None] * len(rows)]
     return bool(
         prune_layers(
             tuple(t.detach().view(r).numpy() for t, r in zip(targets, rows, strict=True)),
             tuple(o.view(r).numpy() for o, r in zip(outsides, rows, strict=True)),
             tuple(pointers for pointers, _ in lists),
             tuple(positions for _, positions in lists),
-            tuple(onlines),
-            np.float32(0.0 if polyak is None else polyak[1]),
-            prune,
         )
     )
 
@@ -208,29 +189,9 @@ class SparseTarget:
                 self._covered_at = self.layers.version
 
     def graph_key(self) -> tuple:
-        """What ``soft_update`` does beyond tensor contents, once ``follow`` has caught up:
+        """What ``after_polyak`` does beyond tensor contents, once ``follow`` has caught up:
         whether it prunes, and the bounds of its merges."""
         return (self.mode, self._covered_at == self.layers.version, tuple(self._most))
-
-    @torch.no_grad()
-    def soft_update(self, tau: float) -> None:
-        """The Polyak step ``θ' ← τθ + (1-τ)θ'`` of the sparse layers from the online weights,
-        then ``after_polyak``. With the compiled kernel, a layer computed by its connections
-        takes both in one pass over its listed positions alone (elsewhere both sides are
-        zero), instead of a Polyak step over every entry."""
-        if not self.targets:  # no sparse layer (ER may leave every layer dense)
-            return
-        if self.mode != "magnitude" or not self.compiled:
-            torch._foreach_lerp_(self.targets, self.layers.weights, tau)
-            self.after_polyak()
-            return
-        self.follow()
-        prune = self._covered_at != self.layers.version
-        listed = [kernel.connections() for kernel in self._kernels]
-        polyak = (self.layers.weights, tau)
-        if prune_to_count(self.targets, self.outside, listed, polyak, prune) or not prune:
-            return  # still settling after a topology change, or covered
-        self._check_covered()
 
     @torch.no_grad()
     def after_polyak(self) -> None:
@@ -249,11 +210,6 @@ class SparseTarget:
         listed = [kernel.connections() for kernel in self._kernels]
         if prune_to_count(self.targets, self.outside, listed):
             return  # still settling after a topology change
-        self._check_covered()
-
-    def _check_covered(self) -> None:
-        """Once no challenger enters, skip pruning until the next topology change if the
-        connections cover every online connection (nothing else can ever enter)."""
         uncovered = [(f * o).any() for f, o in zip(self.layers.factors, self.outside, strict=True)]
         if not bool(torch.stack(uncovered).any()):
             self._covered_at = self.layers.version

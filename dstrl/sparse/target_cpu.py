@@ -134,58 +134,36 @@ def prune_rows(target, outside):
     return entered
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _gather(values, flags, target, outside, online, weight, positions):
-    """The listed entries of one row; with ``online`` (non-empty), after their Polyak step:
-    torch's lerp formula with its fused multiply-add, so bit for bit ``torch.lerp``'s."""
-    rest = np.float32(1.0) - weight
-    for k in range(positions.shape[0]):
-        j = positions[k]
-        t = target[j]
-        if online.shape[0]:
-            e = online[j]
-            t = t + weight * (e - t) if weight < 0.5 else e - (e - t) * rest
-        values[k] = t
-        flags[k] = outside[j]
-
-
 @njit(cache=True, nogil=True)
-def prune_listed(target, outside, pointers, positions, online, weight, prune):
+def prune_listed(target, outside, pointers, positions):
     """``prune_rows`` on the entries of each row r of ``target`` that ``positions[pointers[r]:
     pointers[r + 1]]`` list: every entry left out must be zero and outside the connections
-    (a layer computed by its connections lists its target's connections and the online ones).
-    With ``online`` rows (non-empty), the listed entries take their Polyak step first (the
-    others are zero on both sides), and only that unless ``prune``."""
+    (a layer computed by its connections lists its target's connections and the online ones)."""
     entered = False
     values = np.empty((1, positions.shape[0]), np.float32)
     flags = np.empty((1, positions.shape[0]), np.bool_)
-    none = np.empty(0, np.float32)
-    moving = online.shape[0] > 0
     for r in range(target.shape[0]):
-        listed = positions[pointers[r] : pointers[r + 1]]
-        n = listed.shape[0]
-        e = online[r] if moving else none
-        _gather(values[0], flags[0], target[r], outside[r], e, weight, listed)
-        changed = prune and prune_rows(values[:, :n], flags[:, :n])
-        entered |= changed
-        if changed or moving:
+        start, end = pointers[r], pointers[r + 1]
+        n = end - start
+        for k in range(n):
+            values[0, k] = target[r, positions[start + k]]
+            flags[0, k] = outside[r, positions[start + k]]
+        if prune_rows(values[:, :n], flags[:, :n]):
+            entered = True
             for k in range(n):
-                target[r, listed[k]] = values[0, k]
-                outside[r, listed[k]] = flags[0, k]
+                target[r, positions[start + k]] = values[0, k]
+                outside[r, positions[start + k]] = flags[0, k]
     return entered
 
 
 @njit(cache=True, nogil=True)
-def prune_layers(targets, outsides, pointers, positions, onlines, weight, prune):
+def prune_layers(targets, outsides, pointers, positions):
     """``prune_rows`` on every layer of a network in one call (tuples of arrays); a layer with
-    ``pointers`` (non-empty) is pruned over its listed entries (``prune_listed``, which takes
-    the Polyak step of a layer with ``onlines`` rows on the way)."""
+    ``pointers`` (non-empty) is pruned over its listed entries (``prune_listed``)."""
     entered = False
     for i in range(len(targets)):
         if pointers[i].shape[0]:
-            entered |= prune_listed(
-                targets[i], outsides[i], pointers[i], positions[i], onlines[i], weight, prune
-            )
-        elif prune:
+            entered |= prune_listed(targets[i], outsides[i], pointers[i], positions[i])
+        else:
             entered |= prune_rows(targets[i], outsides[i])
     return entered
