@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from dstrl.agents.base import ActorCritic
-from dstrl.config import TrainConfig
+from dstrl.config import ConfigError, TrainConfig
 from dstrl.data.replay import ReplayBuffer
 from dstrl.graphs import GraphedUpdates
 from dstrl.train import Trainer, train
@@ -117,7 +117,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        plain = run(args, Path(tmp) / "plain")
+        try:
+            plain = run(args, Path(tmp) / "plain")
+        except ConfigError as error:
+            raise SystemExit(f"loop.py: {error}") from None
         result, seconds = timed(args, Path(tmp) / "timed")
     members, rate = plain["members"], plain["lockstep_per_second"]
     per_step = {name: value / args.steps for name, value in seconds.items()}
