@@ -206,9 +206,10 @@ class TrainConfig:
     1..t-1 instead of 1..t: the newest transition joins the replay one update later. Off by
     default, so a run follows the DS-TD3 release's loop exactly."""
     cuda_graph: bool = False
-    """Replay each kind of gradient step from a CUDA graph (--device cuda): one launch instead
-    of hundreds per update. The first updates, and the periodic part of every update (topology
-    updates, ReDo), run eagerly; the numbers are those of eager updates."""
+    """Replay each kind of gradient step, and acting, from CUDA graphs (--device cuda): one
+    launch instead of hundreds per update. The first updates, and the periodic part of every
+    update (topology updates, ReDo), run eagerly. Equal to eager updates bit for bit in the CPU
+    emulation of capture (tests/test_graphs.py); not yet run on a GPU."""
     tf32: bool = False
     """Let CUDA matrix products round float32 inputs to TensorFloat-32 (10 mantissa bits):
     faster on Ampere and newer GPUs, less precise (--device cuda)."""
