@@ -108,8 +108,10 @@ def prune_to_count_tensor(target: Tensor, outside: Tensor, most: int) -> None:
     beyond = torch.add(magnitude, out, alpha=torch.finfo(flat.dtype).max / 2)
     leaving, leaving_at = _Blocks(beyond, largest=False).top(k)
     swap = (entering > leaving).to(flat.dtype)  # a prefix of each row
-    out.scatter_(1, entering_at, out.gather(1, entering_at) * (1 - swap))
-    out.scatter_(1, leaving_at, out.gather(1, leaving_at).maximum(swap))
+    # out is 0/1 (1: not a connection): a challenger that swaps takes min(out, 1 - swap) = 0,
+    # a connection that swaps max(out, swap) = 1; one operation each, with no gather
+    out.scatter_reduce_(1, entering_at, 1 - swap, reduce="amin")
+    out.scatter_reduce_(1, leaving_at, swap, reduce="amax")
     flat.addcmul_(flat, out, value=-1.0)  # zero the replaced and every challenger that lost
     outside.copy_(out.view(outside.shape) != 0)
 
