@@ -7,7 +7,12 @@ from dstrl.nets import StackedMLP
 from dstrl.sparse.config import SparsityConfig
 from dstrl.sparse.kernels import Connections
 from dstrl.sparse.schedule import TopologySchedule
-from dstrl.sparse.target import SparseTarget, prune_to_count, prune_to_count_tensor
+from dstrl.sparse.target import (
+    SparseTarget,
+    _PaddedRows,
+    prune_to_count,
+    prune_to_count_tensor,
+)
 
 
 def _compiled(target, outside):
@@ -211,3 +216,23 @@ def test_compiled_pruning_of_several_layers_in_one_call():
     for (t1, o1), (t2, o2) in zip(layers, copies, strict=True):
         _tensor(t2, o2)
         assert torch.equal(t1, t2) and torch.equal(o1, o2)
+
+
+def test_one_padded_merge_prunes_layers_of_every_size_as_each_alone():
+    """Layers of different shapes and members (a GPU prunes them in one merge), against the
+    compiled kernel layer by layer."""
+    g = torch.Generator().manual_seed(12)
+    layers = []
+    for shape in [(2, 12, 5), (2, 40, 23), (2, 1, 12)]:
+        support = torch.rand(shape, generator=g) < 0.4
+        challengers = (torch.rand(shape, generator=g) < 0.2) & ~support
+        target = torch.randn(shape, generator=g) * (support | challengers)
+        layers.append((target, ~support))
+    expected = [(t.clone(), o.clone()) for t, o in layers]
+    for target, outside in expected:
+        _compiled(target, outside)
+    targets, outsides = [t for t, _ in layers], [o for _, o in layers]
+    most = max(int(((t != 0) & o).flatten(1).sum(1).max()) for t, o in layers)  # the bound
+    _PaddedRows(targets).prune(targets, outsides, most)
+    for (target, outside), (want, want_outside) in zip(layers, expected, strict=True):
+        assert torch.equal(target, want) and torch.equal(outside, want_outside)

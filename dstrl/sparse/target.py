@@ -116,6 +116,31 @@ def prune_to_count_tensor(target: Tensor, outside: Tensor, most: int) -> None:
     outside.copy_(out.view(outside.shape) != 0)
 
 
+class _PaddedRows:
+    """The member rows of several layers, one padded (rows, length) copy, so that one
+    ``prune_to_count_tensor`` prunes them all: a GPU launches the merge's thirty-odd operations
+    once per network, not once per layer. Padding is zero and outside the connections, so it
+    never enters and never leaves."""
+
+    def __init__(self, targets: list[Tensor]) -> None:
+        sizes = [t.shape[-2] * t.shape[-1] for t in targets]
+        rows = [t.numel() // n for t, n in zip(targets, sizes, strict=True)]
+        starts = [sum(rows[:i]) for i in range(len(rows))]
+        self.places = list(zip(starts, rows, sizes, strict=True))
+        self.values = targets[0].new_zeros(sum(rows), 1, max(sizes))
+        self.outside = torch.ones(self.values.shape, dtype=torch.bool, device=targets[0].device)
+
+    @torch.no_grad()
+    def prune(self, targets: list[Tensor], outsides: list[Tensor], most: int) -> None:
+        for (start, rows, n), target, outside in zip(self.places, targets, outsides, strict=True):
+            self.values[start : start + rows, 0, :n].copy_(target.view(rows, n))
+            self.outside[start : start + rows, 0, :n].copy_(outside.view(rows, n))
+        prune_to_count_tensor(self.values, self.outside, most)
+        for (start, rows, n), target, outside in zip(self.places, targets, outsides, strict=True):
+            target.view(rows, n).copy_(self.values[start : start + rows, 0, :n])
+            outside.view(rows, n).copy_(self.outside[start : start + rows, 0, :n])
+
+
 class SparseTarget:
     """The sparse layers of a target network, kept at the sparsity of the online ``layers``.
 
@@ -136,6 +161,7 @@ class SparseTarget:
         self._loads = 0  # supports loaded from a checkpoint (they may differ from any derived)
         self._followed: tuple[int, int] | None = None  # what ``follow`` last saw
         self._most = [0] * len(targets)  # challengers per row, at most (tensor pruning)
+        self._padded: _PaddedRows | None = None  # every layer's rows, for tensor pruning
         self.follow()
         if mode == "magnitude" and self.compiled:  # nothing outside the connections yet:
             prune_to_count(targets, self.outside)  # this only loads the kernel
@@ -206,8 +232,12 @@ class SparseTarget:
         if self._covered_at == self.layers.version:
             return
         if not self.compiled:
-            for target, outside, most in zip(self.targets, self.outside, self._most, strict=True):
-                prune_to_count_tensor(target, outside, most)
+            if len(self.targets) == 1:
+                prune_to_count_tensor(self.targets[0], self.outside[0], self._most[0])
+                return
+            if self._padded is None:
+                self._padded = _PaddedRows(self.targets)
+            self._padded.prune(self.targets, self.outside, max(self._most))
             return
         listed = [kernel.connections() for kernel in self._kernels]
         if prune_to_count(self.targets, self.outside, listed):
