@@ -161,7 +161,9 @@ class SparseTarget:
         self._loads = 0  # supports loaded from a checkpoint (they may differ from any derived)
         self._followed: tuple[int, int] | None = None  # what ``follow`` last saw
         self._most = [0] * len(targets)  # challengers per row, at most (tensor pruning)
-        self._padded: _PaddedRows | None = None  # every layer's rows, for tensor pruning
+        # every layer's rows in one buffer, for tensor pruning; allocated here, never inside a
+        # captured graph
+        self._padded = None if self.compiled or len(targets) < 2 else _PaddedRows(targets)
         self.follow()
         if mode == "magnitude" and self.compiled:  # nothing outside the connections yet:
             prune_to_count(targets, self.outside)  # this only loads the kernel
@@ -235,8 +237,6 @@ class SparseTarget:
             if len(self.targets) == 1:
                 prune_to_count_tensor(self.targets[0], self.outside[0], self._most[0])
                 return
-            if self._padded is None:
-                self._padded = _PaddedRows(self.targets)
             self._padded.prune(self.targets, self.outside, max(self._most))
             return
         listed = [kernel.connections() for kernel in self._kernels]
