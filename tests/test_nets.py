@@ -73,3 +73,25 @@ def test_backward_from_equals_autograd(tanh):
     expected = torch.autograd.grad((_reference(net, x) - target).square().sum(), net.parameters())
     for a, b in zip(ours, expected, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_a_conversion_that_replaces_the_parameters_is_followed():
+    """A network reads its parameters from tuples kept beside its ParameterLists: a conversion
+    that puts new parameter objects in the lists must reach every pass and every gradient."""
+    g = torch.Generator().manual_seed(0)
+    net = StackedMLP(2, [3, 8, 1], g)
+    x = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    old = list(net.parameters())
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        net.to(torch.float64)
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(False)
+    assert all(p is not q for p, q in zip(net.parameters(), old, strict=True))
+    y = net(x)
+    assert y.dtype == torch.float64
+    y.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float64 for p in net.parameters())
+    out, saved = net.forward_saved(x)
+    net.backward_from(saved, torch.ones_like(out))
+    assert all(p.grad.dtype == torch.float64 for p in net.parameters())
