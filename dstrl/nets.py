@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +30,18 @@ from dstrl.sparse import kernels
 from dstrl.sparse.compute import LayerKernel
 from dstrl.sparse.kernels import Connections
 
-Plan = list[Connections | None]  # per layer: computed by its connections, or dense
+
+class Connected(NamedTuple):
+    """A layer computed by its connections: them, and numpy views of the layer's whole weight
+    and bias stacks, the kernels' operands (views kept by the network, so that no pass pays for
+    the conversion)."""
+
+    connections: Connections
+    weight: np.ndarray
+    bias: np.ndarray
+
+
+Plan = list[Connected | None]  # per layer: computed by its connections, or dense
 
 
 def _forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], tanh: bool):
@@ -129,11 +141,11 @@ def _forward_sparse(
     h = feature_major(x)
     inputs = [h]
     last = len(weights) - 1
-    for i, (w, b, connections) in enumerate(zip(weights, biases, plan, strict=True)):
-        if connections is None:
+    for i, (w, b, layer) in enumerate(zip(weights, biases, plan, strict=True)):
+        if layer is None:
             h = torch.baddbmm(b[rows.slice].unsqueeze(2), w[rows.slice], h)
         else:
-            h = kernels.forward(w, b, connections, rows.index, h)
+            h = kernels.forward(layer.weight, layer.bias, layer.connections, rows.index, h)
         if i < last:
             h = torch.relu_(h)
             inputs.append(h)
@@ -165,9 +177,9 @@ def _backward_sparse(
     d = (torch.ops.aten.tanh_backward(grad, y) if tanh else grad).contiguous()
     grad_x = None
     for i in reversed(range(layers)):
-        w, connections, x = weights[i], plan[i], inputs[i]
+        w, layer, x = weights[i], plan[i], inputs[i]
         if needs[1 + i]:
-            if connections is None:
+            if layer is None:
                 grad_w[i] = torch.bmm(d, x.mT)
             else:
                 keeper = keepers[i]
@@ -175,7 +187,7 @@ def _backward_sparse(
                     out = keeper.gradient_buffer(w)
                 else:
                     out = w.new_zeros(d.shape[0], *w.shape[1:])
-                grad_w[i] = kernels.weight_gradient(connections, rows.index, x, d, out)
+                grad_w[i] = kernels.weight_gradient(layer.connections, rows.index, x, d, out)
                 if keeper is not None and keeper.keep_inputs and rows.all:
                     keeper.saved = (d, x)
         if needs[1 + layers + i]:
@@ -183,12 +195,12 @@ def _backward_sparse(
         if i == 0 and not needs[0]:
             break
         gate = x if i > 0 else None
-        if connections is None:
+        if layer is None:
             d_in = torch.bmm(w[rows.slice].mT, d)
             if gate is not None:
                 d_in = torch.ops.aten.threshold_backward(d_in, gate, 0)
         else:
-            d_in = kernels.input_gradient(w, connections, rows.index, d, gate)
+            d_in = kernels.input_gradient(layer.weight, layer.connections, rows.index, d, gate)
         if i > 0:
             d = d_in
         else:
@@ -289,6 +301,7 @@ class StackedMLP(nn.Module):
         ParameterList hands out each element through a string-keyed lookup (about a microsecond
         apiece, 40 per TD3 update)."""
         self._weights, self._biases = tuple(self.weights), tuple(self.biases)
+        self._connected: list[Connected | None] = [None] * len(self._weights)
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (torch's signature)
         module = super()._apply(fn, recurse)
@@ -303,8 +316,21 @@ class StackedMLP(nn.Module):
 
     def _plan(self) -> Plan | None:
         """Which layers run by their connections now; None when every layer is dense."""
-        plan = [None if k is None else k.connections() for k in self.kernels]
+        plan = [
+            None if k is None else self._layer(i, k.connections())
+            for i, k in enumerate(self.kernels)
+        ]
         return plan if any(c is not None for c in plan) else None
+
+    def _layer(self, i: int, connections: Connections | None) -> Connected | None:
+        """Layer ``i`` as the plan holds it, built once per change of its connections."""
+        if connections is None:
+            return None
+        layer = self._connected[i]
+        if layer is None or layer.connections is not connections:
+            weight, bias = self._weights[i].detach(), self._biases[i].detach()
+            layer = self._connected[i] = Connected(connections, weight.numpy(), bias.numpy())
+        return layer
 
     @property
     def shapes(self) -> list[tuple[int, int]]:

@@ -88,36 +88,44 @@ def load() -> None:
     weight_gradient(c, members, x, x, torch.zeros(1, 1, 1))
 
 
-def forward(weight: Tensor, bias: Tensor, c: Connections, members: np.ndarray, x: Tensor):
+Array = np.ndarray | Tensor
+"""A weight or bias operand: a CPU float32 tensor, or a numpy view of one (what a network keeps
+for its layers, so that a pass does not pay for converting them)."""
+
+
+def _array(t: Array) -> np.ndarray:
+    return t if isinstance(t, np.ndarray) else t.detach().numpy()
+
+
+def _empty(*shape: int) -> tuple[Tensor, np.ndarray]:
+    """An uninitialised float32 output as a tensor and a numpy view of it (allocated by numpy:
+    half the cost of a tensor's ``new_empty`` and ``numpy``)."""
+    array = np.empty(shape, np.float32)
+    return torch.from_numpy(array), array
+
+
+def forward(weight: Array, bias: Array, c: Connections, members: np.ndarray, x: Tensor):
     """Y (E', n_out, B) = bias + W · x at the connections, for feature-major x (E', n_in, B);
     member e of x is member ``members[e]`` of the weights."""
-    out = x.new_empty(x.shape[0], weight.shape[1], x.shape[2])
-    _forward(
-        weight.detach().numpy(),
-        bias.detach().numpy(),
-        c.row_pointers,
-        c.columns,
-        members,
-        x.numpy(),
-        out.numpy(),
-    )
+    out, array = _empty(x.shape[0], weight.shape[1], x.shape[2])
+    _forward(_array(weight), _array(bias), c.row_pointers, c.columns, members, x.numpy(), array)
     return out
 
 
 def input_gradient(
-    weight: Tensor, c: Connections, members: np.ndarray, grad: Tensor, gate: Tensor | None
+    weight: Array, c: Connections, members: np.ndarray, grad: Tensor, gate: Tensor | None
 ) -> Tensor:
     """Wᵀ · grad (E', n_in, B) at the connections; where ``gate`` (the layer's input, a ReLU
     output) is not positive the gradient is zero (the ReLU's backward, fused)."""
-    out = grad.new_empty(grad.shape[0], weight.shape[2], grad.shape[2])
+    out, array = _empty(grad.shape[0], weight.shape[2], grad.shape[2])
     _input_gradient(
-        weight.detach().numpy(),
+        _array(weight),
         c.column_pointers,
         c.rows,
         members,
         grad.numpy(),
         _NO_GATE if gate is None else gate.numpy(),
-        out.numpy(),
+        array,
     )
     return out
 
