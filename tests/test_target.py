@@ -69,7 +69,7 @@ def test_prune_to_count_small_challenger_is_removed(prune):
     ("seed", "shape"), [(s, (3, 12, 10)) for s in range(5)] + [(5, (2, 40, 23))]
 )
 def test_prune_to_count_equals_brute_force_top_k(prune, seed, shape):
-    """Rows of one block, and of three blocks of 256 and a tail, one of them with neither
+    """Rows of one block, and of several blocks and a tail, two of them with neither
     connections nor challengers."""
     g = torch.Generator().manual_seed(seed)
     members, n_out, n_in = shape
@@ -173,6 +173,32 @@ def test_prune_to_count_with_more_swaps_than_its_first_window(prune):
     prune(target, outside)
     assert torch.equal(target.view(-1), expected)
     assert outside.sum() == 200 and torch.equal(~outside, target != 0)
+
+
+@PRUNERS
+@pytest.mark.parametrize("seed", range(3))
+def test_prune_to_count_with_hundreds_of_swaps_spread_over_every_block(prune, seed):
+    """Rows of 64 blocks whose swaps (hundreds, a few per block, as after a topology change)
+    need the merge to read ever more blocks: the kept entries are still the top k."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (2, 64, 128)  # two members, rows of 8192 entries
+    support = torch.rand(shape, generator=g) < 0.4
+    target = torch.randn(shape, generator=g) * support
+    challengers = (torch.rand(shape, generator=g) < 0.05) & ~support
+    target += challengers * torch.randn(shape, generator=g) * 0.1  # beat the weakest few
+    counts = support.sum(dim=(1, 2))
+    flat = target.view(2, -1)
+    expected = torch.zeros_like(flat)
+    swaps = []
+    for row, k in enumerate(counts.tolist()):
+        keep = flat[row].abs().topk(k).indices
+        expected[row, keep] = flat[row, keep]
+        swaps.append(int((~support.view(2, -1)[row, keep]).sum()))
+    assert min(swaps) > 100
+    outside = ~support
+    prune(target, outside)
+    assert torch.equal(target.view(2, -1), expected)
+    assert torch.equal(~outside, target != 0)
 
 
 def test_compiled_and_tensor_pruning_agree_on_every_kind_of_row():
