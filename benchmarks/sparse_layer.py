@@ -71,7 +71,7 @@ def measure(size: int, batch: int, density: float, members: int) -> dict:
     sparse = {
         "forward": lambda: kernels.forward(weight, bias, c, chosen, xt),
         "input gradient": lambda: kernels.input_gradient(weight, c, chosen, gt, xt),
-        "weight gradient": lambda: kernels.weight_gradient(c, chosen, xt, gt, out),
+        "weight gradient": lambda: kernels.weight_gradient(c, chosen, xt, gt, out)[0],
     }
     connections = int(mask.sum())
     row = {"size": size, "batch": batch, "density": density, "members": members}

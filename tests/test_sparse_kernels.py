@@ -54,6 +54,8 @@ def test_the_three_products_equal_masked_dense_ones(batch, density, members):
 
     y = kernels.forward(weight, bias, c, chosen, x)
     torch.testing.assert_close(y, torch.baddbmm(b.unsqueeze(2), w, x), **TOLERANCE)
+    rectified = kernels.forward(weight, bias, c, chosen, x, relu=True)
+    assert torch.equal(rectified, y.relu())
 
     gx = kernels.input_gradient(weight, c, chosen, grad, None)
     torch.testing.assert_close(gx, torch.bmm(w.mT, grad), **TOLERANCE)
@@ -61,11 +63,14 @@ def test_the_three_products_equal_masked_dense_ones(batch, density, members):
     torch.testing.assert_close(gated, torch.bmm(w.mT, grad) * (x > 0), **TOLERANCE)
 
     out = torch.full((e, 37, 29), 7.0)
-    gw = kernels.weight_gradient(c, chosen, x, grad, out)
-    assert gw is out
+    gw, none = kernels.weight_gradient(c, chosen, x, grad, out)
+    assert gw is out and none is None
     m = mask[chosen]
     torch.testing.assert_close(gw[m], torch.bmm(grad, x.mT)[m], **TOLERANCE)
     assert (gw[~m] == 7.0).all()  # written at the connections only
+    again, gb = kernels.weight_gradient(c, chosen, x, grad, out.clone(), bias=True)
+    assert torch.equal(again, gw)
+    torch.testing.assert_close(gb, grad.sum(dim=2), **TOLERANCE)
 
 
 def _pair(kernel_choice, sizes=(6, 48, 48, 3), density=0.15, tanh=True):

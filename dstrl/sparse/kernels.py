@@ -75,6 +75,7 @@ def _compressed(mask: Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 _NO_GATE = np.empty((0, 0, 0), np.float32)  # an input gradient without a ReLU to undo
+_NO_BIAS = np.empty((0, 0), np.float32)  # a weight gradient without the bias gradient
 
 
 def load() -> None:
@@ -83,9 +84,12 @@ def load() -> None:
     mask = torch.ones(1, 1, 1, dtype=torch.bool)
     c, members, x = Connections.of(mask), np.zeros(1, np.int64), torch.ones(1, 1, 1)
     weight, bias = torch.ones(1, 1, 1), torch.ones(1, 1)
-    forward(weight, bias, c, members, x)
+    forward(weight, bias, c, members, x, relu=True)
     input_gradient(weight, c, members, x, None)
-    weight_gradient(c, members, x, x, torch.zeros(1, 1, 1))
+    weight_gradient(c, members, x, x, torch.zeros(1, 1, 1), bias=True)
+    out = np.empty((1, 1, 2), np.float32)
+    transpose(x.numpy(), out)  # contiguous, and strided (the gradient of a mean, say)
+    transpose(x.expand(1, 2, 1).numpy(), out)
 
 
 Array = np.ndarray | Tensor
@@ -104,11 +108,20 @@ def _empty(*shape: int) -> tuple[Tensor, np.ndarray]:
     return torch.from_numpy(array), array
 
 
-def forward(weight: Array, bias: Array, c: Connections, members: np.ndarray, x: Tensor):
+def forward(
+    weight: Array,
+    bias: Array,
+    c: Connections,
+    members: np.ndarray,
+    x: Tensor,
+    relu: bool = False,
+) -> Tensor:
     """Y (E', n_out, B) = bias + W · x at the connections, for feature-major x (E', n_in, B);
-    member e of x is member ``members[e]`` of the weights."""
+    member e of x is member ``members[e]`` of the weights. With ``relu``, max(Y, 0) (NaN kept),
+    in the same pass."""
     out, array = _empty(x.shape[0], weight.shape[1], x.shape[2])
-    _forward(_array(weight), _array(bias), c.row_pointers, c.columns, members, x.numpy(), array)
+    weight, bias = _array(weight), _array(bias)
+    _forward(weight, bias, c.row_pointers, c.columns, members, x.numpy(), array, relu)
     return out
 
 
@@ -131,12 +144,33 @@ def input_gradient(
 
 
 def weight_gradient(
-    c: Connections, members: np.ndarray, x: Tensor, grad: Tensor, out: Tensor
-) -> Tensor:
+    c: Connections,
+    members: np.ndarray,
+    x: Tensor,
+    grad: Tensor,
+    out: Tensor,
+    bias: bool = False,
+) -> tuple[Tensor, Tensor | None]:
     """grad · xᵀ (E', n_out, n_in) at the connections, written into ``out``, whose entries
-    elsewhere are left as they are (zero them once, and they stay zero)."""
-    _weight_gradient(c.row_pointers, c.columns, members, x.numpy(), grad.numpy(), out.numpy())
-    return out
+    elsewhere are left as they are (zero them once, and they stay zero); with ``bias``, also the
+    bias gradient, grad summed over the batch (E', n_out), from the same reads of grad."""
+    sums, array = _empty(*grad.shape[:2]) if bias else (None, _NO_BIAS)
+    _weight_gradient(
+        c.row_pointers, c.columns, members, x.numpy(), grad.numpy(), out.numpy(), array
+    )
+    return out, sums
+
+
+@njit(cache=True, nogil=True)
+def transpose(x, out):
+    """out[e, i, j] = x[e, j, i], and 0 where j is past x's: the last two axes swapped, the new
+    last one cut or padded with zeros to ``out``'s (feature-major activations and back)."""
+    columns = min(out.shape[2], x.shape[1])  # out's rows never outnumber x's columns
+    for e in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            for j in range(columns):
+                out[e, i, j] = x[e, j, i]
+            out[e, i, columns:] = 0.0
 
 
 @njit(nogil=True, fastmath=_FAST, error_model="numpy", inline="always")
@@ -161,7 +195,7 @@ def _gather(y, vectors, weights, index, start, end):
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
-def _forward(weight, bias, pointers, columns, members, x, out):
+def _forward(weight, bias, pointers, columns, members, x, out, relu):
     n_out = weight.shape[1]
     for e in range(members.shape[0]):
         m = members[e]
@@ -170,6 +204,9 @@ def _forward(weight, bias, pointers, columns, members, x, out):
             y = out[e, o]
             y[:] = bias[m, o]
             _gather(y, x[e], weight[m, o], columns, pointers[row], pointers[row + 1])
+            if relu:
+                for t in range(y.shape[0]):
+                    y[t] = np.float32(0.0) if y[t] < 0 else y[t]
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
@@ -190,9 +227,10 @@ def _input_gradient(weight, pointers, rows, members, grad, gate, out):
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
-def _weight_gradient(pointers, columns, members, x, grad, out):
+def _weight_gradient(pointers, columns, members, x, grad, out, bias):
     n_out = out.shape[1]
     batch = x.shape[2]
+    sums = bias.shape[0] > 0
     for e in range(members.shape[0]):
         m = members[e]
         xe = x[e]
@@ -200,6 +238,11 @@ def _weight_gradient(pointers, columns, members, x, grad, out):
         for o in range(n_out):
             row = m * n_out + o
             g = grad[e, o]
+            if sums:
+                total = np.float32(0.0)
+                for t in range(batch):
+                    total += g[t]
+                bias[e, o] = total
             k, end = pointers[row], pointers[row + 1]
             while k + 4 <= end:
                 i0, i1, i2, i3 = columns[k], columns[k + 1], columns[k + 2], columns[k + 3]
