@@ -315,6 +315,10 @@ class StackedMLP(nn.Module):
         self._listed()  # a conversion may give the lists new parameters
         return module
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._listed()  # a copy's views would be of copied arrays, not of its parameters
+
     def use_kernels(self, chosen: dict[int, LayerKernel]) -> None:
         """Let the sparse core decide how the layers ``chosen`` (by index) are computed."""
         self.kernels = [chosen.get(i) for i in range(len(self.weights))]

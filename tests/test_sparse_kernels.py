@@ -1,6 +1,8 @@
 """Sparse layers computed by their connections give the masked-dense numbers: the three kernels,
 whole networks (autograd and closed-form backward), and agents trained over topology updates."""
 
+from copy import deepcopy
+
 import numpy as np
 import pytest
 import torch
@@ -119,6 +121,20 @@ def test_a_network_by_connections_equals_it_masked_forward_and_backward(batch):
         y, saved = net.forward_saved(x)
         net.backward_from(saved, 2 * y)
     _assert_same_gradients(sparse, masked, layers)
+
+
+def test_a_copy_of_a_network_by_connections_computes_with_its_own_weights():
+    """A network keeps views of its weights for the kernels; a deep copy made after a pass (as
+    target networks are copies) must compute with the copy's weights, not the original's."""
+    net, _ = _pair("sparse")
+    x = torch.randn(4, 9, 6, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = net(x)
+        copy = deepcopy(net)
+        for w in copy.weights:
+            w.mul_(2.0)
+        assert not torch.allclose(copy(x), before)  # the doubled weights are used
+        torch.testing.assert_close(net(x), before, rtol=0, atol=0)  # the original is untouched
 
 
 def _assert_same_gradients(sparse, masked, layers):
