@@ -21,13 +21,13 @@ import time
 
 import numpy as np
 import torch
+from update import ACT, OBS, synthetic_batches  # benchmarks/update.py (run as a script)
 
 import dstrl.sparse.target as sparse_target
 from dstrl.agents.td3 import TD3, TD3Config
 from dstrl.sparse.config import SparsityConfig
 from dstrl.sparse.target_cpu import prune_rows
 
-OBS, ACT, BATCH = 17, 6, 100
 GROUPS = [(0, 0), (1, 8), (9, 32), (33, 128), (129, 10**9)]
 
 
@@ -37,17 +37,7 @@ def recorded_rows(updates: int, rows: int, seed: int = 0) -> list[tuple[np.ndarr
     out."""
     generator = torch.Generator().manual_seed(seed)
     agent = TD3(OBS, -np.ones(ACT), np.ones(ACT), 1, TD3Config(), SparsityConfig(), generator)
-    data = torch.Generator().manual_seed(seed + 1)
-    batches = [
-        (
-            torch.randn(1, BATCH, OBS, generator=data),
-            torch.rand(1, BATCH, ACT, generator=data) * 2 - 1,
-            torch.randn(1, BATCH, generator=data),
-            torch.randn(1, BATCH, OBS, generator=data),
-            torch.zeros(1, BATCH),
-        )
-        for _ in range(16)
-    ]
+    batches = synthetic_batches(seed + 1)
     for i in range(updates):
         agent.update(*batches[i % 16])
     recorded: list[tuple[np.ndarray, np.ndarray]] = []
