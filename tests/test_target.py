@@ -262,3 +262,48 @@ def test_one_padded_merge_prunes_layers_of_every_size_as_each_alone():
     _PaddedRows(targets).prune(targets, outsides, most)
     for (target, outside), (want, want_outside) in zip(layers, expected, strict=True):
         assert torch.equal(target, want) and torch.equal(outside, want_outside)
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_compiled_kth_is_the_kth_value_with_ties_zeros_and_infinity(largest):
+    """The merge's bound: the k-th largest (smallest) block extreme, found bit by bit."""
+    import numpy as np
+
+    from dstrl.sparse.target_cpu import _kth
+
+    rng = np.random.default_rng(5)
+    levels = np.array([0.0, 1e-30, 3e-5, 3e-5 * (1 + 2**-23), 0.25, 7.0, np.inf], np.float32)
+    values = np.concatenate([rng.choice(levels, 40), rng.random(40, np.float32)])
+    ordered = np.sort(values)[::-1] if largest else np.sort(values)
+    for k in range(1, values.size + 1):
+        assert _kth(values, k, largest) == ordered[k - 1]
+    assert _kth(values, values.size + 1, largest) == (0.0 if largest else np.inf)
+
+
+@PRUNERS
+@pytest.mark.parametrize("seed", range(2))
+def test_prune_to_count_with_ties_across_many_blocks(prune, seed):
+    """Magnitudes of a few levels, so ties at every bound the merge takes: the kept magnitudes
+    are still the k largest, and a challenger enters only if it is larger than every connection
+    it displaces (which of equal entries stay is left to each pruner)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (2, 64, 128)
+    support = torch.rand(shape, generator=g) < 0.4
+    levels = torch.tensor([1e-3, 2e-3, 4e-3, 8e-3, 1.0])
+    sign = torch.randint(2, shape, generator=g) * 2 - 1
+    target = levels[torch.randint(len(levels), shape, generator=g)] * sign * support
+    challengers = (torch.rand(shape, generator=g) < 0.05) & ~support
+    target += challengers * levels[torch.randint(len(levels), shape, generator=g)] * sign
+    before, counts = target.clone().view(2, -1).abs(), support.sum(dim=(1, 2))
+    outside = ~support
+    prune(target, outside)
+    assert torch.equal((~outside).sum(dim=(1, 2)), counts)
+    assert torch.equal(~outside, target != 0)
+    kept = target.view(2, -1).abs()
+    entered = (~outside & ~support).view(2, -1)
+    dropped = (outside & support).view(2, -1)
+    for row, k in enumerate(counts.tolist()):
+        top = before[row].sort(descending=True).values[:k]
+        assert torch.equal(kept[row].sort(descending=True).values[:k], top)
+        assert 0 < entered[row].sum() == dropped[row].sum() < k
+        assert before[row][entered[row]].min() > before[row][dropped[row]].max()
