@@ -5,7 +5,8 @@ entries (``dstrl.sparse.target_cpu``). This trains one DS-TD3 agent at the paper
 (HalfCheetah sizes, 256x256, synthetic batches), records the rows its target pruning receives,
 then times the compiled pruner on copies of each (hot cache; the shortest of five passes over
 all rows) against the straightforward reference, ``torch.topk`` of the whole row by magnitude,
-and checks that both keep the same entries. Rows are grouped by the number of swaps (challengers that replace a connection):
+and checks that both keep the same entries. Rows are grouped by the number of swaps
+(challengers that replace a connection):
 
     python benchmarks/prune.py
     python benchmarks/prune.py --updates 4000 --rows 400 --json prune.json
