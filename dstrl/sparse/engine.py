@@ -64,6 +64,8 @@ class MaskedLayers:
         self.version = 0  # incremented by every topology change
         self.frozen: Tensor | None = None  # (members,) bool: members whose masks stay as they are
         self._dense_gradients: list[Tensor] | None = None  # for rules that grow by gradient
+        self._masked: list[tuple[nn.Parameter, Tensor]] = []  # see _masked_dense
+        self._masked_for: int | None = None
         # each layer's density as planned (by the configuration and the rule's schedule, never
         # by a member's weights): what the choice of kernels goes by
         self.planned = [m.float().mean().item() for m in self.masks]
@@ -101,8 +103,7 @@ class MaskedLayers:
         if self.weights:  # a network may have no sparse layer (ER caps every density at 1)
             torch._foreach_mul_(self.weights, self._factors)
 
-    @torch.no_grad()
-    def mask_gradients(self, step: int | None = None) -> None:
+    def mask_gradients(self, step: int | None = None) -> None:  # gradients have no history
         """Zero the gradient of every inactive weight (call between backward and step).
 
         At a topology-update ``step`` of a rule that grows by gradient, the dense gradient is
@@ -113,14 +114,22 @@ class MaskedLayers:
                 k.dense_gradient() if self._by_connections(k) else w.grad.detach().clone()
                 for w, k in zip(self.weights, self._kernels, strict=True)
             ]
-        # a gradient computed by connections is zero everywhere else already
-        masked = [
-            (w.grad, f)
-            for w, f, k in zip(self.weights, self._factors, self._kernels, strict=True)
-            if w.grad is not None and not self._by_connections(k)
-        ]
-        if masked:
-            torch._foreach_mul_(*map(list, zip(*masked, strict=True)))
+        pairs = [(w.grad, f) for w, f in self._masked_dense() if w.grad is not None]
+        if pairs:
+            torch._foreach_mul_(*map(list, zip(*pairs, strict=True)))
+
+    def _masked_dense(self) -> list[tuple[nn.Parameter, Tensor]]:
+        """(weight, factor) of the layers whose gradient is computed densely, so must be masked
+        (a gradient computed by connections is zero everywhere else already); taken once per
+        topology, as the choice changes with it alone."""
+        if self._masked_for != self.version:
+            self._masked_for = self.version
+            self._masked = [
+                (w, f)
+                for w, f, k in zip(self.weights, self._factors, self._kernels, strict=True)
+                if not self._by_connections(k)
+            ]
+        return self._masked
 
     def keeps_gradients(self, step: int) -> bool:
         """Whether ``mask_gradients(step)`` keeps the dense gradient (a rule that grows by

@@ -199,15 +199,17 @@ class SparseTarget:
             return {}
         return dict(zip(self.layers.indices, self._kernels, strict=True))
 
-    @torch.no_grad()
     def follow(self) -> None:
         """Catch up with a change of the online masks (or a load), once per change: where a
         rule changed the connection count (pruning), the target takes the online mask and
         prunes to the new count from here on; and off the CPU, a bound on the challengers for
         the fixed-size merge of ``prune_to_count_tensor``."""
         seen = (self.layers.version, self._loads)
-        if self.mode != "magnitude" or self._followed == seen:
-            return
+        if self.mode == "magnitude" and self._followed != seen:
+            self._catch_up(seen)  # a check alone otherwise: called at every update
+
+    @torch.no_grad()
+    def _catch_up(self, seen: tuple[int, int]) -> None:
         self._followed = seen
         pairs = list(zip(self.targets, self.outside, self.layers.factors, strict=True))
         for target, outside, factor in pairs:
@@ -231,24 +233,30 @@ class SparseTarget:
         whether it prunes, and the bounds of its merges."""
         return (self.mode, self._covered_at == self.layers.version, tuple(self._most))
 
-    @torch.no_grad()
     def after_polyak(self) -> None:
         if self.mode == "dense" or not self.targets:
             return
+        self.follow()  # a no-op unless the masks changed without a call
+        if self.mode == "magnitude" and self._covered_at == self.layers.version:
+            return
+        if self.mode == "magnitude" and self.compiled:  # numpy views: no autograd to stop
+            entered = prune_layers(*self._compiled_operands())
+            if not entered:  # no longer settling after a topology change
+                self._check_covered()
+            return
+        self._prune_tensors()
+
+    @torch.no_grad()
+    def _prune_tensors(self) -> None:
         if self.mode == "online-mask":
             torch._foreach_mul_(self.targets, self.layers.factors)
-            return
-        self.follow()  # a no-op unless the masks changed without a call
-        if self._covered_at == self.layers.version:
-            return
-        if not self.compiled:
-            if len(self.targets) == 1:
-                prune_to_count_tensor(self.targets[0], self.outside[0], self._most[0])
-                return
+        elif len(self.targets) == 1:
+            prune_to_count_tensor(self.targets[0], self.outside[0], self._most[0])
+        else:
             self._padded.prune(self.targets, self.outside, max(self._most))
-            return
-        if prune_layers(*self._compiled_operands()):
-            return  # still settling after a topology change
+
+    @torch.no_grad()
+    def _check_covered(self) -> None:
         uncovered = [(f * o).any() for f, o in zip(self.layers.factors, self.outside, strict=True)]
         if not bool(torch.stack(uncovered).any()):
             self._covered_at = self.layers.version
