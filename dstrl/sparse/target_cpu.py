@@ -62,7 +62,7 @@ def _kth(values, k, largest):
     Found bit by bit, from the top: the largest bit pattern with at least k values at or above
     it (or fewer than k below it) is the k-th value's. Each bit is one count over the values, in
     vector code without branches; a selection (``np.partition``) branches on the data, and its
-    mispredictions cost more than the 31 counts (bits of HalfCheetah DS-TD3 targets)."""
+    mispredictions cost more than the 31 counts (on rows of HalfCheetah DS-TD3 targets)."""
     n = values.shape[0]
     if k > n:
         return np.float32(0.0) if largest else np.float32(np.inf)
