@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from dstrl.sparse import kernels
-from dstrl.sparse.compute import LayerKernel
+from dstrl.sparse.compute import LayerKernel, changes
 from dstrl.sparse.kernels import Connections
 
 
@@ -309,6 +309,8 @@ class StackedMLP(nn.Module):
         apiece, 40 per TD3 update)."""
         self._weights, self._biases = tuple(self.weights), tuple(self.biases)
         self._connected: list[Connected | None] = [None] * len(self._weights)
+        self._planned_at: int | None = None  # ``changes()`` when ``_planned`` was taken
+        self._planned: Plan | None = None
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (torch's signature)
         module = super()._apply(fn, recurse)
@@ -324,14 +326,19 @@ class StackedMLP(nn.Module):
         self.kernels = [chosen.get(i) for i in range(len(self.weights))]
         for kernel in chosen.values():
             kernel.used = True
+        self._planned_at = None
 
     def _plan(self) -> Plan | None:
-        """Which layers run by their connections now; None when every layer is dense."""
-        plan = [
-            None if k is None else self._layer(i, k.connections())
-            for i, k in enumerate(self.kernels)
-        ]
-        return plan if any(c is not None for c in plan) else None
+        """Which layers run by their connections now; None when every layer is dense. Taken
+        again only when some support has changed since (``changes``)."""
+        if self._planned_at != changes():
+            self._planned_at = changes()
+            plan = [
+                None if k is None else self._layer(i, k.connections())
+                for i, k in enumerate(self.kernels)
+            ]
+            self._planned = plan if any(c is not None for c in plan) else None
+        return self._planned
 
     def _layer(self, i: int, connections: Connections | None) -> Connected | None:
         """Layer ``i`` as the plan holds it, built once per change of its connections."""

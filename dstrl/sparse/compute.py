@@ -4,8 +4,8 @@ The choice is the core's, per layer, and is made again whenever the layer's conn
 (a topology update, gradual pruning, a resume): with ``auto``, a layer on the CPU whose density
 is at most ``SPARSE_BELOW`` runs the kernels of ``dstrl.sparse.kernels``, every other layer a
 dense product of its masked weights. Both give the same numbers up to float32 rounding (tested
-in tests/test_sparse_kernels.py). Networks ask ``LayerKernel.connections()`` before every pass;
-agents never see which path ran.
+in tests/test_sparse_kernels.py). Networks ask ``LayerKernel.connections()`` again whenever
+``changes()`` has moved; agents never see which path ran.
 """
 
 from __future__ import annotations
@@ -29,15 +29,33 @@ three products of a 256x256 layer at batch 100 cost 0.25x sgemm's time at 10% de
 25% and 1.15x at 50% (``benchmarks/sparse_layer.py``, AMD EPYC)."""
 
 
+_changes = 0
+
+
+def support_changed() -> None:
+    """Record that some layer's support or planned density may have changed: called by
+    whatever changes a ``LayerKernel``'s ``version``."""
+    global _changes
+    _changes += 1
+
+
+def changes() -> int:
+    """How many times supports have changed in this process: while it stands still, every
+    kernel's choice stands, so a network reuses its plan (asking each kernel costs about a
+    microsecond a pass, several passes an update)."""
+    return _changes
+
+
 class LayerKernel:
     """The computation of one stacked sparse layer, kept current with its connections.
 
     ``support`` gives the positions that may be nonzero (bool, the weight's shape), ``version``
-    a value that changes whenever the support may have changed, and ``density`` the layer's
-    planned density, which ``auto`` chooses by: a plan, not the masks, so that no member's
-    state (a halted member's frozen mask, say) changes how the others are computed.
-    ``keep_inputs`` (rules that grow by gradient) keeps the last weight gradient's factors so
-    that the dense gradient can still be formed at a topology update.
+    a value that changes whenever the support may have changed (each change with a call of
+    ``support_changed``), and ``density`` the layer's planned density, which ``auto`` chooses
+    by: a plan, not the masks, so that no member's state (a halted member's frozen mask, say)
+    changes how the others are computed. ``keep_inputs`` (rules that grow by gradient) keeps
+    the last weight gradient's factors so that the dense gradient can still be formed at a
+    topology update.
     """
 
     def __init__(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dstrl.sparse.compute import KernelChoice, LayerKernel
+from dstrl.sparse.compute import KernelChoice, LayerKernel, support_changed
 from dstrl.sparse.pruning import GradualPruning
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.topology import SET, lowest
@@ -61,7 +61,7 @@ class MaskedLayers:
         self.schedule = schedule
         self.generator = generator
         self.optimizer: torch.optim.Optimizer | None = None
-        self.version = 0  # incremented by every topology change
+        self._version = 0
         self.frozen: Tensor | None = None  # (members,) bool: members whose masks stay as they are
         self._dense_gradients: list[Tensor] | None = None  # for rules that grow by gradient
         self._masked: list[tuple[nn.Parameter, Tensor]] = []  # see _masked_dense
@@ -82,6 +82,16 @@ class MaskedLayers:
             )
             for i, (w, m) in enumerate(zip(self.weights, self.masks, strict=True))
         ]
+
+    @property
+    def version(self) -> int:
+        """Incremented by every change of the masks or the planned densities."""
+        return self._version
+
+    @version.setter
+    def version(self, value: int) -> None:
+        self._version = value
+        support_changed()  # the layers' kernels read the version: networks must ask again
 
     def kernels(self) -> dict[int, LayerKernel]:
         """How each sparse layer is computed, by its index in the network (``use_kernels``)."""

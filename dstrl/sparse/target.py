@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dstrl.sparse.compute import LayerKernel
+from dstrl.sparse.compute import LayerKernel, support_changed
 from dstrl.sparse.engine import MaskedLayers
 from dstrl.sparse.kernels import Connections
 from dstrl.sparse.target_cpu import prune_layers
@@ -288,4 +288,5 @@ class SparseTarget:
             if read.numel():
                 kernel.pin(read.to(target.device))
         self._loads += 1
+        support_changed()  # the kernels' version includes the loads
         self._covered_at = None
