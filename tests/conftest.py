@@ -13,7 +13,9 @@ def _one_thread():
 
 @pytest.fixture
 def as_off_the_cpu(monkeypatch):
-    """Sparse targets pruned by the tensor version, as on a GPU."""
+    """Sparse targets pruned and gradients masked by tensor operations, as on a GPU."""
+    import dstrl.sparse.engine as engine
     import dstrl.sparse.target as sparse_target
 
     monkeypatch.setattr(sparse_target, "compiled", lambda target, outside: False)
+    monkeypatch.setattr(engine, "compiled", lambda weight, mask: False)

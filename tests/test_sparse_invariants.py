@@ -10,17 +10,23 @@ import torch
 from dstrl.dormant import recycle
 from dstrl.nets import StackedMLP
 from dstrl.optim import Adam
+from dstrl.sparse import engine
 from dstrl.sparse.config import SparsityConfig
 from dstrl.sparse.schedule import TopologySchedule
 
 KERNELS = "masked"
 
 
-@pytest.fixture(params=["masked", "sparse"])
+@pytest.fixture(params=["masked", "masked, multiplied", "sparse"])
 def kernels(request, monkeypatch):
-    """Run a test on both paths of the sparse layers (``_network`` builds with this choice)."""
-    monkeypatch.setattr(sys.modules[__name__], "KERNELS", request.param)
-    return request.param
+    """Run a test on every path of the sparse layers (``_network`` builds with this choice):
+    masked dense with the compiled gradient masks (the CPU's), masked dense with gradients
+    multiplied by the masks (other devices'), and by connections."""
+    choice, _, multiplied = request.param.partition(", ")
+    if multiplied:
+        monkeypatch.setattr(engine, "compiled", lambda weight, mask: False)
+    monkeypatch.setattr(sys.modules[__name__], "KERNELS", choice)
+    return choice
 
 
 def _network(members=3, topology="set", drop_score="signed", grow="random", nm=None):
@@ -240,3 +246,15 @@ def test_recycling_leaves_frozen_members_masks_alone():
     before = [m[1].clone() for m in layers.masks]
     recycle(net, [torch.ones(3, 32, dtype=torch.bool)] * 2, optimizer, layers, g)
     assert all(torch.equal(b, m[1]) for b, m in zip(before, layers.masks, strict=True))
+
+
+def test_cpu_gradient_masks_zero_even_a_nan_of_an_inactive_weight():
+    """The compiled select zeroes what a multiply by 0 would keep (NaN, infinity)."""
+    net, layers, optimizer, g = _network()
+    net(torch.randn(net.members, 16, 8, generator=g)).square().mean().backward()
+    weight, mask = layers.weights[0], layers.masks[0]
+    weight.grad[~mask] = float("nan")
+    weight.grad[mask] = float("inf")
+    layers.mask_gradients()
+    assert (weight.grad[~mask] == 0).all()
+    assert (weight.grad[mask] == float("inf")).all()  # active gradients are left as they are

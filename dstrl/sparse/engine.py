@@ -17,15 +17,24 @@ Contract (tested in tests/test_sparse_invariants.py):
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from dstrl.sparse.compute import KernelChoice, LayerKernel, support_changed
+from dstrl.sparse.masking_cpu import zero_inactive
 from dstrl.sparse.pruning import GradualPruning
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.topology import SET, lowest
 
 Rule = SET | GradualPruning
+_Selected = tuple[nn.Parameter, np.ndarray, Tensor]  # a weight, its mask's numpy view, factor
+
+
+def compiled(weight: Tensor, mask: Tensor) -> bool:
+    """Whether the gradients of this layer are masked by the compiled select (``zero_inactive``)
+    rather than a multiply: float32 CPU weights."""
+    return weight.device.type == "cpu" and weight.dtype == torch.float32 and mask.is_contiguous()
 
 
 class MaskedLayers:
@@ -64,7 +73,11 @@ class MaskedLayers:
         self._version = 0
         self.frozen: Tensor | None = None  # (members,) bool: members whose masks stay as they are
         self._dense_gradients: list[Tensor] | None = None  # for rules that grow by gradient
-        self._masked: list[tuple[nn.Parameter, Tensor]] = []  # see _masked_dense
+        self._masked: tuple[list[_Selected], list[tuple[nn.Parameter, Tensor]]] = ([], [])
+        # float32 CPU weights have their gradients masked by a compiled select (loaded here)
+        self._compiled = [compiled(w, m) for w, m in zip(weights, self.masks, strict=True)]
+        if any(self._compiled):
+            zero_inactive(np.zeros(1, np.float32), np.zeros(1, np.bool_))
         self._masked_for: int | None = None
         # each layer's density as planned (by the configuration and the rule's schedule, never
         # by a member's weights): what the choice of kernels goes by
@@ -124,21 +137,32 @@ class MaskedLayers:
                 k.dense_gradient() if self._by_connections(k) else w.grad.detach().clone()
                 for w, k in zip(self.weights, self._kernels, strict=True)
             ]
-        pairs = [(w.grad, f) for w, f in self._masked_dense() if w.grad is not None]
+        selected, multiplied = self._masked_dense()
+        for weight, mask, factor in selected:
+            grad = weight.grad
+            if grad is not None and grad.is_contiguous():
+                zero_inactive(grad.numpy(), mask)
+            elif grad is not None:
+                grad.mul_(factor)
+        pairs = [(w.grad, f) for w, f in multiplied if w.grad is not None]
         if pairs:
             torch._foreach_mul_(*map(list, zip(*pairs, strict=True)))
 
-    def _masked_dense(self) -> list[tuple[nn.Parameter, Tensor]]:
-        """(weight, factor) of the layers whose gradient is computed densely, so must be masked
-        (a gradient computed by connections is zero everywhere else already); taken once per
-        topology, as the choice changes with it alone."""
+    def _masked_dense(self) -> tuple[list[_Selected], list[tuple[nn.Parameter, Tensor]]]:
+        """The layers whose gradient is computed densely, so must be masked (a gradient
+        computed by connections is zero everywhere else already): (weight, boolean mask as a
+        numpy view, factor) of float32 CPU weights, (weight, factor) of the others. Taken once
+        per topology, as the choice changes with it alone."""
         if self._masked_for != self.version:
             self._masked_for = self.version
-            self._masked = [
-                (w, f)
-                for w, f, k in zip(self.weights, self._factors, self._kernels, strict=True)
-                if not self._by_connections(k)
-            ]
+            layers = zip(
+                self.weights, self.masks, self._factors, self._kernels, self._compiled, strict=True
+            )
+            dense = [(w, m, f, c) for w, m, f, k, c in layers if not self._by_connections(k)]
+            self._masked = (
+                [(w, m.numpy(), f) for w, m, f, c in dense if c],
+                [(w, f) for w, _, f, c in dense if not c],
+            )
         return self._masked
 
     def keeps_gradients(self, step: int) -> bool:
