@@ -249,7 +249,7 @@ def test_recycling_leaves_frozen_members_masks_alone():
 
 
 def test_cpu_gradient_masks_zero_even_a_nan_of_an_inactive_weight():
-    """The compiled select zeroes what a multiply by 0 would keep (NaN, infinity)."""
+    """The compiled select zeroes an inactive weight's NaN gradient, which a multiply by 0 keeps."""
     net, layers, optimizer, g = _network()
     net(torch.randn(net.members, 16, 8, generator=g)).square().mean().backward()
     weight, mask = layers.weights[0], layers.masks[0]
