@@ -331,8 +331,9 @@ class StackedMLP(nn.Module):
     def _plan(self) -> Plan | None:
         """Which layers run by their connections now; None when every layer is dense. Taken
         again only when some support has changed since (``changes``)."""
-        if self._planned_at != changes():
-            self._planned_at = changes()
+        now = changes()
+        if self._planned_at != now:
+            self._planned_at = now
             plan = [
                 None if k is None else self._layer(i, k.connections())
                 for i, k in enumerate(self.kernels)

@@ -76,7 +76,7 @@ def test_prune_to_count_equals_brute_force_top_k(prune, seed, shape):
     support = (torch.rand(members, n_out, n_in, generator=g) < 0.4).float()
     target = torch.randn(members, n_out, n_in, generator=g) * support
     challengers = (torch.rand(members, n_out, n_in, generator=g) < 0.2).float() * (1 - support)
-    for mask in (support, target, challengers):  # blocks of nothing but zeros outside
+    for mask in (support, target, challengers):  # a block (256 entries) of nothing but zeros
         mask.view(members, -1)[:, 256:512] = 0
     target += challengers * torch.randn(members, n_out, n_in, generator=g) * 0.5
     counts = support.sum(dim=(1, 2)).long()
