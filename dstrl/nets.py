@@ -61,6 +61,23 @@ def mlp(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], tanh: bo
     return _forward(x, weights, biases, tanh)[0]
 
 
+NARROW = 64
+"""A product whose output has fewer columns than this, and fewer than rows, is computed
+transposed on the CPU (``product``)."""
+
+
+def product(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.bmm(a, b)``, contiguous. On the CPU an output with few columns (an input layer's
+    gradients: a handful of features against 256 units) is computed as ``(bᵀ·aᵀ)ᵀ``, its long side
+    as the product's rows: MKL's sgemm fills its vectors along those. On one AMD EPYC thread the
+    weight gradient of twin critics' input layer (2x256x23, batch 100) takes 34 µs instead of 61,
+    with the same bits (``python benchmarks/products.py``)."""
+    columns = b.shape[-1]
+    if a.is_cpu and columns < NARROW and columns < a.shape[-2]:
+        return torch.bmm(b.mT, a.mT).mT.contiguous()
+    return torch.bmm(a, b)
+
+
 def _backward(
     grad: Tensor,
     y: Tensor,
@@ -78,13 +95,13 @@ def _backward(
     grad_x = None
     for i in reversed(range(layers)):
         if needs[1 + i]:
-            grad_w[i] = torch.bmm(d.mT, inputs[i])
+            grad_w[i] = product(d.mT, inputs[i])
         if needs[1 + layers + i]:
             grad_b[i] = d.sum(dim=1)
         if i > 0:
-            d = torch.ops.aten.threshold_backward(torch.bmm(d, weights[i]), inputs[i], 0)
+            d = torch.ops.aten.threshold_backward(product(d, weights[i]), inputs[i], 0)
         elif needs[0]:
-            grad_x = torch.bmm(d, weights[0])
+            grad_x = product(d, weights[0])
     return grad_x, grad_w, grad_b
 
 
@@ -184,7 +201,7 @@ def _backward_sparse(
         w, layer, x = weights[i], plan[i], inputs[i]
         if needs[1 + i]:
             if layer is None:
-                grad_w[i] = torch.bmm(d, x.mT)
+                grad_w[i] = product(d, x.mT)
             else:
                 keeper = keepers[i]
                 if reuse and keeper is not None:
@@ -203,7 +220,7 @@ def _backward_sparse(
             break
         gate = x if i > 0 else None
         if layer is None:
-            d_in = torch.bmm(w[rows.slice].mT, d)
+            d_in = product(w[rows.slice].mT, d)
             if gate is not None:
                 d_in = torch.ops.aten.threshold_backward(d_in, gate, 0)
         else:

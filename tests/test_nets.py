@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dstrl.nets import StackedMLP
+from dstrl.nets import StackedMLP, product
 
 
 def _reference(net, x, members=None):
@@ -22,6 +22,23 @@ def _gradients(net, x, out):
     params = [x, *net.parameters()]
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+@pytest.mark.parametrize(
+    "a_shape, b_shape",
+    [
+        ((2, 256, 100), (2, 100, 23)),  # an input layer's weight gradient: computed transposed
+        ((2, 100, 256), (2, 256, 23)),  # its input gradient: transposed
+        ((2, 6, 100), (2, 100, 256)),  # an output layer's weight gradient: as it is
+        ((2, 100, 256), (2, 256, 256)),  # a hidden layer's input gradient: as it is
+    ],
+)
+def test_a_product_equals_bmm_and_is_contiguous(a_shape, b_shape):
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(a_shape, generator=g), torch.randn(b_shape, generator=g)
+    out = product(a, b)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, torch.bmm(a, b))
 
 
 @pytest.mark.parametrize("tanh", [False, True])
