@@ -2,9 +2,15 @@
 
 For each layer size, batch and density: the time of forward, input gradient and weight gradient
 of dstrl's sparse kernels (``dstrl.sparse.kernels``) against the dense products that a
-masked-dense layer runs (``torch.bmm``, MKL/oneDNN sgemm), measured in the same run, and the
+masked-dense layer runs (``torch.bmm``: MKL's sgemm), measured in the same run, and the
 speed-up. GFLOP/s count only the useful work: 2 · batch · connections per product for the
 kernels, 2 · batch · n_out · n_in for sgemm.
+
+A second dense reference, the last column: the three products by oneDNN (in the same torch
+build, ``torch.ops.mkldnn._linear_pointwise``, one call per member), which dstrl does not use,
+over the kernels' time. On an AMD EPYC with AVX-512 (Zen 5) MKL's sgemm ran at about 107 GFLOP/s,
+the peak of AVX2 code there, and oneDNN's at about 200 (``benchmarks/dense_gemm.py`` measures
+what that would mean for an update).
 
     python benchmarks/sparse_layer.py                      # 256x256, batch 100 and 256
     python benchmarks/sparse_layer.py --sizes 256 1024 --densities 0.1 --json out.json
@@ -73,6 +79,7 @@ def measure(size: int, batch: int, density: float, members: int) -> dict:
         "input gradient": lambda: kernels.input_gradient(weight, c, chosen, gt, xt),
         "weight gradient": lambda: kernels.weight_gradient(c, chosen, xt, gt, out)[0],
     }
+    onednn = _onednn(weight, bias, x, grad)
     connections = int(mask.sum())
     row = {"size": size, "batch": batch, "density": density, "members": members}
     for product in dense:
@@ -83,10 +90,31 @@ def measure(size: int, batch: int, density: float, members: int) -> dict:
             "dense_gflops": 2 * batch * members * size * size / t_dense / 1e9,
             "sparse_gflops": 2 * batch * connections / t_sparse / 1e9,
         }
-    total_dense = sum(row[p]["dense_us"] for p in dense)
+        if onednn is not None:
+            row[product]["onednn_us"] = seconds(onednn[product]) * 1e6
     total_sparse = sum(row[p]["sparse_us"] for p in dense)
-    row["speedup"] = total_dense / total_sparse
+    row["speedup"] = sum(row[p]["dense_us"] for p in dense) / total_sparse
+    if onednn is not None:
+        row["speedup_vs_onednn"] = sum(row[p]["onednn_us"] for p in dense) / total_sparse
     return row
+
+
+def _onednn(weight, bias, x, grad) -> dict | None:
+    """The three dense products by oneDNN's linear, member by member; None where this torch
+    build has no oneDNN."""
+    linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if linear is None or not torch.backends.mkldnn.is_available():
+        return None
+    members = range(weight.shape[0])
+
+    def stacked(a, b, c=None):  # a · bᵀ (+ c) per member
+        return [linear(a[e], b[e], None if c is None else c[e], "none", [], "") for e in members]
+
+    return {
+        "forward": lambda: stacked(x, weight, bias),
+        "input gradient": lambda: stacked(grad, weight.mT),
+        "weight gradient": lambda: stacked(grad.mT, x.mT),
+    }
 
 
 def cpu_name() -> str:
@@ -111,7 +139,10 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = []
     print(f"{cpu_name()}, one thread, {args.members} members")
-    print("size batch density | µs dense / sparse (GFLOP/s dense / sparse) per product | speedup")
+    print(
+        "size batch density | µs dense / sparse (GFLOP/s dense / sparse) per product | speedup"
+        " | vs oneDNN"
+    )
     for size in args.sizes:
         for batch in args.batch_sizes:
             for density in args.densities:
@@ -122,7 +153,12 @@ def main() -> None:
                     f"({row[p]['dense_gflops']:3.0f}/{row[p]['sparse_gflops']:3.0f})"
                     for p in ("forward", "input gradient", "weight gradient")
                 )
-                print(f"{size:4d} {batch:5d} {density:7.2f} | {cells} | {row['speedup']:5.2f}x")
+                versus = row.get("speedup_vs_onednn")
+                onednn = "    -" if versus is None else f"{versus:5.2f}x"
+                print(
+                    f"{size:4d} {batch:5d} {density:7.2f} | {cells} | {row['speedup']:5.2f}x"
+                    f" | {onednn}"
+                )
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu_name(), "layers": rows}, indent=1))
 
