@@ -19,17 +19,14 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
-from update import synthetic_batches
+import update
 
 from dstrl import nets
-from dstrl.agents.td3 import TD3, TD3Config
-from dstrl.sparse.config import SparsityConfig
 
-OBS, ACT = 17, 6
 WIDE = 64
 """Products whose every dimension is at least this go to oneDNN (its calls cost more than MKL's
 on small products)."""
@@ -86,26 +83,16 @@ def main() -> None:
     if not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         raise SystemExit("this torch build has no oneDNN linear: nothing to compare")
     torch.set_num_threads(1)
-    batches = synthetic_batches(seed=1)
-
-    def build(density: str | None) -> TD3:
-        if density is None:
-            sparsity = None
-        elif density == "λ":
-            sparsity = SparsityConfig()
-        else:
-            sparsity = SparsityConfig(density=float(density), sparse_output=True)
-        generator = torch.Generator().manual_seed(0)
-        return TD3(OBS, -np.ones(ACT), np.ones(ACT), 1, TD3Config(), sparsity, generator)
-
-    names = ["td3", *(f"ds-td3@{d}" for d in args.densities)]
-    densities = [None, *args.densities]
+    batches = update.synthetic_batches(seed=1)
     agents = {
-        (n, g): build(d) for n, d in zip(names, densities, strict=True) for g in ("mkl", "onednn")
+        (name, gemm): agent
+        for gemm in ("mkl", "onednn")
+        for name, agent in update.agents(args.densities).items()
     }
+    names = list(dict.fromkeys(name for name, _ in agents))
 
     def run(key: tuple[str, str], updates: int) -> None:
-        with onednn() if key[1] == "onednn" else _nothing():
+        with onednn() if key[1] == "onednn" else nullcontext():
             for i in range(updates):
                 agents[key].update(*batches[i % 16])
 
@@ -128,11 +115,6 @@ def main() -> None:
             f"{name:<14} {np.median(mkl):7.0f} {np.median(dnn):7.0f}  {np.median(dnn / mkl):10.3f}"
             f"  {vs_mkl:14.3f} {vs_dnn:7.3f}"
         )
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 if __name__ == "__main__":
