@@ -12,6 +12,8 @@ dstrl itself does not use oneDNN; this measures the question:
 
     python benchmarks/dense_gemm.py
     python benchmarks/dense_gemm.py --densities λ 0.1 --rounds 10
+    python benchmarks/dense_gemm.py --end-to-end 3     # also learning-phase steps/s, as
+                                                       # benchmarks/throughput.py measures them
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections import defaultdict
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
+import throughput
 import torch
 import update
 
@@ -79,6 +82,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--updates", type=int, default=500, help="updates per round")
     parser.add_argument("--warmup", type=int, default=1_200)
+    parser.add_argument(
+        "--end-to-end",
+        type=int,
+        default=0,
+        metavar="REPEATS",
+        help="also train HalfCheetah-v5 (throughput.py's protocol, batch 100) this many times",
+    )
     args = parser.parse_args()
     if not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         raise SystemExit("this torch build has no oneDNN linear: nothing to compare")
@@ -115,6 +125,30 @@ def main() -> None:
             f"{name:<14} {np.median(mkl):7.0f} {np.median(dnn):7.0f}  {np.median(dnn / mkl):10.3f}"
             f"  {vs_mkl:14.3f} {vs_dnn:7.3f}"
         )
+    if args.end_to_end:
+        end_to_end(args.densities, args.end_to_end)
+
+
+def end_to_end(densities: list[str], repeats: int, steps: int = 2_000) -> None:
+    """Learning-phase steps/s of td3 and each sparse contender under both products,
+    interleaved, and each contender's ratio to td3 (median of the per-repetition ratios)."""
+    names = ["td3", *("ds-td3" if d == "λ" else f"ds-td3@{d}" for d in densities)]
+    rates: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for _ in range(repeats):
+        for gemm in ("mkl", "onednn"):
+            for name in names:
+                with onednn() if gemm == "onednn" else nullcontext():
+                    rate = throughput.dstrl_steps_per_second(name, 100, steps)
+                rates[(name, gemm)].append(rate)
+                print(f"{gemm:<6} {name:<12} {rate:6.1f} steps/s", flush=True)
+    print(f"learning-phase steps/s (median of {repeats}), and over td3's in the same repetition")
+    for gemm in ("mkl", "onednn"):
+        dense = np.array(rates[("td3", gemm)])
+        ratios = ", ".join(
+            f"{name}/td3 {np.median(np.array(rates[(name, gemm)]) / dense):.3f}"
+            for name in names[1:]
+        )
+        print(f"  {gemm:<6} td3 {np.median(dense):5.0f}   {ratios}")
 
 
 if __name__ == "__main__":
