@@ -9,8 +9,8 @@ kernels, 2 · batch · n_out · n_in for sgemm.
 A second dense reference, the last column: the three products by oneDNN (in the same torch
 build, ``torch.ops.mkldnn._linear_pointwise``, one call per member), which dstrl does not use,
 over the kernels' time. On an AMD EPYC with AVX-512 (Zen 5) MKL's sgemm ran at about 107 GFLOP/s,
-the peak of AVX2 code there, and oneDNN's at about 200 (``benchmarks/dense_gemm.py`` measures
-what that would mean for an update).
+the peak of AVX2 code there, and oneDNN's at 165–200 (``benchmarks/dense_gemm.py`` measures what
+that would mean for an update).
 
     python benchmarks/sparse_layer.py                      # 256x256, batch 100 and 256
     python benchmarks/sparse_layer.py --sizes 256 1024 --densities 0.1 --json out.json

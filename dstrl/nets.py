@@ -69,9 +69,9 @@ transposed on the CPU (``product``)."""
 def product(a: Tensor, b: Tensor) -> Tensor:
     """``torch.bmm(a, b)``, contiguous. On the CPU an output with few columns (an input layer's
     gradients: a handful of features against 256 units) is computed as ``(bᵀ·aᵀ)ᵀ``, its long side
-    as the product's rows: MKL's sgemm fills its vectors along those. On one AMD EPYC thread the
-    weight gradient of twin critics' input layer (2x256x23, batch 100) takes 34 µs instead of 61,
-    with the same bits (``python benchmarks/products.py``)."""
+    as the product's rows, which MKL's sgemm runs far faster. On one AMD EPYC thread the weight
+    gradient of twin critics' input layer (2x256x23, batch 100) took 34 µs instead of 61, with
+    the same bits (``python benchmarks/products.py`` times both and compares them)."""
     columns = b.shape[-1]
     if a.is_cpu and columns < NARROW and columns < a.shape[-2]:
         return torch.bmm(b.mT, a.mT).mT.contiguous()
