@@ -4,9 +4,11 @@
 # whole loop eager and with CUDA graphs, the learning check (ds-td3 x 8 seeds, 30k steps, with
 # graphs), TF32, SAC and E=129, then environment stepping on the machine's cores. Everything
 # lands in $OUT (default /tmp/device-out) as at most eight files (what the device tool brings
-# back); commit them under docs/. On the device machine, after installing the wheels
-# that ../shared/tools/device-wheels.sh fetched:
-#   bash benchmarks/device_session.sh
+# back); commit them under docs/. The device machine has torch 2.11 and Python 3.12 but not
+# gymnasium, mujoco or tyro: fetch their wheels here first (`bash ../shared/tools/device-wheels.sh
+# .whl`, then `echo /.whl/ >> .git/info/exclude`), and make the device call with carry [".whl"]:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+#     && export PYTHONPATH=/tmp/site:$PWD && bash benchmarks/device_session.sh
 # A dry run of the script itself on a CPU (the graph runs are refused there):
 #   DEVICE=cpu STEPS=50 BUDGET_S=60 OUT=/tmp/dry bash benchmarks/device_session.sh
 set -uo pipefail
