@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from dstrl.graphs import CaptureError, GraphedActing, GraphedUpdates
+from dstrl.graphs import CaptureError, GraphedActing, GraphedUpdates, capture_for
+from dstrl.train import build_agent
 from tests.graph_emulator import EmulatedCapture
 from tests.helpers import UPDATE_KINDS, assert_same, learning_trainer
 
@@ -146,29 +147,106 @@ def test_agents_that_run_cpu_kernels_are_refused(tmp_path, settings, reason):
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+def _cloned(state):
+    """A state dict whose tensors are copies (an optimiser loads same-device tensors as they
+    are, which would share them)."""
+    if torch.is_tensor(state):
+        return state.clone()
+    if isinstance(state, dict):
+        return {key: _cloned(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_cloned(value) for value in state)
+    return state
+
+
+def _assert_close(got, want, where: str, rtol: float, atol: float) -> None:
+    """Floats within the tolerance; masks, counts, generator states and the rest equal."""
+    if torch.is_tensor(want) and want.is_floating_point():
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=lambda m: f"{where}: {m}")
+    elif torch.is_tensor(want):
+        assert torch.equal(got, want), where
+    elif isinstance(want, dict):
+        assert got.keys() == want.keys(), where
+        for key in want:
+            _assert_close(got[key], want[key], f"{where} {key}", rtol, atol)
+    elif isinstance(want, list | tuple):
+        assert len(got) == len(want), where
+        for index, (a, b) in enumerate(zip(got, want, strict=True)):
+            _assert_close(a, b, f"{where} [{index}]", rtol, atol)
+    else:
+        assert got == want, where
+
+
+class Lockstep:
+    """A trainer's updates and acting replayed from graphs, each also run eagerly by a twin agent
+    from the same state. After every update and every action the two are compared, then the twin
+    is set to the graphed agent's state: a difference is caught at the update that makes it and
+    never compounds (on the CPU, starting weights perturbed by a relative 1e-6 end 300 updates
+    of these tiny runs outside a relative 1e-4, some with other masks)."""
+
+    def __init__(self, trainer, capture, rtol: float = 0.0, atol: float = 0.0) -> None:
+        self.agent, self.twin = trainer.agent, build_agent(trainer.config)
+        self.twin.load_state_dict(_cloned(self.agent.state_dict()))
+        self.graphed = GraphedUpdates(self.agent, capture)
+        self.acting = GraphedActing(self.agent, capture)
+        self.tolerance = dict(rtol=rtol, atol=atol)
+        trainer.update, trainer.explore = self.update, self.explore
+
+    def update(self, *batch) -> None:
+        self._draw_alike()  # the batch was sampled with the agent's generator
+        self.twin.update(*batch)
+        self.graphed(*batch)
+        state = self.agent.state_dict()
+        _assert_close(
+            state, self.twin.state_dict(), f"update {self.agent.updates}", **self.tolerance
+        )
+        self.twin.load_state_dict(_cloned(state))
+
+    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._draw_alike()
+        want, got = self.twin.explore(obs), self.acting(obs)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, **self.tolerance)
+        generator = self.agent.generator.get_state()
+        assert torch.equal(generator, self.twin.generator.get_state())  # the same noise drawn
+        return got
+
+    def _draw_alike(self) -> None:
+        self.twin.generator.set_state(self.agent.generator.get_state())
+
+
+@pytest.mark.parametrize("algo", ["ds-td3", ("td3", "static-td3", "ds-td3")])
+def test_in_lockstep_every_replayed_update_equals_the_eager_one(tmp_path, as_off_the_cpu, algo):
+    """The harness of the GPU test below, on the CPU's emulated graphs: bit for bit."""
+    trainer = learning_trainer(tmp_path / "run", algo, sparse_kernels="masked")
+    lockstep = Lockstep(trainer, EmulatedCapture(trainer.agent.generator))
+    _train(trainer, 110)  # two topology updates
+    assert lockstep.graphed.captures >= 2
+    assert lockstep.acting.replay is not None
+
+
+def test_lockstep_names_the_update_where_a_replay_goes_wrong(tmp_path, as_off_the_cpu, monkeypatch):
+    """One graph for both of TD3's step kinds: update 4 is captured with the delayed actor step,
+    and update 5, a critic step alone, replays it."""
+    trainer = learning_trainer(tmp_path / "run", "td3")
+    Lockstep(trainer, EmulatedCapture(trainer.agent.generator))
+    monkeypatch.setattr(trainer.agent, "graph_key", lambda discount: "one for all")
+    with pytest.raises(AssertionError, match=r"update 5\b"):
+        _train(trainer, 10)
+
+
 @pytest.mark.gpu
 @GPU
 @pytest.mark.parametrize(
     ("algo", "settings"),
     [("td3", {}), ("ds-td3", {}), ("ds-td3", {"grow": "gradient"}), ("ds-sac", {})],
 )
-def test_on_a_gpu_cuda_graphs_train_the_agents_eager_steps_train(tmp_path, algo, settings):
-    """Real CUDA graphs against eager CUDA updates: 300 updates, six topology updates; the masks
-    equal, everything else within float32 tolerance."""
-    runs = []
-    for graphed in (False, True):
-        trainer = learning_trainer(
-            tmp_path / str(graphed), algo, device="cuda", cuda_graph=graphed, **settings
-        )
-        assert isinstance(trainer.update, GraphedUpdates) == graphed
-        _train(trainer, 300)
-        torch.cuda.synchronize()
-        runs.append(trainer.agent.state_dict())
-    assert trainer.update.captures >= 2
-    eager, graph = runs
-    for name in ("actor_masks", "critic_masks"):
-        if name in eager:
-            assert_same(eager[name], graph[name])
-    for name in ("actor", "critic", "critic_target"):
-        for key, value in eager[name].items():
-            torch.testing.assert_close(graph[name][key], value, rtol=1e-4, atol=1e-5)
+def test_on_a_gpu_every_replayed_update_equals_the_eager_one(tmp_path, algo, settings):
+    """Real CUDA graphs against eager CUDA updates, in lockstep: 300 updates and six topology
+    updates, each update's floats within a relative 1e-5 of the eager update's, masks equal."""
+    trainer = learning_trainer(tmp_path / "run", algo, device="cuda", cuda_graph=True, **settings)
+    assert isinstance(trainer.update, GraphedUpdates)
+    assert isinstance(trainer.explore, GraphedActing)
+    lockstep = Lockstep(trainer, capture_for(trainer.agent), rtol=1e-5, atol=1e-6)
+    _train(trainer, 300)
+    assert lockstep.graphed.captures >= 2
