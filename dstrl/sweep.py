@@ -1,9 +1,11 @@
 """`dstrl sweep`: a grid of independent `dstrl train` runs, resumable, on this machine or on Ray.
 
 Each cell (env, algo, seed) is one run directory ``OUT/<env>/<algo>/seed<seed>``; packed (the
-default on a GPU), each (env, family) is one population ``OUT/<env>/<family>`` that trains all
-its algorithms' seeds in one process (``prune-`` and ``rlx2-`` algorithms, which need schedules
-of their own, one population each, ``OUT/<env>/<algo>``). A finished run (summary.json) is
+default on a GPU), each (env, family) is one population ``OUT/<env>/packed/<family>`` that trains
+all its algorithms' seeds in one process (``prune-`` and ``rlx2-`` algorithms, which need
+schedules of their own, one population each, ``OUT/<env>/packed/<algo>``). The two layouts never
+share a grid directory: a packed grid and an unpacked one of the same runs would hold every
+seed twice. A finished run (summary.json) is
 skipped; any other is run with ``dstrl train --auto-resume``, which
 continues a stopped one from its checkpoint and starts anything else afresh; every run uses one
 torch thread. Ray is optional: ``pip install -e '.[ray]'``.
@@ -39,6 +41,7 @@ RESERVED = {
     "--threads",
     "--device",
 }
+PACKED = "packed"  # OUT/<env>/packed/<family>: a packed grid's populations (no algorithm's name)
 
 
 @dataclass
@@ -120,7 +123,10 @@ def plan(args: SweepArgs) -> list[Cell]:
             check_env(env)
         except EnvError as error:
             raise ConfigError(str(error)) from error
-    if args.pack == "on" or (args.pack == "auto" and args.device != "cpu"):
+    packed = args.pack == "on" or (args.pack == "auto" and args.device != "cpu")
+    for env in args.envs:
+        _refuse_other_layout(args.out / env, args.algos, packed)
+    if packed:
         return [cell for env in args.envs for cell in _populations(env, args)]
     return [
         Cell(env, (algo,), seed, args.out / env / algo / f"seed{seed}")
@@ -128,6 +134,18 @@ def plan(args: SweepArgs) -> list[Cell]:
         for algo in args.algos
         for seed in range(args.seed, args.seed + args.seeds)
     ]
+
+
+def _refuse_other_layout(grid: Path, algos: tuple[str, ...], packed: bool) -> None:
+    """ConfigError if ``grid`` (one env's directory) holds runs of the other layout."""
+    other = [grid / algo for algo in algos] if packed else [grid / PACKED]
+    found = [path for path in other if path.is_dir() and any(path.iterdir())]
+    if found:
+        kind, flag = ("an unpacked", "off") if packed else ("a packed", "on")
+        raise ConfigError(
+            f"{found[0]} holds runs of {kind} sweep; rerun with --pack {flag}, or give "
+            "another --out"
+        )
 
 
 def _populations(env: str, args: SweepArgs) -> list[Cell]:
@@ -138,11 +156,12 @@ def _populations(env: str, args: SweepArgs) -> list[Cell]:
     for algo in args.algos:
         family = algo.rsplit("-", 1)[-1]
         if runs_apart(algo):
-            cells.append(Cell(env, (algo,), args.seed, args.out / env / algo, args.seeds))
+            cells.append(Cell(env, (algo,), args.seed, args.out / env / PACKED / algo, args.seeds))
         else:
             shared.setdefault(family, []).append(algo)
     for family, algos in shared.items():
-        cells.append(Cell(env, tuple(algos), args.seed, args.out / env / family, args.seeds))
+        path = args.out / env / PACKED / family
+        cells.append(Cell(env, tuple(algos), args.seed, path, args.seeds))
     return cells
 
 

@@ -124,6 +124,16 @@ def test_report_errors(tmp_path):
         write_report([tmp_path / "a"], tmp_path / "report", baseline="sac")
 
 
+def test_a_seed_in_two_runs_of_one_method_is_refused(tmp_path):
+    """Packed and unpacked runs of one grid, say: the same seed and settings counted twice."""
+    synthetic_run(tmp_path / "packed" / "td3", "td3", 0, [1, 2])
+    synthetic_run(tmp_path / "td3" / "seed0", "td3", 0, [1, 2])
+    synthetic_run(tmp_path / "td3" / "seed1", "td3", 1, [1, 2])
+    with pytest.raises(RunError, match=r"td3 on Toy-v0: seed 0 is in both .*packed/td3 and "):
+        write_report([tmp_path], tmp_path / "report")
+    assert len(write_report([tmp_path / "td3"], tmp_path / "report")) == 1
+
+
 def test_runs_of_older_versions_compare_by_the_defaults_they_used(tmp_path):
     """A config.json written before --n-step existed ran one-step targets: it is the same
     method as a new run at the default, and another than a run with --n-step 3."""

@@ -121,14 +121,17 @@ def test_a_packed_sweep_trains_each_family_as_one_population(tmp_path):
     result = sweep(out, "--algos", "td3", "ds-td3", "prune-td3", "--pack", "on", "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert "2 of 2 runs to do" in result.stdout
-    population = json.loads((out / "Pendulum-v1" / "td3" / "summary.json").read_text())
+    packed = out / "Pendulum-v1" / "packed"
+    population = json.loads((packed / "td3" / "summary.json").read_text())
     assert population["algo"] == ["td3", "ds-td3"] and population["seeds"] == [0, 1, 0, 1]
-    assert json.loads((out / "Pendulum-v1" / "prune-td3" / "summary.json").read_text())[
-        "seeds"
-    ] == [0, 1]
+    assert json.loads((packed / "prune-td3" / "summary.json").read_text())["seeds"] == [0, 1]
     report = (out / "report" / "report.md").read_text()
     for algo in ("td3", "ds-td3", "prune-td3"):
         assert f"| Pendulum-v1 | {algo} | 2 | 300 |" in report
     again = sweep(out, "--algos", "td3", "ds-td3", "prune-td3", "--pack", "on")
     assert again.returncode == 0 and "0 of 2 runs to do" in again.stdout
     assert "skip Pendulum-v1 td3 ds-td3 seeds 0-1: already finished" in again.stdout
+    # the same grid unpacked would train every seed again beside the packed runs
+    unpacked = sweep(out, "--algos", "td3", "ds-td3", "--pack", "off")
+    assert unpacked.returncode == 2 and not (out / "Pendulum-v1" / "td3").exists()
+    assert f"{packed} holds runs of a packed sweep; rerun with --pack on" in unpacked.stderr

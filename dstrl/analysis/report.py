@@ -56,6 +56,7 @@ def collect(runs: list[Run]) -> list[MethodCurves]:
         groups.setdefault((run.env, run.method), []).append(run)
     results = []
     for (env, method), group in sorted(groups.items()):
+        _refuse_repeated_seeds(env, method, group)
         curves = [run.curves() for run in group]
         steps = curves[0][0]
         for run, (s, _) in zip(group, curves, strict=True):
@@ -74,6 +75,20 @@ def collect(runs: list[Run]) -> list[MethodCurves]:
                 f"runs on {env} have different step budgets ({listed}); compare like with like"
             )
     return results
+
+
+def _refuse_repeated_seeds(env: str, method: str, group: list[Run]) -> None:
+    """RunError if a seed of one (task, method) comes from two runs: the same settings and seed
+    are one sample, and pooled twice they would narrow every interval."""
+    first: dict[int, Run] = {}
+    for run in group:
+        for seed in sorted(run.evaluations["seed"].unique()):
+            if seed in first:
+                raise RunError(
+                    f"{method} on {env}: seed {seed} is in both {first[seed].path} and "
+                    f"{run.path}, with the same settings; report on one of them"
+                )
+            first[seed] = run
 
 
 def _baseline(
