@@ -137,8 +137,8 @@ def test_a_seed_in_two_runs_of_one_method_is_refused(tmp_path):
 def test_runs_of_older_versions_compare_by_the_defaults_they_used(tmp_path):
     """A config.json written before --n-step existed ran one-step targets: it is the same
     method as a new run at the default, and another than a run with --n-step 3."""
-    for name, n_step in (("old", None), ("new", 1), ("multi", 3)):
-        synthetic_run(tmp_path / name, "ds-td3", 0, [1, 2])
+    for seed, (name, n_step) in enumerate((("old", None), ("new", 1), ("multi", 3))):
+        synthetic_run(tmp_path / name, "ds-td3", seed, [1, 2])
         path = tmp_path / name / "config.json"
         config = json.loads(path.read_text())
         if n_step is None:
