@@ -71,7 +71,7 @@ def load_checkpoint(run_dir: Path) -> dict:
     if not path.exists():
         raise CheckpointError(
             f"{path} does not exist: the run never reached its first checkpoint (start it "
-            "again, or with --auto-resume)"
+            "afresh with --auto-resume)"
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -7,7 +7,6 @@ option, a run directory, a checkpoint); 3 an agent diverged; 130 stopped by Ctrl
 
 from __future__ import annotations
 
-import functools
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,29 +15,15 @@ import numpy as np
 import tyro
 
 from dstrl.analysis.runs import RunError
-from dstrl.checkpoint import CHECKPOINT, CheckpointError
+from dstrl.checkpoint import CheckpointError
 from dstrl.config import ConfigError, TrainConfig
 from dstrl.data.workers import WorkerError
 from dstrl.graphs import CaptureError
 from dstrl.health import DivergedError, Health, advice
 from dstrl.policy import PolicyError
-from dstrl.rundir import RunDirError, clear_unfinished_run, describe, exclusive, holds_run_files
+from dstrl.resume import resume_config, start_or_resume
+from dstrl.rundir import RunDirError, describe
 from dstrl.sweep import SweepArgs, run_sweep
-
-# Options a resume may change; any other option given with it must equal its saved value.
-RESUME_OVERRIDES = {
-    "steps",
-    "device",
-    "threads",
-    "vector_env",
-    "env_workers",
-    "sparse_kernels",  # how, not what: the numbers agree up to float32 rounding
-    "cuda_graph",
-    "tf32",
-    "progress",
-    "tensorboard",
-}
-NOT_SAVED = {"resume", "auto_resume", "out"}
 
 
 @dataclass
@@ -78,83 +63,6 @@ class ReportArgs:
     baseline: str | None = None
     """Method whose final return the others must reach (default: the dense algorithm of each
     method's family, td3 or sac, where present)."""
-
-
-def _given_options(argv: list[str]) -> set[str]:
-    """The configuration fields named on the command line (``td3.learning_rate`` for
-    ``--td3.learning-rate``)."""
-    names = set()
-    for token in argv:
-        if token.startswith("--"):
-            name = token[2:].split("=", 1)[0].replace("-", "_")
-            names.add(name.removeprefix("no_"))
-    defaults = TrainConfig()
-    return {name for name in names if _has(defaults, name)}
-
-
-def _has(config: TrainConfig, name: str) -> bool:
-    try:
-        _value(config, name)
-    except AttributeError:
-        return False
-    return True
-
-
-def _value(config: TrainConfig, name: str):
-    return functools.reduce(getattr, name.split("."), config)
-
-
-def _shown(value) -> str:
-    if isinstance(value, tuple | list):
-        return " ".join(map(_shown, value))
-    if isinstance(value, float):
-        return f"{value:g}"
-    return "unset" if value is None else str(value)
-
-
-def resume_config(parsed: TrainConfig, argv: list[str]) -> TrainConfig:
-    """The saved configuration of the run directory, with the few options a resume may change.
-
-    Options given again with their saved values are accepted, so that a job scheduler can rerun
-    the command that started the run; each one that differs is named with both values.
-    """
-    run_dir = parsed.run_dir
-    saved = TrainConfig.load(run_dir)
-    given = _given_options(argv) - NOT_SAVED
-    differ = [
-        name
-        for name in sorted(given - RESUME_OVERRIDES)
-        if _value(parsed, name) != _value(saved, name)
-    ]
-    if differ:
-        listed = "; ".join(
-            f"--{name.replace('_', '-')} is {_shown(_value(saved, name))} in the run, "
-            f"{_shown(_value(parsed, name))} here"
-            for name in differ
-        )
-        overrides = ", ".join("--" + n.replace("_", "-") for n in sorted(RESUME_OVERRIDES))
-        raise ConfigError(
-            f"{run_dir} continues with its saved configuration, and this command differs: "
-            f"{listed}. Give the saved values or leave them out (only {overrides} can change)"
-        )
-    changes = {name: getattr(parsed, name) for name in given & RESUME_OVERRIDES}
-    if changes.get("steps", saved.steps) < saved.steps:
-        raise ConfigError(
-            f"--steps can only grow on resume (the run was started with {saved.steps:,})"
-        )
-    return replace(saved, **changes, out=run_dir, resume=True, auto_resume=False)
-
-
-def start_or_resume(parsed: TrainConfig, argv: list[str]) -> TrainConfig:
-    """``--auto-resume``: continue the run in --out if it has a checkpoint, else start it (after
-    clearing what an attempt killed before its first checkpoint left behind)."""
-    run_dir = parsed.run_dir
-    if (run_dir / CHECKPOINT).exists():
-        return resume_config(parsed, argv)
-    if holds_run_files(run_dir):
-        with exclusive(run_dir):  # never while another process trains there
-            clear_unfinished_run(run_dir)
-    return replace(parsed, auto_resume=False)
 
 
 def run_train(config: TrainConfig, argv: list[str]) -> int:

@@ -26,7 +26,8 @@ from typing import Literal
 
 import tyro
 
-from dstrl.config import Algo, ConfigError, runs_apart
+from dstrl.config import Algo, ConfigError, TrainConfig, runs_apart
+from dstrl.resume import resume_config
 
 # Options that the sweep sets itself for every run.
 RESERVED = {
@@ -108,8 +109,6 @@ def plan(args: SweepArgs) -> list[Cell]:
     clash = sorted({a.split("=")[0] for a in extra} & RESERVED)
     if clash:
         raise ConfigError(f"--train-args cannot set {', '.join(clash)}: the sweep sets them")
-    from dstrl.config import TrainConfig
-
     try:  # the same parser as dstrl train, so a typo fails now and not in every run
         tyro.cli(TrainConfig, args=extra, console_outputs=False)
     except SystemExit as error:
@@ -171,21 +170,20 @@ def command(cell: Cell, args: SweepArgs) -> list[str] | None:
     It is the same command whatever state the cell is in: ``--auto-resume`` starts the run, or
     continues it from its checkpoint (extending it to a larger ``--steps``).
     """
-    summary = cell.path / "summary.json"
-    if summary.exists() and json.loads(summary.read_text())["steps"] >= args.steps:
+    options = _train_options(cell, args)
+    if _finished(cell, args, options):
         return None
+    return [sys.executable, "-m", "dstrl.cli", "train", "--steps", str(args.steps), *options]
+
+
+def _train_options(cell: Cell, args: SweepArgs) -> list[str]:
+    """``cell``'s options of `dstrl train`, but for --steps."""
     return [
-        sys.executable,
-        "-m",
-        "dstrl.cli",
-        "train",
         "--out",
         str(cell.path),
         "--threads",
         "1",
         "--no-progress",
-        "--steps",
-        str(args.steps),
         "--auto-resume",
         "--algo",
         *cell.algos,
@@ -199,6 +197,25 @@ def command(cell: Cell, args: SweepArgs) -> list[str] | None:
         args.device,
         *shlex.split(args.train_args),
     ]
+
+
+def _finished(cell: Cell, args: SweepArgs, options: list[str]) -> bool:
+    """Whether ``cell``'s run has trained --steps; a ConfigError if its summary cannot be read,
+    or if it ran with options other than the sweep gives (named, as a resume names them)."""
+    summary = cell.path / "summary.json"
+    if not summary.exists():
+        return False
+    try:
+        steps = json.loads(summary.read_text())["steps"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(
+            f"{summary} cannot be read ({error}); delete it, and the sweep finishes that run "
+            "from its checkpoint"
+        ) from error
+    if steps < args.steps:
+        return False
+    resume_config(tyro.cli(TrainConfig, args=options, console_outputs=False), options)
+    return True
 
 
 def execute(cmd: list[str]) -> tuple[int, str]:

@@ -23,7 +23,7 @@ from dstrl.agents.base import ActorCritic
 from dstrl.agents.sac import SAC
 from dstrl.agents.td3 import TD3
 from dstrl.analysis.metrics import final_return, learning_curve_area, mean_std
-from dstrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dstrl.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, save_checkpoint
 from dstrl.config import ConfigError, TrainConfig
 from dstrl.data.envs import (
     SplitStep,
@@ -162,9 +162,11 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
                     f"{run_dir}/checkpoint.pt lacks {sorted(missing)}; cannot resume"
                 )
         elif holds_run_files(run_dir):
+            then = "--resume to continue it"
+            if not (run_dir / CHECKPOINT).exists():
+                then = "--auto-resume to start it afresh (it has no checkpoint to continue from)"
             raise ConfigError(
-                f"{run_dir} already holds a run; pass --resume to continue it, or choose "
-                "another --out"
+                f"{run_dir} already holds a run; pass {then}, or choose another --out"
             )
         if agent.sparsity is not None and not (
             agent.actor_sparse.weights or agent.critic_sparse.weights

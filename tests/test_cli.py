@@ -127,12 +127,19 @@ def test_resume_errors(tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
     assert main(["train", "--out", str(run), "--resume", "--algo", "td3"]) == 2
     assert "--algo is ds-td3 in the run, td3 here" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--overlap"]) == 2
+    assert "--overlap is off in the run, on here" in capsys.readouterr().err
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert main(["train", "--out", str(run), "--resume", "--steps", "400"]) == 2
     assert "corrupt" in capsys.readouterr().err
     (run / "checkpoint.pt").unlink()
     assert main(["train", "--out", str(run), "--resume"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not exist" in err
+    assert "never reached its first checkpoint (start it afresh with --auto-resume)" in err
+    # started again as it was: the advice is the same, not --resume
+    assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY]) == 2
+    assert "pass --auto-resume to start it afresh" in capsys.readouterr().err
 
 
 def test_a_resume_may_change_how_sparse_layers_are_computed(tmp_path, capsys):

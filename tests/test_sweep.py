@@ -15,7 +15,7 @@ TRAIN_ARGS = (
 )
 
 
-def sweep(out, *extra, steps=300, popen=False):
+def sweep(out, *extra, steps=300, popen=False, train_args=TRAIN_ARGS):
     cmd = [
         sys.executable,
         "-m",
@@ -32,7 +32,7 @@ def sweep(out, *extra, steps=300, popen=False):
         str(steps),
         "--out",
         str(out),
-        f"--train-args={TRAIN_ARGS}",
+        f"--train-args={train_args}",
         *extra,
     ]
     if popen:
@@ -131,6 +131,21 @@ def test_a_packed_sweep_trains_each_family_as_one_population(tmp_path):
     again = sweep(out, "--algos", "td3", "ds-td3", "prune-td3", "--pack", "on")
     assert again.returncode == 0 and "0 of 2 runs to do" in again.stdout
     assert "skip Pendulum-v1 td3 ds-td3 seeds 0-1: already finished" in again.stdout
+    # finished with other options than asked for now: named, as a resume names them
+    changed = TRAIN_ARGS.replace("--start-steps 100", "--start-steps 50")
+    again = sweep(out, "--algos", "td3", "ds-td3", "--pack", "on", train_args=changed)
+    assert again.returncode == 2, again.stdout
+    assert "--start-steps is 100 in the run, 50 here" in again.stderr
+    # a damaged summary: what to do, and doing it finishes the run from its checkpoint
+    summary = packed / "td3" / "summary.json"
+    summary.write_text("{bad")
+    again = sweep(out, "--algos", "td3", "ds-td3", "--pack", "on")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert f"{summary} cannot be read" in again.stderr and "delete it" in again.stderr
+    summary.unlink()
+    again = sweep(out, "--algos", "td3", "ds-td3", "--pack", "on")
+    assert again.returncode == 0 and "1 of 1 runs to do" in again.stdout, again.stderr
+    assert json.loads(summary.read_text())["steps"] == 300
     # the same grid unpacked would train every seed again beside the packed runs
     unpacked = sweep(out, "--algos", "td3", "ds-td3", "--pack", "off")
     assert unpacked.returncode == 2 and not (out / "Pendulum-v1" / "td3").exists()
