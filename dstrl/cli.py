@@ -164,6 +164,8 @@ def run_export(args: ExportArgs) -> int:
 def run_report(args: ReportArgs) -> int:
     from dstrl.analysis.report import markdown, write_report
 
+    if not args.runs:
+        raise ConfigError("give the run directories to report on, e.g. dstrl report runs/sweep")
     table = write_report(list(args.runs), args.out, args.baseline)
     print(markdown(table))
     print(f"\nwritten: {args.out / 'report.md'}, {args.out / 'report.csv'} and figures")

@@ -63,6 +63,13 @@ RLX2_LEARNING_STEPS = 2_975_000
 RLX2_PERIOD = 10_000
 
 
+def check_seeds(first: int, seeds: int) -> None:
+    """ConfigError unless seeds first..first+seeds-1 lie in [0, 2**32), which every random
+    generator a run seeds (Gymnasium's, NumPy's, torch's) takes."""
+    if not 0 <= first <= 2**32 - seeds:
+        raise ConfigError(f"--seed must be in [0, 2**32 - --seeds], got {first}")
+
+
 def runs_apart(algo: str) -> bool:
     """Whether ``algo`` needs schedules of its own and cannot share a population with other
     algorithms (gradual pruning, RLx2)."""
@@ -229,6 +236,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.algo, tuple | list):  # one name stays a name; several, a tuple
+            if not self.algo:
+                raise ConfigError("--algo needs at least one algorithm, e.g. --algo ds-td3")
             self.algo = self.algo[0] if len(self.algo) == 1 else tuple(self.algo)
         self.resolve_defaults()
 
@@ -433,6 +442,7 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"--{name} must be a positive integer, got {value}")
+        check_seeds(self.seed, self.seeds)
         if self.n_step < 1:
             raise ConfigError(f"--n-step must be a positive integer, got {self.n_step}")
         if not 0 <= self.n_step_start <= 1:

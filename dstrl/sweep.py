@@ -26,7 +26,7 @@ from typing import Literal
 
 import tyro
 
-from dstrl.config import Algo, ConfigError, TrainConfig, runs_apart
+from dstrl.config import Algo, ConfigError, TrainConfig, check_seeds, runs_apart
 from dstrl.resume import resume_config
 
 # Options that the sweep sets itself for every run.
@@ -101,6 +101,10 @@ def plan(args: SweepArgs) -> list[Cell]:
     """The grid's runs, after checking what can be checked before anything starts."""
     if args.seeds < 1 or args.steps < 1:
         raise ConfigError("--seeds and --steps must be positive")
+    check_seeds(args.seed, args.seeds)
+    from dstrl.train import check_device  # training's imports, only when a sweep is planned
+
+    check_device(args.device)
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be positive, got {args.workers}")
     if not args.envs or not args.algos:

@@ -70,21 +70,25 @@ CHECKPOINT_KEYS = {
 }
 
 
+def check_device(name: str) -> torch.device:
+    """The torch device ``name`` if dstrl can train on it here; else a ConfigError."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"--device {name!r} is not a torch device ({error})") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} was asked for, but this machine has no GPU")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name}: dstrl runs on cpu or cuda")
+    return device
+
+
 def build_agent(config: TrainConfig) -> ActorCritic:
     """Validate the configuration and construct the agents; raises ConfigError on bad input."""
     config.validate()
-    try:
-        device = torch.device(config.device)
-    except RuntimeError as error:
-        raise ConfigError(f"--device {config.device!r} is not a torch device ({error})") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {config.device} was asked for, but this machine has no GPU")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(
-            f"--device {config.device}: this machine has {torch.cuda.device_count()} GPU(s)"
-        )
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {config.device}: dstrl runs on cpu or cuda")
+    device = check_device(config.device)
     try:
         obs_dim, low, high = check_env(config.env)
     except ValueError as error:

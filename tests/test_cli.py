@@ -74,7 +74,7 @@ def test_train_then_eval_on_halfcheetah(tmp_path):
 def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
     result = dstrl("train", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "x"), check=False)
     assert result.returncode == 2
-    assert "unknown environment 'NoSuchEnv-v0'" in result.stderr
+    assert "unknown environment 'NoSuchEnv-v0'. Give a Gymnasium id" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x").exists()
 
@@ -92,6 +92,8 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
         (["--grow", "gradient", "--update-period", "51"], "multiple of --td3.policy-delay"),
         (["--device", "cuda:999"], "GPU"),
         (["--device", "banana"], "is not a torch device"),
+        (["--seed", "-1"], "--seed must be in [0, 2**32 - --seeds], got -1"),
+        (["--seed", str(2**32 - 1), "--seeds", "2"], "--seed must be in [0, 2**32 - --seeds]"),
         (["--nm", "2-4"], "--nm takes N:M"),
         (["--nm", "4:2"], "N:M needs 0 < N < M"),
         (["--nm", "2:4", "--density", "0.5"], "--nm fixes each layer's density"),
@@ -114,6 +116,20 @@ def test_configuration_errors(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_an_algo_option_without_a_name_is_an_argument_error(tmp_path, capsys):
+    """As tyro reports any malformed option: a box, exit code 2 (it was an IndexError)."""
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--algo", "--steps", "300", "--out", str(tmp_path / "run")])
+    assert stop.value.code == 2
+    assert "needs at least one algorithm" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_report_without_runs_says_what_to_give(capsys):
+    assert main(["report"]) == 2
+    assert "give the run directories to report on" in capsys.readouterr().err
 
 
 def test_resume_errors(tmp_path, capsys):

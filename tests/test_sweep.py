@@ -94,6 +94,10 @@ def test_bad_sweeps_fail_before_running(tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "--train-args cannot set --seed" in result.stderr
+    result = sweep(tmp_path / "grid", "--seed", "-1")
+    assert result.returncode == 2 and "--seed must be in [0, 2**32 - --seeds]" in result.stderr
+    result = sweep(tmp_path / "grid", "--device", "cuda:99")  # every run would fail on it
+    assert result.returncode == 2 and "--device cuda:99" in result.stderr
     assert not (tmp_path / "grid").exists() and not (tmp_path / "g").exists()
 
 

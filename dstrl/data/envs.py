@@ -19,7 +19,11 @@ def check_env(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
     """Validate ``env_id``; return (observation size, action low, action high)."""
     if env_id not in gym.registry:
         close = [name for name in gym.registry if env_id.lower().split("-")[0] in name.lower()]
-        hint = f" Did you mean {', '.join(sorted(close)[:4])}?" if close else ""
+        hint = (
+            f" Did you mean {', '.join(sorted(close)[:4])}?"
+            if close
+            else " Give a Gymnasium id of a task with continuous actions, e.g. HalfCheetah-v5."
+        )
         raise EnvError(f"unknown environment {env_id!r}.{hint}")
     try:
         env = gym.make(env_id)
