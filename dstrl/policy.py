@@ -69,7 +69,10 @@ class Policy:
     def member(self, index: int) -> Policy:
         """The policy of member ``index`` alone."""
         if not 0 <= index < self.members:
-            raise PolicyError(f"member {index} does not exist; this policy has {self.members}")
+            valid = "0" if self.members == 1 else f"0 to {self.members - 1}"
+            raise PolicyError(
+                f"member {index} does not exist; this policy has {self.members} (give {valid})"
+            )
         pick = slice(index, index + 1)
         diverged = [0] if index in self.metadata.get("diverged", []) else []
         metadata = dict(self.metadata, seeds=[self.seeds[index]], diverged=diverged)

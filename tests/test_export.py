@@ -78,7 +78,7 @@ def test_bad_policy_files_and_members_are_one_line_errors(tmp_path, capsys):
     run = tmp_path / "run"
     train(tiny_config(run, steps=200))
     assert main(["export", str(run), "--out", str(tmp_path / "p"), "--member", "3"]) == 2
-    assert "member 3 does not exist; this policy has 1" in capsys.readouterr().err
+    assert "member 3 does not exist; this policy has 1 (give 0)" in capsys.readouterr().err
     assert main(["export", str(run), "--out", str(run / "config.json" / "p")]) == 1
     assert capsys.readouterr().err.endswith("config.json/p: Not a directory\n")
     main(["export", str(run), "--out", str(tmp_path / "p")])
