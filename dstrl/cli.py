@@ -21,7 +21,7 @@ from dstrl.data.workers import WorkerError
 from dstrl.graphs import CaptureError
 from dstrl.health import DivergedError, Health, advice
 from dstrl.policy import PolicyError
-from dstrl.resume import resume_config, start_or_resume
+from dstrl.resume import given_options, resume_config, start_or_resume
 from dstrl.rundir import RunDirError, describe
 from dstrl.sweep import SweepArgs, run_sweep
 
@@ -70,6 +70,8 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
 
     if config.resume and config.auto_resume:
         raise ConfigError("give --resume or --auto-resume, not both")
+    for note in config.ignored(given_options(argv)):
+        print(f"dstrl: note: {note}", file=sys.stderr)
     if config.resume:
         if config.out is None:
             raise ConfigError("--resume needs --out, the run directory to continue")

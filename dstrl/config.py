@@ -548,6 +548,23 @@ class TrainConfig:
         if any(width < 1 for width in agent.hidden_sizes) or not agent.hidden_sizes:
             raise ConfigError(f"{prefix}hidden-sizes must be one or more positive widths")
 
+    def ignored(self, given: set[str]) -> list[str]:
+        """Of the options named on the command line (``given``, as ``td3.batch_size``), those
+        this configuration never reads, each with why. Not errors: a sweep gives every run the
+        same options, TD3's and SAC's alike."""
+        other = "sac" if self.family == "td3" else "td3"
+        notes = [
+            f"--{name.replace('_', '-')} does nothing for {self.family} (its options are "
+            f"--{self.family}.*)"
+            for name in sorted(given)
+            if name.startswith(f"{other}.")
+        ]
+        if "env_workers" in given and self.vector_env != "async":
+            notes.append("--env-workers does nothing without --vector-env async")
+        if "distribution" in given and self.density is None:
+            notes.append("--distribution spreads --density, which is not given (λ is used)")
+        return notes
+
     def _validate_population(self) -> None:
         methods = self.methods
         if len(methods) == 1:

@@ -30,7 +30,7 @@ RESUME_OVERRIDES = {
 NOT_SAVED = {"resume", "auto_resume", "out"}
 
 
-def _given_options(argv: list[str]) -> set[str]:
+def given_options(argv: list[str]) -> set[str]:
     """The configuration fields named on the command line (``td3.learning_rate`` for
     ``--td3.learning-rate``)."""
     names = set()
@@ -72,7 +72,7 @@ def resume_config(parsed: TrainConfig, argv: list[str]) -> TrainConfig:
     """
     run_dir = parsed.run_dir
     saved = TrainConfig.load(run_dir)
-    given = _given_options(argv) - NOT_SAVED
+    given = given_options(argv) - NOT_SAVED
     differ = [
         name
         for name in sorted(given - RESUME_OVERRIDES)

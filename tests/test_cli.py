@@ -127,6 +127,19 @@ def test_an_algo_option_without_a_name_is_an_argument_error(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_options_a_run_never_reads_are_noted_and_the_run_goes_on(tmp_path, capsys):
+    run = tmp_path / "run"
+    extra = ["--env-workers", "2", "--distribution", "uniform", "--sac.tau", "0.01"]
+    assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY, *extra]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert notes == [
+        "dstrl: note: --sac.tau does nothing for td3 (its options are --td3.*)",
+        "dstrl: note: --env-workers does nothing without --vector-env async",
+        "dstrl: note: --distribution spreads --density, which is not given (λ is used)",
+    ]
+    assert (run / "summary.json").exists()
+
+
 def test_a_report_without_runs_says_what_to_give(capsys):
     assert main(["report"]) == 2
     assert "give the run directories to report on" in capsys.readouterr().err
