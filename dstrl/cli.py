@@ -136,7 +136,8 @@ def run_eval(args: EvalArgs) -> int:
         if member in diverged:
             print(f"{who}: diverged in training (halted; see summary.json)")
         else:
-            print(f"{who}: return {value:.1f} over {args.episodes} episodes (step {step})")
+            episodes = f"{args.episodes} episode{'s' if args.episodes > 1 else ''}"
+            print(f"{who}: return {value:.1f} over {episodes} (step {step})")
     for method in dict.fromkeys(methods):
         finished = [
             r
@@ -156,8 +157,10 @@ def run_export(args: ExportArgs) -> int:
         raise ConfigError(f"{args.run} is not a run directory")
     policy = export_policy(args.run, args.out, args.member)
     members = f"member {args.member}" if args.member is not None else f"{policy.members} member(s)"
+    algo = policy.metadata["algo"]
+    algo = " ".join(algo) if isinstance(algo, list | tuple) else algo  # a mixed population's
     print(
-        f"wrote {args.out}: {policy.metadata['algo']} on {policy.env}, {members}, step "
+        f"wrote {args.out}: {algo} on {policy.env}, {members}, step "
         f"{policy.metadata['step']:,}; load it with dstrl.load_policy({str(args.out)!r})"
     )
     return 0

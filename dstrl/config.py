@@ -125,7 +125,8 @@ class TrainConfig:
     sparse_output: bool = False
     """Make the output layer sparse too (the paper keeps it dense)."""
     dense_input: bool = False
-    """Keep the input layer dense (with --density or --nm; λ name the input layer's density)."""
+    """Keep the input layer dense (with --density or --nm; with λ, --lambdas sets the input
+    layer's density)."""
     drop_fraction: float | None = None
     """Fraction η of each layer's connections replaced per topology update (default: 0.05 TD3,
     0.1 SAC)."""

@@ -84,3 +84,15 @@ def test_bad_policy_files_and_members_are_one_line_errors(tmp_path, capsys):
     main(["export", str(run), "--out", str(tmp_path / "p")])
     with pytest.raises(PolicyError, match="observations must have 3 entries"):
         dstrl.load_policy(tmp_path / "p")(np.zeros(4))
+
+
+def test_a_mixed_population_exports_under_its_algorithms_names(tmp_path, capsys):
+    run, file = tmp_path / "run", tmp_path / "mixed.safetensors"
+    train(tiny_config(run, algo=("td3", "ds-td3"), seeds=1, steps=200))
+    assert main(["export", str(run), "--out", str(file)]) == 0
+    assert f"wrote {file}: td3 ds-td3 on Pendulum-v1, 2 member(s)" in capsys.readouterr().out
+    assert main(["eval", str(file), "--episodes", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("td3 seed 0: return") and lines[0].endswith(
+        "over 1 episode (step 200)"
+    )
