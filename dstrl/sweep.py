@@ -4,9 +4,9 @@ Each cell (env, algo, seed) is one run directory ``OUT/<env>/<algo>/seed<seed>``
 default on a GPU), each (env, family) is one population ``OUT/<env>/packed/<family>`` that trains
 all its algorithms' seeds in one process (``prune-`` and ``rlx2-`` algorithms, which need
 schedules of their own, one population each, ``OUT/<env>/packed/<algo>``). The two layouts never
-share a grid directory: a packed grid and an unpacked one of the same runs would hold every
-seed twice. A finished run (summary.json) is
-skipped; any other is run with ``dstrl train --auto-resume``, which
+share a grid directory: a packed grid and an unpacked one of the same runs would hold every seed
+twice. A finished run (summary.json) is skipped, once its saved options are checked against the
+grid's as a resume checks them; any other is run with ``dstrl train --auto-resume``, which
 continues a stopped one from its checkpoint and starts anything else afresh; every run uses one
 torch thread. Ray is optional: ``pip install -e '.[ray]'``.
 """
