@@ -77,7 +77,7 @@ def onednn():
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--densities", nargs="+", default=["λ", "0.1"])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--updates", type=int, default=500, help="updates per round")

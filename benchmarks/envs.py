@@ -45,7 +45,7 @@ def seconds_per_step(envs: gym.vector.VectorEnv, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="HalfCheetah-v5")
     parser.add_argument("--envs", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument(

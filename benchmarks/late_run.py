@@ -138,7 +138,7 @@ def sb3_run(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default=ENV)
     parser.add_argument("--at", type=int, default=45_000, help="steps trained before measuring")
     parser.add_argument("--steps", type=int, default=3_000, help="steps per measurement")

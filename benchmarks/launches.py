@@ -86,7 +86,7 @@ def count(algo: str, members: int) -> dict[str, Counter[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--algos", nargs="+", default=["td3", "static-td3", "ds-td3", "sac", "ds-sac"]
     )

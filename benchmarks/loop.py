@@ -100,7 +100,7 @@ def timed(args: argparse.Namespace, out: Path) -> tuple[dict, dict[str, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--algo", nargs="+", default=["td3", "static-td3", "ds-td3"])
     parser.add_argument("--seeds", type=int, default=1, help="agents per algorithm")
     parser.add_argument("--env", default="HalfCheetah-v5")

@@ -59,7 +59,7 @@ def update_seconds(algo: str, members: int, batch: int, device: str, steps: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--members", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--batch", type=int, default=256)

@@ -35,7 +35,7 @@ def timed(f, calls: int = 200) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 256])
     parser.add_argument("--features", type=int, nargs="+", default=[17, 23])
     parser.add_argument("--members", type=int, default=2, help="stacked networks (twin critics)")

@@ -107,7 +107,7 @@ def measure(rows: list[tuple[np.ndarray, np.ndarray]], passes: int = 5) -> list[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--updates", type=int, default=3000, help="warm-up updates first")
     parser.add_argument("--rows", type=int, default=300, help="rows recorded and timed")
     parser.add_argument("--json", help="also write every row's measurements here")

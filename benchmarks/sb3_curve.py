@@ -68,7 +68,7 @@ def make_model(algo: str, env_id: str, seed: int, soft: bool, start_steps: int |
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--algo", choices=["sac", "td3"], default="sac")
     parser.add_argument("--env", default="HalfCheetah-v5")
     parser.add_argument("--steps", type=int, default=30_000)
@@ -84,7 +84,7 @@ def main() -> None:
     path = args.out / "evaluations.csv"
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["step", "member", "seed", "return"])
+        writer.writerow(["step", "member", "seed", "return", "method"])  # dstrl's columns
         for member, seed in enumerate(args.seeds):
             model = make_model(args.algo, args.env, seed, args.soft, args.start_steps)
             eval_env = make_vector_env(args.env, 1)
@@ -99,7 +99,7 @@ def main() -> None:
                     [seed],
                     round_index,
                 )
-                writer.writerow([step, member, seed, float(returns[0])])
+                writer.writerow([step, member, seed, float(returns[0]), f"sb3-{args.algo}"])
                 file.flush()
                 print(f"seed {seed} step {step}: return {returns[0]:.1f}", flush=True)
 

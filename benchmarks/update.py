@@ -82,7 +82,7 @@ def agents(densities: list[str], multiplied: bool = False) -> dict[str, TD3]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--densities", nargs="+", default=["λ", "0.05"])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--updates", type=int, default=200, help="updates per round")
