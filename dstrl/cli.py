@@ -70,7 +70,7 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
 
     if config.resume and config.auto_resume:
         raise ConfigError("give --resume or --auto-resume, not both")
-    for note in config.ignored(given_options(argv)):
+    for note in config.notes(given_options(argv)):
         print(f"dstrl: note: {note}", file=sys.stderr)
     if config.resume:
         if config.out is None:

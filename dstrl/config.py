@@ -549,10 +549,11 @@ class TrainConfig:
         if any(width < 1 for width in agent.hidden_sizes) or not agent.hidden_sizes:
             raise ConfigError(f"{prefix}hidden-sizes must be one or more positive widths")
 
-    def ignored(self, given: set[str]) -> list[str]:
-        """Of the options named on the command line (``given``, as ``td3.batch_size``), those
-        this configuration never reads, each with why. Not errors: a sweep gives every run the
-        same options, TD3's and SAC's alike."""
+    def notes(self, given: set[str]) -> list[str]:
+        """What a user should hear before the run starts: the options named on the command line
+        (``given``, as ``td3.batch_size``) that this configuration never reads, and a random
+        warm-up as long as the run. Not errors: a sweep gives every run the same options, TD3's
+        and SAC's alike, and a random policy's returns can be wanted."""
         other = "sac" if self.family == "td3" else "td3"
         notes = [
             f"--{name.replace('_', '-')} does nothing for {self.family} (its options are "
@@ -564,6 +565,11 @@ class TrainConfig:
             notes.append("--env-workers does nothing without --vector-env async")
         if "distribution" in given and self.density is None:
             notes.append("--distribution spreads --density, which is not given (λ is used)")
+        if self.start_steps >= self.steps:
+            notes.append(
+                f"--start-steps is {self.start_steps:,} and --steps {self.steps:,}: every action "
+                "is random and the agents never learn (lower --start-steps)"
+            )
         return notes
 
     def _validate_population(self) -> None:

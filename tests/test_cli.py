@@ -127,7 +127,7 @@ def test_an_algo_option_without_a_name_is_an_argument_error(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_options_a_run_never_reads_are_noted_and_the_run_goes_on(tmp_path, capsys):
+def test_options_a_run_never_reads_and_a_warm_up_as_long_as_the_run_are_noted(tmp_path, capsys):
     run = tmp_path / "run"
     extra = ["--env-workers", "2", "--distribution", "uniform", "--sac.tau", "0.01"]
     assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY, *extra]) == 0
@@ -138,6 +138,12 @@ def test_options_a_run_never_reads_are_noted_and_the_run_goes_on(tmp_path, capsy
         "dstrl: note: --distribution spreads --density, which is not given (λ is used)",
     ]
     assert (run / "summary.json").exists()
+    short = ["train", "--env", "Pendulum-v1", "--out", str(tmp_path / "short"), *TINY]
+    assert main([*short, "--start-steps", "300"]) == 0
+    assert (
+        "dstrl: note: --start-steps is 300 and --steps 300: every action is random and the "
+        "agents never learn (lower --start-steps)"
+    ) in capsys.readouterr().err
 
 
 def test_a_report_without_runs_says_what_to_give(capsys):
