@@ -66,18 +66,19 @@ class ReportArgs:
 
 
 def run_train(config: TrainConfig, argv: list[str]) -> int:
-    from dstrl.train import train
+    from dstrl.train import check_config, train
 
     if config.resume and config.auto_resume:
         raise ConfigError("give --resume or --auto-resume, not both")
-    for note in config.notes(given_options(argv)):
-        print(f"dstrl: note: {note}", file=sys.stderr)
     if config.resume:
         if config.out is None:
             raise ConfigError("--resume needs --out, the run directory to continue")
         config = resume_config(config, argv)
     elif config.auto_resume:
         config = start_or_resume(config, argv)
+    check_config(config)  # bad input is one line, with no note before it
+    for note in config.notes(given_options(argv)):
+        print(f"dstrl: note: {note}", file=sys.stderr)
     summary = train(config)
     if summary is None:
         return 130  # stopped by a signal; the checkpoint lets --resume continue

@@ -85,14 +85,21 @@ def check_device(name: str) -> torch.device:
     return device
 
 
-def build_agent(config: TrainConfig) -> ActorCritic:
-    """Validate the configuration and construct the agents; raises ConfigError on bad input."""
+def check_config(config: TrainConfig) -> tuple[torch.device, int, np.ndarray, np.ndarray]:
+    """Check what can be checked before agents are built (the options, the device, the
+    environment), raising ConfigError; the device, and the observation size and action bounds."""
     config.validate()
     device = check_device(config.device)
     try:
         obs_dim, low, high = check_env(config.env)
     except ValueError as error:
         raise ConfigError(str(error)) from error
+    return device, obs_dim, low, high
+
+
+def build_agent(config: TrainConfig) -> ActorCritic:
+    """Validate the configuration and construct the agents; raises ConfigError on bad input."""
+    device, obs_dim, low, high = check_config(config)
     # Subnormal floats (|x| < 1.2e-38) make CPU arithmetic many times slower, and weights that
     # only weight decay moves shrink into them over a long run (see README, Long runs). Flush
     # them to zero; set before torch starts its worker threads, which inherit the setting.

@@ -92,6 +92,9 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
         (["--grow", "gradient", "--update-period", "51"], "multiple of --td3.policy-delay"),
         (["--device", "cuda:999"], "GPU"),
         (["--device", "banana"], "is not a torch device"),
+        # a run too short to learn is noted, but never before an error
+        (["--device", "banana", "--steps", "300"], "is not a torch device"),
+        (["--env", "CartPole-v1", "--steps", "300"], "Discrete action space"),
         (["--seed", "-1"], "--seed must be in [0, 2**32 - --seeds], got -1"),
         (["--seed", str(2**32 - 1), "--seeds", "2"], "--seed must be in [0, 2**32 - --seeds]"),
         (["--nm", "2-4"], "--nm takes N:M"),

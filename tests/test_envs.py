@@ -132,7 +132,8 @@ def test_a_training_run_whose_environment_fails_in_a_worker_ends_in_one_line(tmp
     gym.register("dstrl-test/Failing-v0", entry_point=_Failing, max_episode_steps=50)
     try:
         args = ["train", "--env", "dstrl-test/Failing-v0", "--out", str(tmp_path / "run")]
-        assert main([*args, "--vector-env", "async", "--steps", "20", "--no-progress"]) == 1
+        args += ["--vector-env", "async", "--steps", "20", "--start-steps", "10"]
+        assert main([*args, "--no-progress"]) == 1
     finally:
         gym.registry.pop("dstrl-test/Failing-v0")
     err = capsys.readouterr().err.strip()
