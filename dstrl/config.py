@@ -6,7 +6,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 from dstrl.agents.sac import SACConfig
 from dstrl.agents.td3 import TD3Config
@@ -63,6 +65,11 @@ RLX2_LEARNING_STEPS = 2_975_000
 RLX2_PERIOD = 10_000
 
 
+DEFAULT_IN_DOCSTRING = tyro.conf.arg(help_behavior_hint="")
+"""Marks an option left at None and resolved per algorithm: its docstring gives the default, and
+--help should not add "(default: None)"."""
+
+
 def check_seeds(first: int, seeds: int) -> None:
     """ConfigError unless seeds first..first+seeds-1 lie in [0, 2**32), which every random
     generator a run seeds (Gymnasium's, NumPy's, torch's) takes."""
@@ -103,23 +110,23 @@ class TrainConfig:
     """Number of independent agents trained together (own seed, env, buffer, masks)."""
     seed: int = 0
     """Seed of the first agent; agent i uses seed + i."""
-    out: Path | None = None
+    out: Annotated[Path | None, DEFAULT_IN_DOCSTRING] = None
     """Run directory (default: runs/<env>-<algo>-s<seed>)."""
-    start_steps: int | None = None
+    start_steps: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """Uniformly random actions before learning starts (default: 25,000 TD3, 10,000 SAC)."""
     eval_every: int = 5_000
     """Evaluate the deterministic policy every this many steps."""
     eval_episodes: int = 10
     """Episodes per evaluation, on separate evaluation environments."""
-    density: float | None = None
+    density: Annotated[float | None, DEFAULT_IN_DOCSTRING] = None
     """Overall density of the sparse layers (1 - sparsity), spread by --distribution (instead of
     λ)."""
     distribution: Literal["er", "uniform"] = "er"
     """How --density is spread over the sparse layers: Erdős–Rényi (ERK) or uniformly."""
-    lambdas: tuple[float, ...] | None = None
+    lambdas: Annotated[tuple[float, ...] | None, DEFAULT_IN_DOCSTRING] = None
     """ER λ of the input and hidden layers (plus output with --sparse-output); default 7 64, and
     for SAC the DS-SAC appendix's per-task values (HalfCheetah 12 80, Hopper 7 20, ...)."""
-    nm: str | None = None
+    nm: Annotated[str | None, DEFAULT_IN_DOCSTRING] = None
     """N:M structured masks instead of ER, e.g. 2:4 (N of every M consecutive inputs); layers
     whose fan-in is not a multiple of M stay dense."""
     sparse_output: bool = False
@@ -127,37 +134,39 @@ class TrainConfig:
     dense_input: bool = False
     """Keep the input layer dense (with --density or --nm; with λ, --lambdas sets the input
     layer's density)."""
-    drop_fraction: float | None = None
+    drop_fraction: Annotated[float | None, DEFAULT_IN_DOCSTRING] = None
     """Fraction η of each layer's connections replaced per topology update (default: 0.05 TD3,
     0.1 SAC)."""
     drop_score: Literal["signed", "magnitude"] = "signed"
     """Drop by sign-separated weight (as the release) or by |w|."""
-    grow: Literal["random", "gradient"] | None = None
+    grow: Annotated[Literal["random", "gradient"] | None, DEFAULT_IN_DOCSTRING] = None
     """Grow new connections at random (SET, the paper; the default) or where the dense gradient
     is largest (RigL, the rlx2- default; the dense gradient is taken at topology-update steps
     only)."""
-    update_period: int | None = None
+    update_period: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """Gradient steps between topology updates (e; for prune-: between pruning steps). Default
     1,000; rlx2-: RLx2's 10,000 scaled to the run (1,000 per 297,500 learning steps, between
     1,000 and 10,000)."""
-    actor_update_period: int | None = None
+    actor_update_period: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """Gradient steps between the actor's topology updates (default: --update-period; rlx2-td3:
     --update-period x --td3.policy-delay, as RLx2 counts the actor's schedule in its own
     optimiser steps)."""
     actor_topology_stop: float = 1.0
     """The actor's topology freezes at this fraction of the critics' freezing step (its drop
     fraction anneals to 0 by then with --decay cosine)."""
-    decay: Literal["constant", "cosine"] | None = None
+    decay: Annotated[Literal["constant", "cosine"] | None, DEFAULT_IN_DOCSTRING] = None
     """How the drop fraction evolves until the topology freezes (default constant; rlx2-:
     cosine)."""
-    freeze_last: int | None = None
+    freeze_last: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """Steps at the end with a frozen topology (default: 50,000, at most 5% of --steps; rlx2-:
     0, the anneal ends with the run)."""
     prune_start: float = 0.2
     """prune-: fraction of the learning steps (after warm-up) at which pruning starts."""
     prune_end: float = 0.8
     """prune-: fraction of the learning steps at which the final density is reached."""
-    target_sparsity: Literal["magnitude", "online-mask", "dense"] | None = None
+    target_sparsity: Annotated[
+        Literal["magnitude", "online-mask", "dense"] | None, DEFAULT_IN_DOCSTRING
+    ] = None
     """Keep target networks sparse by magnitude pruning (the DS-TD3 release; the default), the
     online mask (rlx2-), or not."""
     sparse_kernels: KernelChoice = "auto"
@@ -166,29 +175,29 @@ class TrainConfig:
     the CPU and masked elsewhere (auto). The numbers agree up to float32 rounding."""
     buffer_size: int = 1_000_000
     """Replay capacity per agent (capped at --steps)."""
-    n_step: int | None = None
+    n_step: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """Multi-step TD targets: sum up to N discounted rewards before bootstrapping, cut short at
     episode ends (default 1; rlx2-: 3)."""
-    n_step_start: float | None = None
+    n_step_start: Annotated[float | None, DEFAULT_IN_DOCSTRING] = None
     """Fraction of the learning steps trained with one-step targets before --n-step switches on
     (default 0; rlx2-: 0.1, RLx2's 300k of 3M)."""
-    replay: Literal["uniform", "dynamic"] | None = None
+    replay: Annotated[Literal["uniform", "dynamic"] | None, DEFAULT_IN_DOCSTRING] = None
     """uniform: keep the newest --buffer-size transitions (the default). dynamic (RLx2, the
     rlx2- default): every --buffer-check-every steps, compare the policy with the noise-free
     actions of each agent's 2,048 oldest transitions, and drop its oldest 10% while they differ
     by more than --buffer-policy-distance and it holds more than --buffer-min-size."""
-    buffer_check_every: int | None = None
+    buffer_check_every: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """Environment steps between the dynamic buffer's checks (default 10,000; rlx2-: scaled as
     --update-period)."""
     buffer_policy_distance: float = 0.2
     """The dynamic buffer's threshold on ½·mean((π(s) − μ)² / half-range²)."""
-    buffer_min_size: int | None = None
+    buffer_min_size: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """The dynamic buffer never shrinks below this many transitions (default: a tenth of the
     replay capacity for TD3, a fifth for SAC: RLx2's 1e5 and 2e5 of 1e6)."""
     dormant_threshold: float = 0.1
     """τ of dormant neurons (ReDo): a hidden unit whose mean |activation| is at most τ times its
     layer's mean is dormant. Their share per layer is logged every --log-every steps."""
-    redo_period: int | None = None
+    redo_period: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """Recycle dormant neurons (ReDo) every this many gradient steps: fresh incoming weights
     (at fresh random connections in a sparse layer, as many as before), zero outgoing weights,
     zero Adam moments. Default: never."""
@@ -205,7 +214,7 @@ class TrainConfig:
     processes, each stepping a block of them (async; observations through shared memory), which
     pays once environment steps cost more than the exchange with the workers: many agents,
     many cores, slow environments. Results are identical."""
-    env_workers: int | None = None
+    env_workers: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """Worker processes for --vector-env async (default: one per CPU core but one, at most one
     per agent); each steps a block of the agents' environments."""
     overlap: bool = False

@@ -22,11 +22,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
-from dstrl.config import Algo, ConfigError, TrainConfig, check_seeds, runs_apart
+from dstrl.config import (
+    DEFAULT_IN_DOCSTRING,
+    Algo,
+    ConfigError,
+    TrainConfig,
+    check_seeds,
+    runs_apart,
+)
 from dstrl.resume import resume_config
 
 # Options that the sweep sets itself for every run.
@@ -61,11 +68,11 @@ class SweepArgs:
     """Environment steps per run."""
     out: Path = Path("runs/sweep")
     """Directory of the grid; run directories go below it, the report into OUT/report."""
-    workers: int | None = None
+    workers: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """Runs at a time (default: this machine's CPU cores)."""
     backend: Literal["local", "ray"] = "local"
     """local: processes on this machine; ray: tasks on a Ray cluster."""
-    address: str | None = None
+    address: Annotated[str | None, DEFAULT_IN_DOCSTRING] = None
     """Ray cluster address (default: start a local Ray runtime)."""
     train_args: str = ""
     """More `dstrl train` options for every run, given with "=": --train-args="--density 0.1"."""

@@ -149,6 +149,14 @@ def test_options_a_run_never_reads_and_a_warm_up_as_long_as_the_run_are_noted(tm
     ) in capsys.readouterr().err
 
 
+def test_help_gives_an_algorithm_dependent_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())  # the box unwrapped
+    assert "starts (default: 25,000 TD3, 10,000 SAC). --eval-every" in text  # not "(default: None)"
+    assert "(default: 0.05 TD3, 0.1 SAC). --drop-score" in text
+
+
 def test_a_report_without_runs_says_what_to_give(capsys):
     assert main(["report"]) == 2
     assert "give the run directories to report on" in capsys.readouterr().err
