@@ -182,7 +182,8 @@ class Lockstep:
     from the same state. After every update and every action the two are compared, then the twin
     is set to the graphed agent's state: a difference is caught at the update that makes it and
     never compounds (on the CPU, starting weights perturbed by a relative 1e-6 end 300 updates
-    of these tiny runs outside a relative 1e-4, some with other masks)."""
+    of these tiny runs outside a relative 1e-4, some with other masks; see
+    benchmarks/graph_drift.py)."""
 
     def __init__(self, trainer, capture, rtol: float = 0.0, atol: float = 0.0) -> None:
         self.agent, self.twin = trainer.agent, build_agent(trainer.config)
