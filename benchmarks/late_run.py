@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from dstrl.config import TrainConfig
+from dstrl.data.envs import route_mujoco_warnings
 from dstrl.train import train
 
 ENV = "Walker2d-v5"
@@ -102,6 +103,7 @@ def sb3_run(args: argparse.Namespace) -> dict:
     from stable_baselines3.common.noise import NormalActionNoise
 
     torch.set_flush_denormal(False)  # SB3 does not flush
+    route_mujoco_warnings()
     env = gym.make(args.env)
     n = env.action_space.shape[0]
     model = TD3(

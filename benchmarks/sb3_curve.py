@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dstrl.data.envs import make_vector_env
+from dstrl.data.envs import make_vector_env, route_mujoco_warnings
 from dstrl.evaluation import evaluate
 
 
@@ -30,6 +30,7 @@ def make_model(algo: str, env_id: str, seed: int, soft: bool, start_steps: int |
     from stable_baselines3 import SAC, TD3
     from stable_baselines3.common.noise import NormalActionNoise
 
+    route_mujoco_warnings()
     env = gym.make(env_id)
     common = dict(
         buffer_size=1_000_000,

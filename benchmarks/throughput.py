@@ -38,6 +38,7 @@ import torch
 from dstrl.agents.sac import SACConfig
 from dstrl.agents.td3 import TD3Config
 from dstrl.config import TrainConfig
+from dstrl.data.envs import route_mujoco_warnings
 from dstrl.train import train
 
 ENV = "HalfCheetah-v5"
@@ -85,6 +86,7 @@ def sb3_steps_per_second(family: str, batch: int, steps: int) -> float:
     from stable_baselines3 import SAC, TD3
     from stable_baselines3.common.noise import NormalActionNoise
 
+    route_mujoco_warnings()
     env = gym.make(ENV)
     n = env.action_space.shape[0]
     common = dict(

@@ -1,5 +1,7 @@
 import os
 import signal
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -17,6 +19,31 @@ def test_check_env_reports_sizes_and_bounds():
 def test_unknown_env_suggests_names():
     with pytest.raises(EnvError, match="unknown environment 'HalfCheetah-v9'.*HalfCheetah-v5"):
         check_env("HalfCheetah-v9")
+
+
+MUJOCO_WARNINGS = """
+import mujoco
+from dstrl.data.envs import check_env, make_vector_env
+check_env("HalfCheetah-v5")
+for workers in (0, 2):
+    make_vector_env("HalfCheetah-v5", 3, workers).close()
+routed = mujoco.get_mju_user_warning()
+for _ in range(3):  # as for the environments of a population: one place loads them all
+    routed("a model that MuJoCo warns about")
+"""
+
+
+def test_mujoco_warnings_come_once_and_leave_no_log_file(tmp_path):
+    """HalfCheetah's harmless deprecation, printed once per environment, is left out, in worker
+    processes too; other MuJoCo warnings come once, and nothing is written to the cwd."""
+    done = subprocess.run(
+        [sys.executable, "-c", MUJOCO_WARNINGS], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "settotalmass" not in output
+    assert output.count("MujocoWarning: MuJoCo: a model that MuJoCo warns about") == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_discrete_actions_are_rejected():

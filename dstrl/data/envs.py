@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -10,9 +11,37 @@ import torch
 
 from dstrl.data.workers import BlockVectorEnv
 
+# Gymnasium's own HalfCheetah model sets its total mass through a deprecated compiler attribute;
+# MuJoCo warns on every load but still applies it (the model weighs 14 as before)
+HARMLESS_MUJOCO_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
 
 class EnvError(ValueError):
     """The requested environment cannot be used (unknown id, unsupported spaces)."""
+
+
+class MujocoWarning(UserWarning):
+    """A warning from MuJoCo's C library, shown once per message."""
+
+
+def _mujoco_warning(message: str) -> None:
+    if not message.startswith(HARMLESS_MUJOCO_WARNINGS):
+        warnings.warn(f"MuJoCo: {message}", MujocoWarning, stacklevel=2)
+
+
+@functools.cache
+def route_mujoco_warnings() -> None:
+    """Send MuJoCo's warnings through Python's, once per message, leaving out the harmless ones.
+
+    MuJoCo prints each warning and appends it to MUJOCO_LOG.TXT in the working directory, once
+    per environment: a run of 33 agents printed one deprecation 67 times and left the log file
+    behind. Called before any environment is made, in every process that makes one.
+    """
+    try:
+        import mujoco
+    except ImportError:  # no MuJoCo tasks here, nothing to route
+        return
+    mujoco.set_mju_user_warning(_mujoco_warning)
 
 
 def check_env(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
@@ -25,6 +54,7 @@ def check_env(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
             else " Give a Gymnasium id of a task with continuous actions, e.g. HalfCheetah-v5."
         )
         raise EnvError(f"unknown environment {env_id!r}.{hint}")
+    route_mujoco_warnings()
     try:
         env = gym.make(env_id)
     except Exception as error:  # missing extras such as mujoco surface here
@@ -59,6 +89,7 @@ class Snapshots(gym.Wrapper):
 
 
 def _make(env_id: str) -> Snapshots:
+    route_mujoco_warnings()  # in a worker process too
     return Snapshots(gym.make(env_id))
 
 
