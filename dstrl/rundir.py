@@ -4,7 +4,8 @@ A run lasts hours on shared machines, so every file it replaces (checkpoint, con
 rewritten logs) goes through a temporary file, fsync and an atomic rename: a crash, a kill or a
 full disk mid-write leaves the previous version intact and no temporary file behind. A lock
 (``flock`` on ``.lock``) keeps a second process from training into the same directory; the
-kernel drops it when its holder dies, so a killed run never leaves it stuck.
+kernel drops it when its holder dies, so a killed run never leaves it stuck. Processes forked
+while it is held (environment workers) close their copy, which would otherwise hold it on.
 """
 
 from __future__ import annotations
@@ -78,6 +79,20 @@ def make_run_dir(run_dir: Path) -> None:
         raise RunDirError(f"--out {run_dir} cannot be created: {describe(error)}") from error
 
 
+_held: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _forget_held_locks() -> None:
+    """In a forked child: close the inherited lock descriptors (the parent keeps its locks)."""
+    for fd in _held:
+        with suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_held_locks)
+
+
 @contextmanager
 def exclusive(run_dir: Path) -> Iterator[None]:
     """Hold the run directory's writer lock for the duration, or refuse at once if another
@@ -100,8 +115,10 @@ def exclusive(run_dir: Path) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held.add(fd)
         yield
     finally:
+        _held.discard(fd)
         os.close(fd)  # closing the descriptor releases the lock
 
 

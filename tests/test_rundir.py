@@ -7,13 +7,15 @@ import resource
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from dstrl.cli import main
 from dstrl.logs import CsvLog
-from dstrl.rundir import RunDirError, write_atomic
+from dstrl.rundir import RunDirError, exclusive, write_atomic
 from dstrl.train import train
 from tests.helpers import tiny_config
 
@@ -207,6 +209,45 @@ def test_a_second_process_on_the_same_run_is_refused_until_the_first_dies(tmp_pa
         holder.kill()  # a killed holder leaves no stale lock behind
         holder.wait()
     assert main(["train", *TINY, "--out", str(run), "--auto-resume"]) == 0
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_run_killed_with_environment_workers_leaves_neither_lock_nor_workers(tmp_path):
+    """SIGKILL (or the OOM killer) gives no chance to end the workers: they must not keep the
+    run directory locked, and they end by themselves once their training process is gone."""
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from pathlib import Path; from dstrl.rundir import exclusive\n"
+            "from dstrl.data.envs import make_vector_env\n"
+            f"with exclusive(Path({str(run)!r})):\n"
+            "    envs = make_vector_env('Pendulum-v1', 4, 2)\n"
+            "    print(*[p.pid for p in envs._processes], flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    workers = [int(pid) for pid in holder.stdout.readline().split()]
+    assert len(workers) == 2 and all(_running(pid) for pid in workers)
+    holder.kill()
+    holder.wait()
+    with exclusive(run):  # at once: no worker holds the lock
+        pass
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in workers)
 
 
 def test_a_stale_temporary_file_is_removed_on_resume(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 import traceback
+import weakref
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 
@@ -20,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 EnvMaker = Callable[[], gym.Env]
+_training_ends: weakref.WeakSet[Connection] = weakref.WeakSet()  # this process's worker pipes
 
 
 class WorkerError(RuntimeError):
@@ -55,7 +57,11 @@ def _work(makers: list[EnvMaker], block: slice, shared: _Shared, pipe: Connectio
     """A worker: step, reset, read or write its block of environments when told to. Ctrl-C
     and SIGTERM reach the whole process group; the training process handles them (it still
     needs its workers to checkpoint) and ends its workers itself. A worker whose training
-    process is gone ends at its next read."""
+    process is gone (killed, even with SIGKILL) ends at its next read, which finds the pipe
+    closed: forked with the training process's ends of every worker's pipe, its own included,
+    it closes them first."""
+    for end in list(_training_ends):
+        end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     envs = gym.vector.SyncVectorEnv(makers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -135,6 +141,7 @@ class BlockVectorEnv(gym.vector.VectorEnv):
         self._pipes, self._processes = [], []
         for block in self._blocks:
             mine, theirs = context.Pipe()
+            _training_ends.add(mine)
             process = context.Process(
                 target=_work,
                 args=(list(makers[block]), block, self._shared, theirs),
