@@ -82,16 +82,20 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
     summary = train(config)
     if summary is None:
         return 130  # stopped by a signal; the checkpoint lets --resume continue
-    for method in summary.get("methods", {"": summary}).values():
+    for method in summary["methods"].values():
         final = method["final_return"]
         flops = method["flops"]["run_ratio"] or method["flops"]["train_ratio"]
         live = sum(value is not None for value in final["per_seed"])
         print(
             f"{method['algo']} on {config.env}: final return {final['mean']:.1f} ± "
             f"{final['std']:.1f} over {live} seed(s); params {method['params']['ratio']:.2f}x"
-            f" dense, FLOPs over the run {flops:.2f}x dense; "
-            f"{summary['env_steps_per_second']:.0f} env steps/s; results in {config.run_dir}"
+            f" dense, FLOPs over the run {flops:.2f}x dense"
         )
+    agents = f"{config.members} agent{'s' if config.members > 1 else ''}"
+    print(
+        f"{agents}, {summary['env_steps_per_second']:.0f} env steps/s in all; results in "
+        f"{config.run_dir}"
+    )
     if summary["diverged"]:
         health = Health(summary["seeds"], advice(config.family, config.agent.learning_rate))
         health.load_state_dict(summary["diverged"])

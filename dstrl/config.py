@@ -216,7 +216,8 @@ class TrainConfig:
     many cores, slow environments. Results are identical."""
     env_workers: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """Worker processes for --vector-env async (default: one per CPU core but one, at most one
-    per agent); each steps a block of the agents' environments."""
+    per agent); each steps a block of the agents' environments. Evaluation's environments have
+    as many workers of their own, idle while training runs."""
     overlap: bool = False
     """Queue each update before stepping the environments, so that they step while it runs (on
     a GPU, or in --vector-env async's workers). The update of step t then samples transitions

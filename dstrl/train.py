@@ -479,8 +479,17 @@ class Trainer:
                 if live[i]
             ]
         )
-        self.board.scalars({"eval/return_mean": float(returns[live].mean())}, self.step)
-        self.bar.set_postfix(eval_return=f"{returns[live].mean():.1f}", refresh=False)
+        mean = float(returns[live].mean())
+        scalars, shown = {"eval/return_mean": mean}, {"eval_return": f"{mean:.1f}"}
+        if self._mixed():  # each method's mean too, and only those in the progress bar
+            shown = {}
+            for i, algo in enumerate(self._mixed()):
+                block = self._block(i)
+                if live[block].any():
+                    value = float(returns[block][live[block]].mean())
+                    scalars[f"eval/return_mean@{algo}"], shown[algo] = value, f"{value:.1f}"
+        self.board.scalars(scalars, self.step)
+        self.bar.set_postfix(shown, refresh=False)
 
     def run(self, stop_after: int | None) -> dict | None:
         config = self.config
@@ -494,7 +503,7 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
             mininterval=1.0,
-            desc=f"{config.algo} {config.env}",
+            desc=f"{' '.join(config.methods)} {config.env}",
         )
         started = time.perf_counter()
         try:
@@ -565,8 +574,8 @@ class Trainer:
 
     # ---- results ------------------------------------------------------------------------
     def _summary(self) -> dict:
-        """summary.json: of the run's algorithm, or of each algorithm of a mixed population
-        under ``methods`` (with the population's shared facts alongside)."""
+        """summary.json: each algorithm's results under ``methods``, beside the population's
+        shared facts; a single algorithm's also at the top level, as before."""
         config = self.config
         shared = {
             "env": config.env,
@@ -582,7 +591,7 @@ class Trainer:
         }
         methods = {algo: self._method_summary(i) | shared for i, algo in enumerate(config.methods)}
         if len(methods) == 1:
-            return next(iter(methods.values()))
+            return next(iter(methods.values())) | {"methods": methods}
         return {"algo": list(config.methods), "seeds": self.seeds, **shared, "methods": methods}
 
     def _method_summary(self, index: int) -> dict:

@@ -62,8 +62,10 @@ def test_train_then_eval_on_halfcheetah(tmp_path):
         *TINY,
         "--tensorboard",
     )
-    assert "final return" in result.stdout
+    assert "ds-td3 on HalfCheetah-v5: final return" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
+    rate = f"{summary['env_steps_per_second']:.0f} env steps/s"
+    assert f"2 agents, {rate} in all; results in {out}" in result.stdout
     assert summary["env"] == "HalfCheetah-v5" and summary["steps"] == 300
     assert summary["seeds"] == [0, 1]
     assert any((out / "tensorboard").iterdir())

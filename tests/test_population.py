@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tqdm import tqdm
 
 from dstrl.analysis.report import write_report
 from dstrl.config import ConfigError
+from dstrl.logs import TensorBoard
 from dstrl.train import Trainer, build_agent, train
 from tests.helpers import tiny_config
 
@@ -79,6 +81,32 @@ def test_a_mixed_population_reports_each_method(tmp_path):
     assert (metrics["flops@td3"] > metrics["flops@static-td3"]).iloc[1:].all()  # once learning
     report = (tmp_path / "report" / "report.md").read_text()
     assert "dormant_Pendulum-v1.png" in report and "topology_Pendulum-v1.png" in report
+
+
+def test_a_mixed_population_shows_each_method_while_it_trains(tmp_path, monkeypatch):
+    """TensorBoard and the progress bar give each method's mean evaluation return, beside the
+    population's, so that the methods can be compared while they train."""
+    logged, shown = [], []
+    monkeypatch.setattr(TensorBoard, "scalars", lambda self, values, step: logged.append(values))
+    monkeypatch.setattr(tqdm, "set_postfix", lambda self, values, refresh: shown.append(values))
+    config = tiny_config(tmp_path / "run", algo=("td3", "ds-td3"), seeds=2, density=0.3)
+    train(config)
+    evaluations = pd.read_csv(tmp_path / "run" / "evaluations.csv")
+    last = evaluations[evaluations["step"] == config.steps]
+    means = last.groupby("method")["return"].mean()
+    returns = [values for values in logged if "eval/return_mean" in values][-1]
+    assert returns["eval/return_mean"] == pytest.approx(last["return"].mean())
+    for algo in ("td3", "ds-td3"):
+        assert returns[f"eval/return_mean@{algo}"] == pytest.approx(means[algo])
+        assert shown[-1][algo] == f"{means[algo]:.1f}"
+    assert list(shown[-1]) == ["td3", "ds-td3"]
+
+
+def test_one_method_writes_its_summary_under_methods_too(tmp_path):
+    summary = train(tiny_config(tmp_path / "run", algo="static-td3", steps=200, eval_every=100))
+    alone = {k: v for k, v in summary.items() if k != "methods"}
+    assert summary["methods"] == {"static-td3": alone}
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
 
 
 def test_one_algorithm_alone_is_an_ordinary_run(tmp_path):
