@@ -135,9 +135,8 @@ def run_eval(args: EvalArgs) -> int:
     env = make_vector_env(env_id, len(seeds))
     returns = evaluate(act, env, args.episodes, seeds, round_index=10**6)
     env.close()
-    mixed = len(set(methods)) > 1  # a population of several algorithms names each
     for member, (seed, value) in enumerate(zip(seeds, returns, strict=True)):
-        who = f"{methods[member]} seed {seed}" if mixed else f"seed {seed}"
+        who = f"{methods[member]} seed {seed}"
         if member in diverged:
             print(f"{who}: diverged in training (halted; see summary.json)")
         else:
@@ -149,9 +148,11 @@ def run_eval(args: EvalArgs) -> int:
             for member, r in enumerate(returns)
             if member not in diverged and methods[member] == method
         ]
-        if finished:
-            label = f"{method} mean" if mixed else "mean"
-            print(f"{label} {np.mean(finished):.1f} ± {np.std(finished):.1f}")
+        if len(finished) > 1:  # one agent's line says it all
+            print(
+                f"{method} mean {np.mean(finished):.1f} ± {np.std(finished):.1f} over "
+                f"{len(finished)} agents"
+            )
     return 0
 
 

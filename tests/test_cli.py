@@ -70,7 +70,9 @@ def test_train_then_eval_on_halfcheetah(tmp_path):
     assert summary["seeds"] == [0, 1]
     assert any((out / "tensorboard").iterdir())
     evaluation = dstrl("eval", str(out), "--episodes", "1")
-    assert "seed 0: return" in evaluation.stdout and "seed 1: return" in evaluation.stdout
+    lines = evaluation.stdout.splitlines()
+    assert lines[0].startswith("ds-td3 seed 0: return") and lines[1].startswith("ds-td3 seed 1")
+    assert lines[2].startswith("ds-td3 mean") and lines[2].endswith("over 2 agents")
 
 
 def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):

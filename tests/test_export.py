@@ -96,3 +96,7 @@ def test_a_mixed_population_exports_under_its_algorithms_names(tmp_path, capsys)
     assert lines[0].startswith("td3 seed 0: return") and lines[0].endswith(
         "over 1 episode (step 200)"
     )
+    assert lines[1].startswith("ds-td3 seed 0: return") and len(lines) == 2  # no mean of one
+    assert main(["export", str(run), "--out", str(file), "--member", "1"]) == 0
+    assert main(["eval", str(file), "--episodes", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("ds-td3 seed 0: return")
