@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dstrl: error: {describe(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("dstrl: interrupted", file=sys.stderr)
+        again = "; rerun the same command to continue it" if isinstance(command, SweepArgs) else ""
+        print(f"dstrl: interrupted{again}", file=sys.stderr)
         return 130
 
 

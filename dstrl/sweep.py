@@ -229,15 +229,16 @@ def _finished(cell: Cell, args: SweepArgs, options: list[str]) -> bool:
     return True
 
 
-def execute(cmd: list[str]) -> tuple[int, str]:
-    """Run one training process; (exit code, the last lines it wrote to stderr)."""
+def execute(cmd: list[str]) -> tuple[int, str, float]:
+    """Run one training process; (exit code, the last lines it wrote to stderr, seconds)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    started = time.monotonic()
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     tail = [line for line in result.stderr.splitlines() if line.strip()][-3:]
-    return result.returncode, " | ".join(tail)
+    return result.returncode, " | ".join(tail), time.monotonic() - started
 
 
-def _outcome(cell: Cell, code: int, error: str, started: float) -> str:
+def _outcome(cell: Cell, code: int, error: str, seconds: float) -> str:
     if code != 0:
         return f"FAILED {cell.name} (exit {code}): {error or 'no message'}"
     summary = json.loads((cell.path / "summary.json").read_text())
@@ -245,7 +246,7 @@ def _outcome(cell: Cell, code: int, error: str, started: float) -> str:
         f"{name} {method['final_return']['mean']:.1f}"
         for name, method in summary.get("methods", {cell.algos[0]: summary}).items()
     )
-    return f"done {cell.name}: final return {finals} ({time.time() - started:.0f} s)"
+    return f"done {cell.name}: final return {finals} ({seconds:.0f} s)"
 
 
 def run_sweep(args: SweepArgs) -> int:
@@ -277,15 +278,13 @@ def run_sweep(args: SweepArgs) -> int:
 
 def _run_local(todo: list[tuple[Cell, list[str]]], workers: int, address: str | None) -> int:
     failures = 0
-    started = time.time()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(execute, cmd): cell for cell, cmd in todo}
         for i, future in enumerate(as_completed(futures), 1):
-            code, error = future.result()
+            code, error, seconds = future.result()
             failures += code != 0
-            print(
-                f"[{i}/{len(todo)}] {_outcome(futures[future], code, error, started)}", flush=True
-            )
+            outcome = _outcome(futures[future], code, error, seconds)
+            print(f"[{i}/{len(todo)}] {outcome}", flush=True)
     return failures
 
 
@@ -301,14 +300,14 @@ def _run_ray(todo: list[tuple[Cell, list[str]]], workers: int, address: str | No
     try:
         remote = ray.remote(num_cpus=1)(execute)
         futures = {remote.remote(cmd): cell for cell, cmd in todo}
-        failures, done, started = 0, 0, time.time()
+        failures, done = 0, 0
         while futures:
             ready, _ = ray.wait(list(futures), num_returns=1)
             cell = futures.pop(ready[0])
-            code, error = ray.get(ready[0])
+            code, error, seconds = ray.get(ready[0])
             failures += code != 0
             done += 1
-            print(f"[{done}/{len(todo)}] {_outcome(cell, code, error, started)}", flush=True)
+            print(f"[{done}/{len(todo)}] {_outcome(cell, code, error, seconds)}", flush=True)
         return failures
     finally:
         ray.shutdown()

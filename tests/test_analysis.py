@@ -110,6 +110,62 @@ def test_report_names_methods_by_what_differs(tmp_path):
     assert table["baseline"].isna().all()  # no dense run: no steps-to-baseline
 
 
+def _set(path, **settings):
+    """Change a synthetic run's saved settings (``td3`` and ``sac`` as dicts of changes)."""
+    config = json.loads((path / "config.json").read_text())
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_settings_a_run_never_reads_make_no_method(tmp_path):
+    """The dynamic buffer's minimum (its default follows --steps) without a dynamic buffer, and
+    SAC's options in a TD3 run, do not tell runs apart; a TD3 option does."""
+    for seed in range(3):
+        synthetic_run(tmp_path / f"s{seed}", "ds-td3", seed, [1, 2])
+    _set(tmp_path / "s1", buffer_min_size=300, sac={"learning_rate": 1e-3})
+    _set(tmp_path / "s2", td3={"learning_rate": 1e-4})
+    table = write_report([tmp_path], tmp_path / "report").set_index("method")
+    assert table.loc["ds-td3 (td3.learning_rate=0.001)", "seeds"] == 2  # the default
+    assert table.loc["ds-td3 (td3.learning_rate=0.0001)", "seeds"] == 1
+
+
+def test_each_method_is_compared_with_the_dense_runs_of_its_own_settings(tmp_path):
+    for algo in ("td3", "ds-td3"):
+        for overlap in (False, True):
+            synthetic_run(tmp_path / f"{algo}-{overlap}", algo, 0, [1, 2])
+            _set(tmp_path / f"{algo}-{overlap}", overlap=overlap)
+    table = write_report([tmp_path], tmp_path / "report").set_index("method")
+    for overlap in (False, True):
+        assert table.loc[f"ds-td3 (overlap={overlap})", "baseline"] == f"td3 (overlap={overlap})"
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| ds-td3 (overlap=True) | 1 | 400 |" in report
+    assert "| td3 (overlap=True) | 400 |" in report  # the baseline column, then its steps
+    _set(tmp_path / "ds-td3-True", td3={"learning_rate": 1e-4})  # matches neither dense run
+    _set(tmp_path / "td3-False", td3={"learning_rate": 3e-4})
+    with pytest.raises(RunError, match=r"ds-td3 .* on Toy-v0 could be compared with any of td3 "):
+        write_report([tmp_path], tmp_path / "report")
+    chosen = "td3 (overlap=True, td3.learning_rate=0.001)"
+    assert set(write_report([tmp_path], tmp_path / "report", baseline=chosen)["baseline"]) == {
+        chosen
+    }
+
+
+def test_a_report_written_over_another_leaves_none_of_its_figures(tmp_path):
+    synthetic_run(tmp_path / "toy", "ds-td3", 0, [1, 2], params_ratio=0.5)
+    synthetic_run(tmp_path / "other", "td3", 0, [1, 2], env="Other-v0")
+    write_report([tmp_path / "toy"], tmp_path / "report")
+    assert (tmp_path / "report" / "topology_Toy-v0.png").exists()
+    (tmp_path / "report" / "notes.png").write_bytes(b"mine")
+    write_report([tmp_path / "other"], tmp_path / "report")
+    figures = [p.name for p in (tmp_path / "report").glob("*.png")]
+    assert "curves_Other-v0.png" in figures and "notes.png" in figures
+    assert not [name for name in figures if "Toy-v0" in name]
+
+
 def test_report_errors(tmp_path):
     with pytest.raises(RunError, match="no dstrl runs found"):
         write_report([tmp_path], tmp_path / "report")

@@ -9,6 +9,9 @@ import time
 
 import pytest
 
+from dstrl import cli
+from dstrl.sweep import execute
+
 TRAIN_ARGS = (
     "--start-steps 100 --eval-every 100 --eval-episodes 1 --td3.hidden-sizes 32 32 "
     "--td3.batch-size 16 --density 0.5 --update-period 50 --checkpoint-every 100 --no-tensorboard"
@@ -154,3 +157,20 @@ def test_a_packed_sweep_trains_each_family_as_one_population(tmp_path):
     unpacked = sweep(out, "--algos", "td3", "ds-td3", "--pack", "off")
     assert unpacked.returncode == 2 and not (out / "Pendulum-v1" / "td3").exists()
     assert f"{packed} holds runs of a packed sweep; rerun with --pack on" in unpacked.stderr
+
+
+def test_each_run_is_timed_on_its_own():
+    """The seconds after a finished run are its own, not the sweep's so far."""
+    code, error, seconds = execute([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    assert code == 0 and error == "" and 0.5 <= seconds < 5
+
+
+def test_an_interrupted_sweep_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_sweep", interrupted)
+    assert cli.main(["sweep", "--envs", "Pendulum-v1", "--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == (
+        "dstrl: interrupted; rerun the same command to continue it\n"
+    )

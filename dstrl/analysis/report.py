@@ -20,7 +20,17 @@ from dstrl.analysis.metrics import (
     steps_to_threshold,
     stratified_bootstrap_ci,
 )
-from dstrl.analysis.runs import Run, RunError, find_runs, label_methods, load_runs
+from dstrl.analysis.runs import (
+    Run,
+    RunError,
+    differing,
+    find_runs,
+    label_methods,
+    load_runs,
+    method_settings,
+)
+
+FIGURES = ("curves", "topology", "dormant")  # written as <figure>_<task>.png
 
 
 @dataclass
@@ -105,7 +115,24 @@ def _baseline(
         raise RunError(f"baseline {name!r} has no runs on {env}; methods there: {methods}")
     family = method.algo.rsplit("-", 1)[-1]
     dense = [r for r in candidates if r.algo == family]
-    return dense[0] if dense else None
+    if len(dense) < 2:
+        return dense[0] if dense else None
+    # dense runs of several settings: the one run as this method was (--overlap against --overlap)
+    theirs = [method_settings(r.runs[0].config) for r in dense]
+    mine = method_settings(method.runs[0].config)
+    varying = differing(theirs)
+    same = [r for r, own in zip(dense, theirs, strict=True) if _agree(own, mine, varying)]
+    if len(same) != 1:
+        names = ", ".join(r.method for r in dense)
+        raise RunError(
+            f"{method.method} on {env} could be compared with any of {names}; name its "
+            "baseline with --baseline"
+        )
+    return same[0]
+
+
+def _agree(settings: dict, other: dict, keys: list[str]) -> bool:
+    return all(settings.get(k) == other.get(k) for k in keys)
 
 
 def summary_table(results: list[MethodCurves], baseline: str | None = None) -> pd.DataFrame:
@@ -151,8 +178,8 @@ def markdown(table: pd.DataFrame) -> str:
     """The table as the paper prints it."""
     lines = [
         "| task | method | seeds | steps | final return (mean ± std) | IQM [95% CI] | LCA | "
-        "steps to baseline's final return | saving | params | FLOPs (run) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "baseline | steps to its final return | saving | params | FLOPs (run) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in table.itertuples():
         reached = (
@@ -171,7 +198,8 @@ def markdown(table: pd.DataFrame) -> str:
             f"| {row.env} | {row.method} | {row.seeds} | {row.steps:,} "
             f"| {row.final_mean:.0f} ± {row.final_std:.0f} "
             f"| {row.final_iqm:.0f} [{row.iqm_ci_low:.0f}, {row.iqm_ci_high:.0f}] "
-            f"| {row.lca_mean:.3f} ± {row.lca_std:.3f} | {reached} | {saving} "
+            f"| {row.lca_mean:.3f} ± {row.lca_std:.3f} | {row.baseline or '–'} | {reached} "
+            f"| {saving} "
             f"| {row.params_ratio:.2f}x | {row.train_flops_ratio:.2f}x |"
         )
     return "\n".join(lines)
@@ -280,6 +308,10 @@ def write_report(paths: list[Path], out: Path, baseline: str | None = None) -> p
     results = collect(runs)
     table = summary_table(results, baseline)
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "report.md").exists():  # an earlier report's figures, of tasks perhaps not here
+        for figure in FIGURES:
+            for path in out.glob(f"{figure}_*.png"):
+                path.unlink()
     table.to_csv(out / "report.csv", index=False)
     sections = ["# dstrl report", "", markdown(table), ""]
     for env in sorted({r.env for r in results}):

@@ -134,12 +134,38 @@ def label_methods(runs: list[Run]) -> None:
     for run in runs:
         by_algo.setdefault((run.env, run.config["algo"]), []).append(run)
     for (_, algo), group in by_algo.items():
-        flat = [_flatten(r.config) for r in group]
-        keys = sorted({k for f in flat for k in f} - NOT_A_METHOD - {"steps"})
-        varying = [k for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
-        for run, f in zip(group, flat, strict=True):
-            extra = ", ".join(f"{k}={_short(f.get(k))}" for k in varying)
+        settings = [method_settings(r.config) for r in group]
+        for run, own in zip(group, settings, strict=True):
+            extra = ", ".join(f"{k}={_short(own[k])}" for k in differing(settings) if k in own)
             run.method = f"{algo} ({extra})" if extra else algo
+
+
+def method_settings(config: dict) -> dict:
+    """The settings of a run (flattened, as ``td3.batch_size``) that can make its method differ
+    from another run's: not the budget, bookkeeping or devices, and not what it never reads."""
+    flat = _flatten(config)
+    return {k: v for k, v in flat.items() if k not in NOT_A_METHOD | {"steps"} | _unread(flat)}
+
+
+def differing(settings: list[dict]) -> list[str]:
+    """The settings whose values differ between the runs of ``settings`` that read them."""
+    keys = sorted({k for own in settings for k in own})
+    return [k for k in keys if len({json.dumps(own[k]) for own in settings if k in own}) > 1]
+
+
+def _unread(flat: dict) -> set[str]:
+    """Settings that a run never reads: the other family's options, the dynamic buffer's
+    without one (their defaults follow --steps), --distribution without --density and
+    --n-step-start with one-step targets."""
+    other = "sac" if str(flat["algo"]).endswith("td3") else "td3"
+    unread = {k for k in flat if k.startswith(f"{other}.")}
+    if flat.get("replay") != "dynamic":
+        unread |= {"buffer_min_size", "buffer_policy_distance", "buffer_check_every"}
+    if flat.get("density") is None:
+        unread.add("distribution")
+    if flat.get("n_step") in (None, 1):
+        unread.add("n_step_start")
+    return unread
 
 
 def _complete(config: dict) -> dict:
