@@ -93,6 +93,7 @@ def test_report_table_and_figures(tmp_path):
     assert table.loc["ds-td3", "params_ratio"] == 0.5
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| Toy-v0 | ds-td3 | 2 | 400 | 31 ± 4 |" in report and "33%" in report
+    assert "| 0.000125 ± 1.5e-05 | td3 | 200 | 33% |" in report  # LCA (110 and 140 / 10^6)
     for name in ("curves_Toy-v0.png", "topology_Toy-v0.png", "dormant_Toy-v0.png"):
         assert (tmp_path / "report" / name).stat().st_size > 10_000
     assert "![Toy-v0 dormant units](dormant_Toy-v0.png)" in report

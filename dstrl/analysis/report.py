@@ -198,7 +198,7 @@ def markdown(table: pd.DataFrame) -> str:
             f"| {row.env} | {row.method} | {row.seeds} | {row.steps:,} "
             f"| {row.final_mean:.0f} ± {row.final_std:.0f} "
             f"| {row.final_iqm:.0f} [{row.iqm_ci_low:.0f}, {row.iqm_ci_high:.0f}] "
-            f"| {row.lca_mean:.3f} ± {row.lca_std:.3f} | {row.baseline or '–'} | {reached} "
+            f"| {row.lca_mean:.3g} ± {row.lca_std:.2g} | {row.baseline or '–'} | {reached} "
             f"| {saving} "
             f"| {row.params_ratio:.2f}x | {row.train_flops_ratio:.2f}x |"
         )
