@@ -10,13 +10,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import tyro
 
 from dstrl.analysis.runs import RunError
 from dstrl.checkpoint import CheckpointError
-from dstrl.config import ConfigError, TrainConfig
+from dstrl.config import DEFAULT_IN_DOCSTRING, ConfigError, TrainConfig
 from dstrl.data.workers import WorkerError
 from dstrl.graphs import CaptureError
 from dstrl.health import DivergedError, Health, advice
@@ -56,11 +57,11 @@ class ExportArgs:
 class ReportArgs:
     """Turn finished runs into the paper's table (report.md, report.csv) and figures."""
 
-    runs: tyro.conf.Positional[tuple[Path, ...]]
-    """Run directories, or directories to search for runs."""
+    runs: Annotated[tyro.conf.Positional[tuple[Path, ...]], DEFAULT_IN_DOCSTRING]
+    """Run directories, or directories to search for runs (at least one)."""
     out: Path = Path("report")
     """Where report.md, report.csv and the PNG figures go."""
-    baseline: str | None = None
+    baseline: Annotated[str | None, DEFAULT_IN_DOCSTRING] = None
     """Method whose final return the others must reach (default: the dense algorithm of each
     method's family, td3 or sac, where present)."""
 

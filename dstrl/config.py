@@ -80,10 +80,10 @@ def check_seeds(first: int, seeds: int) -> None:
 def runs_apart(algo: str) -> bool:
     """Whether ``algo`` needs schedules of its own and cannot share a population with other
     algorithms (gradual pruning, RLx2)."""
-    return _topology(algo) == "prune" or algo.startswith("rlx2-")
+    return topology_of(algo) == "prune" or algo.startswith("rlx2-")
 
 
-def _topology(algo: str) -> str:
+def topology_of(algo: str) -> str:
     """dense, static, set or prune, from an algorithm's prefix."""
     return TOPOLOGIES[algo.rsplit("-", 1)[0] if "-" in algo else ""]
 
@@ -304,13 +304,13 @@ class TrainConfig:
     def topology(self) -> str:
         """dense, static, set or prune; of a mixed population the most dynamic of its
         members' (their own are ``topologies``)."""
-        kinds = {_topology(algo) for algo in self.methods}
+        kinds = {topology_of(algo) for algo in self.methods}
         return next(kind for kind in ("prune", "set", "static", "dense") if kind in kinds)
 
     @property
     def topologies(self) -> tuple[str, ...]:
         """Each agent's topology kind, in member order."""
-        return tuple(_topology(algo) for algo in self.methods for _ in range(self.seeds))
+        return tuple(topology_of(algo) for algo in self.methods for _ in range(self.seeds))
 
     @property
     def agent(self) -> TD3Config | SACConfig:

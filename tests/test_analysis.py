@@ -123,15 +123,23 @@ def _set(path, **settings):
 
 
 def test_settings_a_run_never_reads_make_no_method(tmp_path):
-    """The dynamic buffer's minimum (its default follows --steps) without a dynamic buffer, and
-    SAC's options in a TD3 run, do not tell runs apart; a TD3 option does."""
+    """The dynamic buffer's minimum (its default follows --steps) without a dynamic buffer, SAC's
+    options in a TD3 run, sparsity in a dense one and topology updates in a static one do not
+    tell runs apart; a TD3 option does."""
     for seed in range(3):
         synthetic_run(tmp_path / f"s{seed}", "ds-td3", seed, [1, 2])
     _set(tmp_path / "s1", buffer_min_size=300, sac={"learning_rate": 1e-3})
     _set(tmp_path / "s2", td3={"learning_rate": 1e-4})
+    synthetic_run(tmp_path / "dense0", "td3", 0, [1, 2])  # sparsity means nothing to td3,
+    synthetic_run(tmp_path / "dense1", "td3", 1, [1, 2])
+    _set(tmp_path / "dense1", density=0.5, update_period=50)
+    synthetic_run(tmp_path / "static0", "static-td3", 0, [1, 2])  # topology updates to static
+    synthetic_run(tmp_path / "static1", "static-td3", 1, [1, 2])
+    _set(tmp_path / "static1", drop_fraction=0.3)
     table = write_report([tmp_path], tmp_path / "report").set_index("method")
     assert table.loc["ds-td3 (td3.learning_rate=0.001)", "seeds"] == 2  # the default
     assert table.loc["ds-td3 (td3.learning_rate=0.0001)", "seeds"] == 1
+    assert table.loc["td3", "seeds"] == 2 and table.loc["static-td3", "seeds"] == 2
 
 
 def test_each_method_is_compared_with_the_dense_runs_of_its_own_settings(tmp_path):

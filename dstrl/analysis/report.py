@@ -156,7 +156,7 @@ def summary_table(results: list[MethodCurves], baseline: str | None = None) -> p
             "lca_std": lca.std(),
             "params_ratio": r.ratio("params", "total", "dense_total"),
             # over the whole run, so pruning's dense phase and RigL's dense gradients count
-            "train_flops_ratio": r.ratio("flops", "run_total", "dense_run_total"),
+            "run_flops_ratio": r.ratio("flops", "run_total", "dense_run_total"),
             "baseline": None,
             "steps_to_baseline": None,
             "baseline_steps": None,
@@ -200,7 +200,7 @@ def markdown(table: pd.DataFrame) -> str:
             f"| {row.final_iqm:.0f} [{row.iqm_ci_low:.0f}, {row.iqm_ci_high:.0f}] "
             f"| {row.lca_mean:.3g} ± {row.lca_std:.2g} | {row.baseline or '–'} | {reached} "
             f"| {saving} "
-            f"| {row.params_ratio:.2f}x | {row.train_flops_ratio:.2f}x |"
+            f"| {row.params_ratio:.2f}x | {row.run_flops_ratio:.2f}x |"
         )
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,21 @@ NOT_A_METHOD = {
     "log_every",
     "vector_env",
     "env_workers",
+    "sparse_kernels",  # the same arithmetic, computed another way
+    "cuda_graph",
     "dormant_threshold",
+}
+# What a topology kind never reads: a dense network no sparsity, a static one no topology updates
+SPARSITY = {"density", "distribution", "lambdas", "nm", "sparse_output", "dense_input"}
+SPARSITY |= {"target_sparsity"}
+TOPOLOGY_UPDATES = {"drop_fraction", "drop_score", "grow", "decay", "freeze_last"}
+TOPOLOGY_UPDATES |= {"update_period", "actor_update_period", "actor_topology_stop"}
+PRUNING = {"prune_start", "prune_end"}
+UNREAD_BY = {
+    "dense": SPARSITY | TOPOLOGY_UPDATES | PRUNING,
+    "static": TOPOLOGY_UPDATES | PRUNING,
+    "set": PRUNING,
+    "prune": set(),
 }
 
 
@@ -154,11 +169,17 @@ def differing(settings: list[dict]) -> list[str]:
 
 
 def _unread(flat: dict) -> set[str]:
-    """Settings that a run never reads: the other family's options, the dynamic buffer's
-    without one (their defaults follow --steps), --distribution without --density and
-    --n-step-start with one-step targets."""
-    other = "sac" if str(flat["algo"]).endswith("td3") else "td3"
+    """Settings that a run never reads: the other family's options, the sparsity options of a
+    dense network and the topology updates' of a static one, the dynamic buffer's without one
+    (their defaults follow --steps), --distribution without --density and --n-step-start with
+    one-step targets."""
+    from dstrl.config import topology_of
+
+    algo = str(flat["algo"])
+    other = "sac" if algo.endswith("td3") else "td3"
     unread = {k for k in flat if k.startswith(f"{other}.")}
+    with suppress(KeyError):  # an algorithm this version does not know: compared as written
+        unread |= UNREAD_BY[topology_of(algo)]
     if flat.get("replay") != "dynamic":
         unread |= {"buffer_min_size", "buffer_policy_distance", "buffer_check_every"}
     if flat.get("density") is None:
