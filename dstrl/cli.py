@@ -49,7 +49,7 @@ class ExportArgs:
     """Run directory written by ``dstrl train``."""
     out: Path
     """The file to write, e.g. policy.safetensors."""
-    member: int | None = None
+    member: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """Export this member (agent) only: 0 is the first seed (default: every member)."""
 
 
@@ -67,7 +67,7 @@ class ReportArgs:
 
 
 def run_train(config: TrainConfig, argv: list[str]) -> int:
-    from dstrl.train import check_config, train
+    from dstrl.train import check_config, check_new_run_dir, train
 
     if config.resume and config.auto_resume:
         raise ConfigError("give --resume or --auto-resume, not both")
@@ -78,6 +78,8 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
     elif config.auto_resume:
         config = start_or_resume(config, argv)
     check_config(config)  # bad input is one line, with no note before it
+    if not config.resume:
+        check_new_run_dir(config.run_dir)
     for note in config.notes(given_options(argv)):
         print(f"dstrl: note: {note}", file=sys.stderr)
     summary = train(config)

@@ -136,7 +136,7 @@ class TrainConfig:
     layer's density)."""
     drop_fraction: Annotated[float | None, DEFAULT_IN_DOCSTRING] = None
     """Fraction η of each layer's connections replaced per topology update (default: 0.05 TD3,
-    0.1 SAC)."""
+    0.1 SAC; rlx2-*: 0.5)."""
     drop_score: Literal["signed", "magnitude"] = "signed"
     """Drop by sign-separated weight (as the release) or by |w|."""
     grow: Annotated[Literal["random", "gradient"] | None, DEFAULT_IN_DOCSTRING] = None

@@ -137,13 +137,12 @@ def holds_run_files(run_dir: Path) -> bool:
 UNFINISHED_RUN_FILES = {"config.json", "evaluations.csv", "train_metrics.csv", "tensorboard", LOCK}
 
 
-def clear_unfinished_run(run_dir: Path) -> None:
-    """Remove what a run killed before its first checkpoint left, so that it can start again;
-    refuse a directory that holds anything else."""
-    entries = list(run_dir.iterdir())
+def refuse_foreign_files(run_dir: Path) -> None:
+    """RunDirError if ``run_dir`` holds anything besides what a run killed before its first
+    checkpoint leaves (a directory of other files is no run to start afresh)."""
     foreign = [
         p.name
-        for p in entries
+        for p in sorted(run_dir.iterdir())
         if p.name not in UNFINISHED_RUN_FILES and not p.name.endswith(".tmp")
     ]
     if foreign:
@@ -151,7 +150,13 @@ def clear_unfinished_run(run_dir: Path) -> None:
             f"{run_dir} holds files that are not an unfinished dstrl run ({', '.join(foreign)}) "
             "and no checkpoint.pt; choose another --out"
         )
-    for path in entries:
+
+
+def clear_unfinished_run(run_dir: Path) -> None:
+    """Remove what a run killed before its first checkpoint left, so that it can start again;
+    refuse a directory that holds anything else."""
+    refuse_foreign_files(run_dir)
+    for path in list(run_dir.iterdir()):
         if path.name == LOCK:
             continue
         if path.is_dir():

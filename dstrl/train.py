@@ -1,6 +1,6 @@
 """The training loop: act, step, store, update, evaluate, log, checkpoint.
 
-One loop drives a population of ``seeds`` agents in lockstep (see design.md, Populations). It is
+One loop drives a population of ``seeds`` agents in lockstep (see the README, Populations). It is
 built to run unattended for a day: one writer per run directory, atomic checkpoints written only
 from finite state, diverged agents halted while the others go on (``dstrl.health``), write
 failures reported in one line with the last checkpoint intact, and subnormal floats flushed.
@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from dstrl.rundir import (
     exclusive,
     holds_run_files,
     make_run_dir,
+    refuse_foreign_files,
     remove_temporaries,
     write_atomic,
 )
@@ -95,6 +97,18 @@ def check_config(config: TrainConfig) -> tuple[torch.device, int, np.ndarray, np
     except ValueError as error:
         raise ConfigError(str(error)) from error
     return device, obs_dim, low, high
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """An error that says what to do unless ``run_dir`` is free for a new run: empty, or absent."""
+    if not holds_run_files(run_dir):
+        return
+    if (run_dir / CHECKPOINT).exists():
+        then = "--resume to continue it"
+    else:
+        refuse_foreign_files(run_dir)
+        then = "--auto-resume to start it afresh (it has no checkpoint to continue from)"
+    raise ConfigError(f"{run_dir} already holds a run; pass {then}, or choose another --out")
 
 
 def build_agent(config: TrainConfig) -> ActorCritic:
@@ -172,13 +186,8 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
                 raise CheckpointError(
                     f"{run_dir}/checkpoint.pt lacks {sorted(missing)}; cannot resume"
                 )
-        elif holds_run_files(run_dir):
-            then = "--resume to continue it"
-            if not (run_dir / CHECKPOINT).exists():
-                then = "--auto-resume to start it afresh (it has no checkpoint to continue from)"
-            raise ConfigError(
-                f"{run_dir} already holds a run; pass {then}, or choose another --out"
-            )
+        else:
+            check_new_run_dir(run_dir)
         if agent.sparsity is not None and not (
             agent.actor_sparse.weights or agent.critic_sparse.weights
         ):

@@ -158,7 +158,7 @@ def test_help_gives_an_algorithm_dependent_default_once(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.replace("│", " ").split())  # the box unwrapped
     assert "starts (default: 25,000 TD3, 10,000 SAC). --eval-every" in text  # not "(default: None)"
-    assert "(default: 0.05 TD3, 0.1 SAC). --drop-score" in text
+    assert "(default: 0.05 TD3, 0.1 SAC; rlx2-*: 0.5). --drop-score" in text
 
 
 def test_a_report_without_runs_says_what_to_give(capsys):
@@ -187,9 +187,14 @@ def test_resume_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not exist" in err
     assert "never reached its first checkpoint (start it afresh with --auto-resume)" in err
-    # started again as it was: the advice is the same, not --resume
-    assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY]) == 2
-    assert "pass --auto-resume to start it afresh" in capsys.readouterr().err
+    # started again as it was: not --resume, and not --auto-resume, which would refuse a
+    # directory holding a finished run's summary (a run stopped before its first checkpoint has
+    # none: see test_rundir)
+    assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "holds files that are not an unfinished dstrl run (summary.json)" in err
+    assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY, "--auto-resume"]) == 1
+    assert "not an unfinished dstrl run (summary.json)" in capsys.readouterr().err
 
 
 def test_a_resume_may_change_how_sparse_layers_are_computed(tmp_path, capsys):

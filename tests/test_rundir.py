@@ -187,6 +187,16 @@ def test_auto_resume_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert (tmp_path / "notes.txt").exists()
 
 
+def test_a_new_run_in_a_directory_of_other_files_is_refused_before_any_note(tmp_path, capsys):
+    """Not advice to --auto-resume, which would refuse it too; and no note (here: a warm-up
+    as long as the run) before the error."""
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["train", *TINY, "--start-steps", "400", "--out", str(tmp_path)]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"dstrl: error: {tmp_path} holds files that are not an unfinished")
+    assert "choose another --out" in line and (tmp_path / "notes.txt").exists()
+
+
 def test_a_second_process_on_the_same_run_is_refused_until_the_first_dies(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

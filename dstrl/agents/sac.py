@@ -2,7 +2,7 @@
 
 A tanh-squashed Gaussian policy, twin critics with a target copy (soft Polyak or hard periodic
 updates), and a fixed or automatically tuned temperature per agent. Defaults are those of the
-DS-SAC appendix (ds-td3.md). Shared machinery lives in ``dstrl.agents.base``.
+DS-SAC appendix of Sokar et al. (IJCAI 2022). Shared machinery lives in ``dstrl.agents.base``.
 """
 
 from __future__ import annotations
