@@ -74,6 +74,7 @@ def load_checkpoint(run_dir: Path) -> dict:
             "afresh with --auto-resume)"
         )
     try:
+        _check_records(path)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         return _load_legacy(path)
@@ -81,8 +82,19 @@ def load_checkpoint(run_dir: Path) -> dict:
         raise _corrupt(path, error) from error
 
 
+def _check_records(path: Path) -> None:
+    """ValueError naming the first record of the checkpoint whose bytes no longer match their
+    CRC-32: torch would load a flipped bit in a tensor without a word."""
+    if path.stat().st_size == 0:
+        raise ValueError("an empty file")
+    with zipfile.ZipFile(path) as archive:
+        damaged = archive.testzip()
+    if damaged is not None:
+        raise ValueError(f"its record {damaged} fails its checksum: the file was damaged")
+
+
 def _corrupt(path: Path, error: BaseException) -> CheckpointError:
-    return CheckpointError(f"{path} is corrupt or unreadable ({error}); it cannot be resumed")
+    return CheckpointError(f"{path} is corrupt or unreadable ({error}); dstrl cannot use it")
 
 
 def _load_legacy(path: Path) -> dict:

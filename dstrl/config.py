@@ -92,6 +92,16 @@ class ConfigError(ValueError):
     """A configuration the user can fix: the message says what is wrong and what to do."""
 
 
+def _check_type(name: str, value, kind: type) -> None:
+    """ConfigError unless ``value`` (from JSON) is a ``kind``; an int is a float, no bool an int."""
+    fits = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        fits = True
+    if not fits:
+        wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+        raise ConfigError(f"{name} must be {wanted[kind]}, not {json.dumps(value)}")
+
+
 @dataclass
 class TrainConfig:
     """Train ``seeds`` independent agents in lockstep and write a run directory."""
@@ -634,4 +644,8 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"config.json has unknown fields {sorted(unknown)}")
+        for f in dataclasses.fields(cls):  # those with a plain type: a hand edit, say
+            kind = type(f.default)
+            if f.name in data and f.name != "algo" and kind in (bool, int, float, str):
+                _check_type(f.name, data[f.name], kind)
         return cls(**data, **agents)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 from dstrl.rundir import write_atomic
@@ -30,8 +31,12 @@ class CsvLog:
         write_atomic(self.path, text.getvalue())
 
     def write(self, rows: list[dict]) -> None:
+        """Append ``rows``, on disk when this returns: a checkpoint written after them must not
+        outlive them in a crash."""
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.fields).writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _step(row: dict) -> float:
@@ -45,13 +50,15 @@ def _step(row: dict) -> float:
 class TensorBoard:
     """Scalars to TensorBoard, or nothing when disabled."""
 
-    def __init__(self, directory: Path | None, purge_step: int = 0) -> None:
-        """``purge_step``: on resume, events logged after it (by the stopped run) are dropped."""
+    def __init__(self, directory: Path | None, resumed_at: int = 0) -> None:
+        """``resumed_at``: the step a resumed run continues from; events the stopped run logged
+        after it are dropped (those of that step itself came before its checkpoint, and stay)."""
         self.writer = None
         if directory is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(directory), purge_step=purge_step or None)
+            purge = resumed_at + 1 if resumed_at else None
+            self.writer = SummaryWriter(str(directory), purge_step=purge)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is not None:

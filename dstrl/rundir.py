@@ -36,7 +36,8 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None] | bytes | str) ->
     """Replace ``path`` with what ``write`` writes (or the given bytes/text), all or nothing.
 
     On any failure the old file is untouched, the temporary file is removed, and an OSError
-    becomes a RunDirError that names the file.
+    becomes a RunDirError that names the file: also one that a writer turned into another error
+    (torch's zip writer reports a full disk as a RuntimeError raised while handling it).
     """
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -52,9 +53,21 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None] | bytes | str) ->
     except BaseException as error:
         with suppress(OSError):  # nothing to remove where nothing could be created
             tmp.unlink()
-        if isinstance(error, OSError):
-            raise RunDirError(f"cannot write {path}: {error.strerror or error}") from error
+        cause = _os_error(error)
+        if cause is not None:
+            raise RunDirError(f"cannot write {path}: {cause.strerror or cause}") from error
         raise
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The OSError behind ``error``: itself, or one it was raised from or while handling."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -284,8 +284,10 @@ class Trainer:
             distance = state.get("policy_distance")
             self.policy_distance = None if distance is None else np.asarray(distance)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+            detail = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            detail = detail if len(detail) <= 300 else detail[:300] + " …"
             raise CheckpointError(
-                f"{run_dir}/checkpoint.pt does not fit the run's config.json ({error})"
+                f"{run_dir}/checkpoint.pt does not fit the run's config.json ({detail})"
             ) from error
         if self.health.any:
             self.agent.halt(torch.from_numpy(self.health.halted))
@@ -503,7 +505,7 @@ class Trainer:
     def run(self, stop_after: int | None) -> dict | None:
         config = self.config
         self.board = TensorBoard(
-            self.run_dir / "tensorboard" if config.tensorboard else None, purge_step=self.step
+            self.run_dir / "tensorboard" if config.tensorboard else None, resumed_at=self.step
         )
         self.bar = tqdm(
             total=config.steps,
@@ -563,7 +565,7 @@ class Trainer:
                 if self.step % config.checkpoint_every == 0:
                     self._checkpoint(started)
                 self.bar.update(1)
-            if self.step % config.checkpoint_every:
+            if self.step != self.last_checkpoint:  # not a finished run's rerun
                 self._checkpoint(started)
 
     # ---- failures -----------------------------------------------------------------------

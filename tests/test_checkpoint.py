@@ -1,5 +1,8 @@
 """Checkpoints are plain data: loaded without running code, old ones converted, others refused."""
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -81,3 +84,41 @@ def test_an_old_checkpoint_with_numpy_arrays_still_resumes_exactly(tmp_path, env
     evaluations = [(tmp_path / run / "evaluations.csv").read_text() for run in ("old", "whole")]
     assert evaluations[0] == evaluations[1]
     check_plain(torch.load(tmp_path / "old" / "checkpoint.pt"))  # and is written anew
+
+
+def test_a_flipped_bit_or_an_empty_file_is_refused_not_loaded(tmp_path, capsys):
+    """torch would load a tensor with a flipped bit as it is; the records' CRC-32 catch it."""
+    run = tmp_path / "run"
+    train(tiny_config(run, steps=200, checkpoint_every=100))
+    path = run / "checkpoint.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1  # inside the replay buffer, the largest record
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"record archive/data/\d+ fails its checksum"):
+        load_checkpoint(run)
+    assert main(["train", "--out", str(run), "--resume", "--steps", "300"]) == 2
+    assert "fails its checksum" in capsys.readouterr().err
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"corrupt or unreadable \(an empty file\)"):
+        load_checkpoint(run)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"seed": None}, "seed must be an integer, not null"),
+        ({"seeds": "two"}, 'seeds must be an integer, not "two"'),
+        ({"overlap": 1}, "overlap must be true or false, not 1"),
+        ({"td3": {"hidden_sizes": [16, 16]}}, r"checkpoint.pt does not fit .* size mismatch"),
+    ],
+)
+def test_a_hand_edited_config_json_that_cannot_be_is_one_line(tmp_path, capsys, change, message):
+    run = tmp_path / "run"
+    train(tiny_config(run, steps=200, checkpoint_every=100))
+    config = json.loads((run / "config.json").read_text())
+    if "td3" in change:
+        change = {"td3": config["td3"] | change["td3"]}
+    (run / "config.json").write_text(json.dumps(config | change))
+    assert main(["train", "--out", str(run), "--resume", "--steps", "300"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and re.search(message, err)

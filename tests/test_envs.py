@@ -153,6 +153,21 @@ def test_a_failing_or_dead_worker_is_reported_in_one_line():
     assert not any(p.is_alive() for p in envs._processes)
 
 
+def test_a_worker_killed_with_a_message_unread_is_reported_as_a_worker(tmp_path):
+    """Its socket is reset rather than closed (ConnectionResetError, an OSError): still the
+    worker's failure, not one of writing the run directory."""
+    envs = BlockVectorEnv([_Failing] * 4, 2)
+    envs.reset(seed=0)
+    victim = envs._processes[0]
+    os.kill(victim.pid, signal.SIGSTOP)
+    envs.step_async(np.zeros((4, 1), np.float32))  # its step command waits, unread
+    victim.kill()
+    victim.join()
+    with pytest.raises(WorkerError, match=r"dstrl-envs-0-1: its process ended \(exit code -9\)"):
+        envs.step_wait()
+    envs.close()
+
+
 def test_a_training_run_whose_environment_fails_in_a_worker_ends_in_one_line(tmp_path, capsys):
     from dstrl.cli import main
 

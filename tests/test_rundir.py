@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dstrl import logs
 from dstrl.cli import main
 from dstrl.logs import CsvLog
 from dstrl.rundir import RunDirError, exclusive, write_atomic
@@ -41,6 +42,34 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_temporary_file(tmp_
         write_atomic(run / "checkpoint.pt", lambda f: torch.save({"x": torch.zeros(10**5)}, f))
     assert (run / "checkpoint.pt").read_bytes() == b"the previous checkpoint"
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
+
+
+class _FillsUp:
+    """A file on a disk that fills up after ``room`` bytes."""
+
+    def __init__(self, file, room):
+        self.file, self.room = file, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def flush(self):
+        self.file.flush()
+
+
+@pytest.mark.parametrize("room", [100, 5_000, 300_000])
+def test_a_disk_that_fills_up_inside_a_checkpoint_is_a_write_failure(tmp_path, room):
+    """torch's zip writer raises a RuntimeError ("unexpected pos") while handling the OSError:
+    still one line that names the file and the cause, and the old checkpoint stays."""
+    path = tmp_path / "checkpoint.pt"
+    write_atomic(path, b"the previous checkpoint")
+    state = {"replay": torch.zeros(10**5), "step": 300}
+    with pytest.raises(RunDirError, match="cannot write .*checkpoint.pt: No space left on device"):
+        write_atomic(path, lambda f: torch.save(state, _FillsUp(f, room)))
+    assert path.read_bytes() == b"the previous checkpoint" and not list(tmp_path.glob("*.tmp"))
 
 
 def _limit_file_size(size):
@@ -83,6 +112,18 @@ def _without_timing(path):
     if "env_steps_per_second" not in rows[0]:
         return rows
     return [row.rsplit(",", 1)[0] for row in rows]  # the last column is the wall-clock one
+
+
+def test_log_rows_are_on_disk_before_the_checkpoint_that_follows_them(tmp_path, monkeypatch):
+    synced = []  # the files os.fsync was given
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(logs.os, "fsync", fsync)
+    log = CsvLog(tmp_path / "evaluations.csv", ["step", "return"])
+    log.write([{"step": 1, "return": 2.0}])
+    assert synced == [str(tmp_path / "evaluations.csv")]
 
 
 def test_a_log_that_cannot_be_written_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):

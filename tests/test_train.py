@@ -102,6 +102,29 @@ def _logs(run_dir):
     return (run_dir / "evaluations.csv").read_text(), metrics
 
 
+def _scalar_steps(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_a_resumed_run_keeps_the_events_logged_up_to_its_checkpoint(tmp_path):
+    """Events of the checkpoint's own step were logged before it: a resume keeps them (and a
+    rerun of a finished run neither drops its last events nor rewrites its checkpoint)."""
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    train(tiny_config(whole, tensorboard=True))
+    assert train(tiny_config(run, tensorboard=True), stop_after=300) is None
+    train(tiny_config(run, tensorboard=True, resume=True))
+    expected = _scalar_steps(whole)
+    assert expected["eval/return_mean"] == [200, 400]
+    assert _scalar_steps(run) == expected
+    checkpoint = (run / "checkpoint.pt").read_bytes()
+    train(tiny_config(run, tensorboard=True, resume=True))
+    assert (run / "checkpoint.pt").read_bytes() == checkpoint
+    assert _scalar_steps(run) == expected
+
+
 def test_extending_a_run_drops_its_off_grid_end_evaluation(tmp_path):
     train(tiny_config(tmp_path / "run", steps=300, eval_every=200))
     assert [s for s, *_ in _evaluations(tmp_path / "run")] == [200, 300]

@@ -169,7 +169,8 @@ class BlockVectorEnv(gym.vector.VectorEnv):
         for pipe, process in zip(self._pipes, self._processes, strict=True):
             try:
                 status, value = pipe.recv()
-            except EOFError:
+            except (EOFError, ConnectionResetError):
+                process.join(timeout=1)  # its exit code, once it is gone
                 status, value = "error", f"its process ended (exit code {process.exitcode})"
             if status == "error":
                 failures.append(f"environment worker {process.name}: {value}")
@@ -220,7 +221,7 @@ class BlockVectorEnv(gym.vector.VectorEnv):
             try:
                 pipe.send(("close", None))
                 pipe.recv()
-            except (BrokenPipeError, EOFError):
+            except (BrokenPipeError, ConnectionResetError, EOFError):
                 pass
         for process in self._processes:
             process.join(timeout=5)
