@@ -150,8 +150,9 @@ def label_methods(runs: list[Run]) -> None:
         by_algo.setdefault((run.env, run.config["algo"]), []).append(run)
     for (_, algo), group in by_algo.items():
         settings = [method_settings(r.config) for r in group]
+        varying = differing(settings)
         for run, own in zip(group, settings, strict=True):
-            extra = ", ".join(f"{k}={_short(own[k])}" for k in differing(settings) if k in own)
+            extra = ", ".join(f"{k}={_short(own[k])}" for k in varying if k in own)
             run.method = f"{algo} ({extra})" if extra else algo
 
 
