@@ -157,15 +157,18 @@ def test_a_worker_killed_with_a_message_unread_is_reported_as_a_worker(tmp_path)
     """Its socket is reset rather than closed (ConnectionResetError, an OSError): still the
     worker's failure, not one of writing the run directory."""
     envs = BlockVectorEnv([_Failing] * 4, 2)
-    envs.reset(seed=0)
-    victim = envs._processes[0]
-    os.kill(victim.pid, signal.SIGSTOP)
-    envs.step_async(np.zeros((4, 1), np.float32))  # its step command waits, unread
-    victim.kill()
-    victim.join()
-    with pytest.raises(WorkerError, match=r"dstrl-envs-0-1: its process ended \(exit code -9\)"):
-        envs.step_wait()
-    envs.close()
+    try:
+        envs.reset(seed=0)
+        victim = envs._processes[0]
+        os.kill(victim.pid, signal.SIGSTOP)
+        envs.step_async(np.zeros((4, 1), np.float32))  # its step command waits, unread
+        victim.kill()
+        victim.join()
+        expected = r"dstrl-envs-0-1: its process ended \(exit code -9\)"
+        with pytest.raises(WorkerError, match=expected):
+            envs.step_wait()
+    finally:  # whatever happens, the other worker ends
+        envs.close()
 
 
 def test_a_training_run_whose_environment_fails_in_a_worker_ends_in_one_line(tmp_path, capsys):
