@@ -7,7 +7,12 @@ option, a run directory, a checkpoint); 3 an agent diverged; 130 stopped by Ctrl
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
@@ -186,6 +191,29 @@ def run_report(args: ReportArgs) -> int:
     return 0
 
 
+@contextmanager
+def _sigterm_says_so(hint: str) -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, ``kill``) outside a training loop or a sweep's runs, which
+    handle it themselves, ends the process at once with a line and exit code 130, where it used
+    to end it silently (143). It raises nothing: an exception raised while a C extension is
+    imported or calls back into Python (MuJoCo's warnings) can be swallowed or abort."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; signals are delivered there
+        return
+
+    def stop(signum, frame):
+        with suppress(Exception):  # a write the signal interrupted cannot be reentered
+            sys.stdout.flush()
+            print(f"dstrl: stopped by SIGTERM{hint}", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = tyro.extras.subcommand_cli_from_dict(
@@ -200,6 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="dstrl",
         description="Dynamic sparse training for deep reinforcement learning.",
     )
+    hint = {
+        TrainConfig: "; nothing is lost: the same command with --auto-resume continues",
+        SweepArgs: "; rerun the same command to continue it",
+    }.get(type(command), "")
+    with _sigterm_says_so(hint):
+        return _run(command, argv)
+
+
+def _run(command: object, argv: list[str]) -> int:
     try:
         if isinstance(command, EvalArgs):
             return run_eval(command)

@@ -16,10 +16,15 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -229,16 +234,72 @@ def _finished(cell: Cell, args: SweepArgs, options: list[str]) -> bool:
     return True
 
 
-def execute(cmd: list[str]) -> tuple[int, str, float]:
-    """Run one training process; (exit code, the last lines it wrote to stderr, seconds)."""
+STOPPED = (130, -signal.SIGTERM, -signal.SIGINT)  # a run stopped by a signal (before it began)
+
+
+def execute(
+    cmd: list[str], started: Callable[[subprocess.Popen], None] | None = None
+) -> tuple[int, str, float]:
+    """Run one training process; (exit code, the last lines it wrote to stderr, seconds).
+    ``started`` is given the process once it runs."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    started = time.monotonic()
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    tail = [line for line in result.stderr.splitlines() if line.strip()][-3:]
-    return result.returncode, " | ".join(tail), time.monotonic() - started
+    began = time.monotonic()
+    with subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    ) as process:
+        if started is not None:
+            started(process)
+        _, stderr = process.communicate()
+    tail = [line for line in stderr.splitlines() if line.strip()][-3:]
+    return process.returncode, " | ".join(tail), time.monotonic() - began
+
+
+class _Running:
+    """A local sweep's training processes. Once the sweep is stopped (Ctrl-C, SIGTERM), each is
+    sent SIGTERM, so it stops at a checkpoint, and no more start."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.processes: list[subprocess.Popen] = []
+        self.stopping = False
+
+    def execute(self, cmd: list[str]) -> tuple[int, str, float] | None:
+        """``execute``, or None if the sweep was stopped first."""
+        with self.lock:
+            if self.stopping:
+                return None
+        return execute(cmd, self._started)
+
+    def _started(self, process: subprocess.Popen) -> None:
+        with self.lock:
+            self.processes.append(process)
+            if self.stopping:  # stopped while it was being started
+                process.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for process in self.processes:
+                process.send_signal(signal.SIGTERM)  # nothing for one that has ended
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """While runs go on, SIGTERM to the sweep alone (``kill``) stops them as Ctrl-C to the whole
+    process group does, instead of leaving them to train on with nobody to wait for them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _outcome(cell: Cell, code: int, error: str, seconds: float) -> str:
+    if code in STOPPED:
+        return f"stopped {cell.name} by a signal ({seconds:.0f} s)"
     if code != 0:
         return f"FAILED {cell.name} (exit {code}): {error or 'no message'}"
     summary = json.loads((cell.path / "summary.json").read_text())
@@ -264,9 +325,13 @@ def run_sweep(args: SweepArgs) -> int:
         f"{len(todo)} of {len(cells)} runs to do, {workers} at a time ({args.backend})", flush=True
     )
     runner = _run_ray if args.backend == "ray" else _run_local
-    failures = runner(todo, workers, args.address)
-    if failures:
-        print(f"{failures} run(s) failed; fix the cause and rerun the same command to continue")
+    with _sigterm_as_ctrl_c():
+        codes = runner(todo, workers, args.address)
+    if codes["failed"] or codes["stopped"]:
+        said = [f"{codes['failed']} run(s) failed"] if codes["failed"] else []
+        said += [f"{codes['stopped']} stopped by a signal"] if codes["stopped"] else []
+        fix = "fix the cause and rerun" if codes["failed"] else "rerun"
+        print(f"{' and '.join(said)}; {fix} the same command to continue")
         return 1
     if args.report:
         from dstrl.analysis.report import write_report
@@ -276,19 +341,42 @@ def run_sweep(args: SweepArgs) -> int:
     return 0
 
 
-def _run_local(todo: list[tuple[Cell, list[str]]], workers: int, address: str | None) -> int:
-    failures = 0
+def _run_local(todo: list[tuple[Cell, list[str]]], workers: int, address: str | None) -> Counter:
+    running = _Running()
+    codes: Counter = Counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(execute, cmd): cell for cell, cmd in todo}
-        for i, future in enumerate(as_completed(futures), 1):
-            code, error, seconds = future.result()
-            failures += code != 0
-            outcome = _outcome(futures[future], code, error, seconds)
-            print(f"[{i}/{len(todo)}] {outcome}", flush=True)
-    return failures
+        futures = {pool.submit(running.execute, cmd): cell for cell, cmd in todo}
+        reported = 0
+
+        def report(future: Future) -> None:
+            nonlocal reported
+            result = None if future.cancelled() else future.result()
+            if result is None:
+                return  # never started
+            codes[_kind(result[0])] += 1
+            reported += 1
+            print(f"[{reported}/{len(todo)}] {_outcome(futures[future], *result)}", flush=True)
+
+        pending = set(futures)
+        try:
+            for future in as_completed(futures):
+                pending.discard(future)
+                report(future)
+        except KeyboardInterrupt:  # stop the runs at their checkpoints, then say so
+            running.stop()
+            for future in pending:
+                future.cancel()
+            for future in as_completed(pending):
+                report(future)
+            raise
+    return codes
 
 
-def _run_ray(todo: list[tuple[Cell, list[str]]], workers: int, address: str | None) -> int:
+def _kind(code: int) -> str:
+    return "done" if code == 0 else "stopped" if code in STOPPED else "failed"
+
+
+def _run_ray(todo: list[tuple[Cell, list[str]]], workers: int, address: str | None) -> Counter:
     try:
         import ray
     except ImportError as error:
@@ -300,14 +388,14 @@ def _run_ray(todo: list[tuple[Cell, list[str]]], workers: int, address: str | No
     try:
         remote = ray.remote(num_cpus=1)(execute)
         futures = {remote.remote(cmd): cell for cell, cmd in todo}
-        failures, done = 0, 0
+        codes: Counter = Counter()
         while futures:
             ready, _ = ray.wait(list(futures), num_returns=1)
             cell = futures.pop(ready[0])
             code, error, seconds = ray.get(ready[0])
-            failures += code != 0
-            done += 1
-            print(f"[{done}/{len(todo)}] {_outcome(cell, code, error, seconds)}", flush=True)
-        return failures
+            codes[_kind(code)] += 1
+            outcome = _outcome(cell, code, error, seconds)
+            print(f"[{sum(codes.values())}/{len(todo)}] {outcome}", flush=True)
+        return codes
     finally:
         ray.shutdown()

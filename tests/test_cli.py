@@ -263,3 +263,34 @@ def test_sigterm_to_a_run_with_environment_workers_stops_it_with_a_checkpoint(tm
     assert train(resumed, stop_after=stopped + 100) is None  # continued, then stopped again
     rows = (run / "train_metrics.csv").read_text().splitlines()
     assert int(rows[-1].split(",")[0]) == (stopped + 100) // 100 * 100
+
+
+@pytest.mark.parametrize(
+    "stage, when", [("build_agent", "True"), ("write_atomic", "args[0].name == 'summary.json'")]
+)
+def test_sigterm_outside_the_training_loop_says_so_and_exits_130(tmp_path, stage, when):
+    """While a run starts (its agent built) or ends (its summary written), SIGTERM used to end
+    it silently with 143; the same command with --auto-resume then starts or finishes it."""
+    out = tmp_path / "run"
+    args = ["train", "--env", "Pendulum-v1", "--out", str(out), *TINY]
+    term_in = (
+        "import os, signal, sys, dstrl.train as t\n"
+        f"real = t.{stage}\n"
+        "def hit(*args, **kwargs):\n"
+        f"    if {when}:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*args, **kwargs)\n"
+        f"t.{stage} = hit\n"
+        "from dstrl.cli import main\n"
+        f"sys.exit(main({args!r}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", term_in], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.endswith(
+        "dstrl: stopped by SIGTERM; nothing is lost: the same command with --auto-resume "
+        "continues\n"
+    )
+    again = dstrl(*args, "--auto-resume")
+    assert "final return" in again.stdout and (out / "summary.json").exists()

@@ -10,12 +10,16 @@ import time
 import pytest
 
 from dstrl import cli
-from dstrl.sweep import execute
+from dstrl import sweep as sweep_module
+from dstrl.sweep import Cell, execute
 
 TRAIN_ARGS = (
     "--start-steps 100 --eval-every 100 --eval-episodes 1 --td3.hidden-sizes 32 32 "
     "--td3.batch-size 16 --density 0.5 --update-period 50 --checkpoint-every 100 --no-tensorboard"
 )
+
+
+CELL = Cell("Pendulum-v1", ("td3",), 0, None)
 
 
 def sweep(out, *extra, steps=300, popen=False, train_args=TRAIN_ARGS):
@@ -78,6 +82,37 @@ def test_local_sweep_survives_a_kill_and_resumes(tmp_path):
     assert steps[1:] == ["100", "200", "300", "400"]  # resumed, nothing evaluated twice
     report = (out / "report" / "report.md").read_text()
     assert "| Pendulum-v1 | ds-td3 | 2 | 400 |" in report and "| Pendulum-v1 | td3 | 2 |" in report
+
+
+def test_sigterm_to_the_sweep_alone_stops_its_runs_and_starts_no_more(tmp_path):
+    """``kill`` of the sweep's pid, not its group: its run stops at a checkpoint (it used to
+    train on, orphaned, holding its lock) and none of the others starts."""
+    out = tmp_path / "grid"
+    process = sweep(out, "--workers", "1", steps=100_000, popen=True)
+    first = cells(out)[0]
+    deadline = time.time() + 120
+    while not (first / "checkpoint.pt").exists():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.1)
+    trainer = int((first / ".lock").read_text())
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr == "dstrl: interrupted; rerun the same command to continue it\n"
+    assert "[1/4] stopped Pendulum-v1 td3 seed 0 by a signal" in stdout
+    with pytest.raises(ProcessLookupError):
+        os.kill(trainer, 0)
+    assert [c.exists() for c in cells(out)] == [True, False, False, False]
+    stopped = json.loads((first / "config.json").read_text())
+    assert stopped["steps"] == 100_000 and not (first / "summary.json").exists()
+
+
+def test_a_stopped_run_is_not_called_a_failure():
+    assert (
+        sweep_module._outcome(CELL, 130, "", 3.2)
+        == "stopped Pendulum-v1 td3 seed 0 by a signal (3 s)"
+    )
+    assert sweep_module._kind(-signal.SIGTERM) == "stopped" and sweep_module._kind(1) == "failed"
 
 
 def test_bad_sweeps_fail_before_running(tmp_path):
