@@ -2,9 +2,12 @@
 this small is a few hundred short kernels, and launching them, not running them, takes the time.
 
 There is one graph per ``ActorCritic.graph_key`` (TD3: the critic step alone, and the step that
-adds the delayed actor step and target updates), captured the first time its key comes up and
+adds the delayed actor step and target updates), captured the second time its key comes up and
 replayed with the batch copied into its static inputs. Eager, as before, run: the first updates
-(a warm-up for lazy allocations), a gradient step whose key is None (a rule that grows by
+(a warm-up for lazy allocations), each key's first update (state that a step creates lazily, such
+as Adam's moments at the first actor step, which comes after the warm-up with a TD3
+``policy_delay`` of 4 or more, must exist before a graph holds it: created in the capture, every
+replay would create it again, zeroed), a gradient step whose key is None (a rule that grows by
 gradient keeps a dense gradient at its topology update), and the periodic part of every update
 (topology updates, ReDo, the sparse targets catching up). That part changes masks, weights and
 optimiser moments in place, so every graph goes on reading the current ones; what it changes
@@ -49,7 +52,9 @@ def _captured(
     try:
         return capture.capture(work)
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # a failure inside a CUDA capture surfaces as the capture's end failing in its turn
+        cause = error.__context__ if isinstance(error.__context__, Exception) else error
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise CaptureError(
             f"capturing {what} as a CUDA graph failed ({reason}); train with --no-cuda-graph"
         ) from error
@@ -74,9 +79,13 @@ class CudaCapture:
     def capture(self, work: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(self.generator)  # before the capture begins
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.graph(graph, stream=self.stream):
-            result = work()
+        current = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(current)
+        try:
+            with torch.cuda.graph(graph, stream=self.stream):
+                result = work()
+        finally:  # a failed capture's end leaves its stream the current one
+            torch.cuda.set_stream(current)
         return graph.replay, result
 
 
@@ -95,6 +104,7 @@ class GraphedUpdates:
         if obstacle is not None:
             raise ValueError(f"this agent's updates cannot be captured: {obstacle}")
         self.agent, self.capture, self.warmup = agent, capture, warmup
+        self.warmed: set[Hashable] = set()  # keys run eagerly once, so capturable
         self.graphs: dict[Hashable, Callable[[], None]] = {}  # least recently replayed first
         self.inputs: list[Tensor] = []  # static batch tensors, shared by every graph
         self.captures = 0
@@ -117,8 +127,9 @@ class GraphedUpdates:
             batch.append(discount)
         if key is None:
             agent.gradient_step(*batch[:5], discount)
-        elif self.warmup > 0:
-            self.warmup -= 1
+        elif self.warmup > 0 or key not in self.warmed:
+            self.warmup = max(self.warmup - 1, 0)
+            self.warmed.add(key)
             self.capture.run(lambda: agent.gradient_step(*batch[:5], discount))
         else:
             replay = self.graphs.pop(key, None) or self._capture(batch, discount)

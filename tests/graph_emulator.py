@@ -74,8 +74,11 @@ class EmulatedCapture:
 
     def capture(self, work: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
         state = self.generator.get_state()
-        with _Recorder() as recorder:
-            result = work()
+        try:
+            with _Recorder() as recorder:
+                result = work()
+        except RuntimeError:  # surfaces, as on a GPU, as the capture's end failing in its turn
+            raise RuntimeError("operation failed due to a previous error during capture")  # noqa: B904
         with torch.no_grad():
             for tensor, before in reversed(recorder.saved):
                 tensor.copy_(before)

@@ -15,6 +15,8 @@ RLX2_TINY = dict(
 # (algo, settings) of every kind of update: methods, growth, ReDo, targets, n-step, mixtures
 UPDATE_KINDS = [
     ("td3", {}),
+    # the first actor step after the warm-up (Adam's moments of the actor created then)
+    ("td3", {"td3": TD3Config((32, 32), batch_size=32, policy_delay=4)}),
     ("static-td3", {}),
     ("ds-td3", {}),
     ("ds-td3", {"grow": "gradient", "redo_period": 40}),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from dstrl.agents.td3 import TD3Config
 from dstrl.graphs import CaptureError, GraphedActing, GraphedUpdates, capture_for
 from dstrl.train import build_agent
 from tests.graph_emulator import EmulatedCapture
@@ -88,8 +89,9 @@ def test_a_key_that_leaves_out_the_step_kind_trains_other_agents(
 def test_capture_refuses_a_host_read(tmp_path):
     trainer = learning_trainer(tmp_path / "run", "td3")
     capture = EmulatedCapture(trainer.agent.generator)
-    with pytest.raises(RuntimeError, match="reads the device from the host"):
+    with pytest.raises(RuntimeError, match="previous error during capture") as caught:
         capture.capture(lambda: trainer.agent.actor.weights[0].sum().item())
+    assert "reads the device from the host" in str(caught.value.__context__)
 
 
 def test_replayed_acting_returns_the_actions_eager_acting_returns(tmp_path, as_off_the_cpu):
@@ -126,6 +128,7 @@ def test_a_failed_capture_stops_the_run_with_one_line_that_says_what_to_do(
         trainer.run(None)
     message = str(caught.value)
     assert "capturing a gradient step as a CUDA graph failed" in message
+    assert "reads the device from the host during capture" in message  # the cause, not its echo
     assert "train with --no-cuda-graph; no checkpoint had been written yet" in message
     assert "\n" not in message
     assert trainer.agent.updates == 4  # three eager updates, then the capture
@@ -240,7 +243,13 @@ def test_lockstep_names_the_update_where_a_replay_goes_wrong(tmp_path, as_off_th
 @GPU
 @pytest.mark.parametrize(
     ("algo", "settings"),
-    [("td3", {}), ("ds-td3", {}), ("ds-td3", {"grow": "gradient"}), ("ds-sac", {})],
+    [
+        ("td3", {}),
+        ("td3", {"td3": TD3Config((32, 32), batch_size=32, policy_delay=4)}),
+        ("ds-td3", {}),
+        ("ds-td3", {"grow": "gradient"}),
+        ("ds-sac", {}),
+    ],
 )
 def test_on_a_gpu_every_replayed_update_equals_the_eager_one(tmp_path, algo, settings):
     """Real CUDA graphs against eager CUDA updates, in lockstep: 300 updates and six topology
