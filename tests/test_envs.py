@@ -46,6 +46,29 @@ def test_mujoco_warnings_come_once_and_leave_no_log_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unstable_simulation_with_warnings_made_errors_is_no_abort():
+    """MuJoCo's instability warning, raised as an error by the callback inside MuJoCo's C
+    code, aborted the process (libc++abi: terminating, exit code 134)."""
+    unstable = (
+        "import mujoco\n"
+        "from dstrl.data.envs import route_mujoco_warnings\n"
+        "route_mujoco_warnings()\n"
+        "body = \"<body><joint type='free'/><geom size='.1'/></body>\"\n"
+        "xml = f'<mujoco><worldbody>{body}</worldbody></mujoco>'\n"
+        "model = mujoco.MjModel.from_xml_string(xml)\n"
+        "data = mujoco.MjData(model)\n"
+        "data.qvel[:] = 1e300\n"
+        "mujoco.mj_step(model, data)\n"
+        "print('stepped')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", unstable], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "stepped\n"
+    assert "MuJoCo warning: Nan, Inf or huge value in QVEL at DOF 0" in done.stderr
+
+
 def test_discrete_actions_are_rejected():
     with pytest.raises(EnvError, match="Discrete action space"):
         check_env("CartPole-v1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 
 import gymnasium as gym
@@ -25,8 +26,14 @@ class MujocoWarning(UserWarning):
 
 
 def _mujoco_warning(message: str) -> None:
+    """Called from MuJoCo's C code, which an exception must not cross: one there aborts the
+    process. Warnings made errors (``-W error``, pytest's ``filterwarnings = error``) are
+    printed instead, as MuJoCo prints them."""
     if not message.startswith(HARMLESS_MUJOCO_WARNINGS):
-        warnings.warn(f"MuJoCo: {message}", MujocoWarning, stacklevel=2)
+        try:
+            warnings.warn(f"MuJoCo: {message}", MujocoWarning, stacklevel=2)
+        except Exception:
+            print(f"MuJoCo warning: {message}", file=sys.stderr, flush=True)
 
 
 @functools.cache
