@@ -69,6 +69,11 @@ def load_checkpoint(run_dir: Path) -> dict:
     """Read ``run_dir/checkpoint.pt`` onto the CPU (random-generator states must stay there)."""
     path = run_dir / CHECKPOINT
     if not path.exists():
+        if (run_dir / "summary.json").exists():  # finished, and its checkpoint deleted since
+            raise CheckpointError(
+                f"{path} does not exist, but the run finished (summary.json): its results stay "
+                "readable; it cannot be resumed or extended, nor its agents evaluated or exported"
+            )
         raise CheckpointError(
             f"{path} does not exist: the run never reached its first checkpoint (start it "
             "afresh with --auto-resume)"

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Dynamic sparse training for deep reinforcement learning.",
     )
     hint = {
-        TrainConfig: "; nothing is lost: the same command with --auto-resume continues",
+        TrainConfig: "; nothing is lost: rerun the same command, with --auto-resume (not --resume)",
         SweepArgs: "; rerun the same command to continue it",
     }.get(type(command), "")
     with _sigterm_says_so(hint):

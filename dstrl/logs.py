@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from dstrl.rundir import write_atomic
@@ -47,24 +50,66 @@ def _step(row: dict) -> float:
         return float("inf")
 
 
+def _leave_writer_failures_to_the_writes() -> None:
+    """TensorBoard's writer thread keeps a failed write (a full disk) for the training process's
+    next write or flush to raise, then raises it itself too, which printed "Exception in thread"
+    and a traceback before the run's one-line error. Other threads' failures are printed as
+    before."""
+    previous = threading.excepthook
+    if getattr(previous, "leaves_writer_failures", False):
+        return
+    try:  # a private class: another TensorBoard may lack it, and print as before
+        from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+    except ImportError:
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not isinstance(args.thread, _AsyncWriterThread):
+            previous(args)
+
+    hook.leaves_writer_failures = True
+    threading.excepthook = hook
+
+
 class TensorBoard:
-    """Scalars to TensorBoard, or nothing when disabled."""
+    """Scalars to TensorBoard, or nothing when disabled. A write that fails is an OSError that
+    names the directory (TensorBoard's own names no file)."""
 
     def __init__(self, directory: Path | None, resumed_at: int = 0) -> None:
         """``resumed_at``: the step a resumed run continues from; events the stopped run logged
         after it are dropped (those of that step itself came before its checkpoint, and stay)."""
-        self.writer = None
+        self.directory, self.writer = directory, None
         if directory is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             purge = resumed_at + 1 if resumed_at else None
-            self.writer = SummaryWriter(str(directory), purge_step=purge)
+            _leave_writer_failures_to_the_writes()
+            with self._writing():
+                self.writer = SummaryWriter(str(directory), purge_step=purge)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
+            with self._writing():
+                for key, value in values.items():
+                    self.writer.add_scalar(key, value, step)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        """Write what is queued and close; a write that failed raises here, once (closing alone
+        would drop it)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                with self._writing():
+                    writer.flush()
+            finally:
+                with suppress(OSError):  # the same failure again
+                    writer.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as error:
+            if error.filename is not None or error.errno is None:
+                raise
+            raise OSError(error.errno, error.strerror, str(self.directory)) from error

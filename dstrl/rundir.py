@@ -158,6 +158,13 @@ def refuse_foreign_files(run_dir: Path) -> None:
         for p in sorted(run_dir.iterdir())
         if p.name not in UNFINISHED_RUN_FILES and not p.name.endswith(".tmp")
     ]
+    events = run_dir / "tensorboard"
+    if events.is_dir():  # clearing removes it whole: it must hold TensorBoard's files alone
+        foreign += [
+            f"tensorboard/{p.name}"
+            for p in sorted(events.iterdir())
+            if not (p.is_file() and p.name.startswith("events.out.tfevents."))
+        ]
     if foreign:
         raise RunDirError(
             f"{run_dir} holds files that are not an unfinished dstrl run ({', '.join(foreign)}) "

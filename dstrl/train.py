@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -504,9 +504,7 @@ class Trainer:
 
     def run(self, stop_after: int | None) -> dict | None:
         config = self.config
-        self.board = TensorBoard(
-            self.run_dir / "tensorboard" if config.tensorboard else None, resumed_at=self.step
-        )
+        self.board = TensorBoard(None)  # opened below, where a failure to write is caught
         self.bar = tqdm(
             total=config.steps,
             initial=self.step,
@@ -518,14 +516,18 @@ class Trainer:
         )
         started = time.perf_counter()
         try:
+            events = self.run_dir / "tensorboard" if config.tensorboard else None
+            self.board = TensorBoard(events, resumed_at=self.step)
             self._loop(stop_after, started)
+            self.board.close()  # the last events written, or their failure one of writing
         except OSError as error:
             raise self._write_failure(error) from error
         except (RunDirError, WorkerError, CaptureError) as error:
             raise type(error)(f"{error}; {self._resume_hint()}") from error
         finally:
             self.bar.close()
-            self.board.close()
+            with suppress(OSError):  # after another failure, that one is what to tell
+                self.board.close()
             self.envs.close()
             self.eval_envs.close()
         self.wall += time.perf_counter() - started

@@ -185,8 +185,8 @@ def test_resume_errors(tmp_path, capsys):
     (run / "checkpoint.pt").unlink()
     assert main(["train", "--out", str(run), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "does not exist" in err
-    assert "never reached its first checkpoint (start it afresh with --auto-resume)" in err
+    assert "does not exist, but the run finished (summary.json)" in err
+    assert "cannot be resumed or extended" in err  # not advice to --auto-resume, refused below
     # started again as it was: not --resume, and not --auto-resume, which would refuse a
     # directory holding a finished run's summary (a run stopped before its first checkpoint has
     # none: see test_rundir)
@@ -289,8 +289,8 @@ def test_sigterm_outside_the_training_loop_says_so_and_exits_130(tmp_path, stage
     )
     assert result.returncode == 130, result.stderr
     assert result.stderr.endswith(
-        "dstrl: stopped by SIGTERM; nothing is lost: the same command with --auto-resume "
-        "continues\n"
+        "dstrl: stopped by SIGTERM; nothing is lost: rerun the same command, with --auto-resume "
+        "(not --resume)\n"
     )
     again = dstrl(*args, "--auto-resume")
     assert "final return" in again.stdout and (out / "summary.json").exists()

@@ -2,6 +2,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -192,6 +193,29 @@ def test_a_worker_killed_with_a_message_unread_is_reported_as_a_worker(tmp_path)
             envs.step_wait()
     finally:  # whatever happens, the other worker ends
         envs.close()
+
+
+def test_a_silent_worker_ends_the_wait_and_is_killed_on_close():
+    """A hung (here stopped) worker used to block the run for ever, SIGTERM included: now it
+    is a WorkerError after the timeout, and closing kills it."""
+    envs = BlockVectorEnv([_Failing] * 4, 2, timeout=1.0)
+    try:
+        envs.reset(seed=0)
+        victim = envs._processes[0]
+        os.kill(victim.pid, signal.SIGSTOP)
+        began = time.monotonic()
+        with pytest.raises(WorkerError) as caught:
+            envs.step(np.zeros((4, 1), np.float32))
+        assert 1.0 <= time.monotonic() - began < 3.0
+        assert str(caught.value) == (
+            "environment worker dstrl-envs-0-1: no answer for 1 s (stopped, or stuck in its "
+            "environment)"
+        )
+    finally:
+        began = time.monotonic()
+        envs.close()
+    assert time.monotonic() - began < 7.0 and not victim.is_alive()
+    assert not envs._processes[1].is_alive()
 
 
 def test_a_training_run_whose_environment_fails_in_a_worker_ends_in_one_line(tmp_path, capsys):

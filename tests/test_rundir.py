@@ -7,6 +7,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -138,6 +139,38 @@ def test_a_log_that_cannot_be_written_stops_the_run_with_one_line(tmp_path, monk
     assert "the checkpoint of step 100 is intact" in line
 
 
+@pytest.mark.parametrize("fails", ["at once", "at the last event"])
+def test_tensorboard_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys, fails):
+    """Its writer thread raised the failure itself as well ("Exception in thread", a
+    traceback); a failure of the last event, which no later write reports, was lost."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    real, written = RecordWriter.write, []
+    args = ["train", *TINY[:-1], "--out"]  # with TensorBoard
+    monkeypatch.setattr(RecordWriter, "write", lambda self, data: written.append(data))
+    assert main([*args, str(tmp_path / "count")]) == 0
+    room = [0 if fails == "at once" else len(written) - 1]
+
+    def write(self, data):
+        room[0] -= 1
+        if room[0] < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    raised_in_threads = []
+    monkeypatch.setattr(threading, "excepthook", raised_in_threads.append)
+    capsys.readouterr()
+    assert main([*args, str(tmp_path / "run")]) == 1
+    for thread in threading.enumerate():
+        if isinstance(thread, _AsyncWriterThread):
+            thread.join(5)
+    assert raised_in_threads == []
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("dstrl: error: cannot write") and "tensorboard: No space left" in line
+
+
 @pytest.mark.parametrize("case", ["under a file", "a file", "no permission"])
 def test_an_out_that_cannot_be_a_directory_is_one_line(tmp_path, monkeypatch, capsys, case):
     blocker = tmp_path / "passwd"
@@ -226,6 +259,21 @@ def test_auto_resume_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(tmp_path), "--auto-resume"]) == 1
     assert "not an unfinished dstrl run (notes.txt)" in _one_line(capsys.readouterr().err)
     assert (tmp_path / "notes.txt").exists()
+
+
+def test_auto_resume_clears_no_file_of_the_users_inside_tensorboard(tmp_path, capsys):
+    """The cleared tensorboard/ of a run killed before its first checkpoint went whole, with
+    whatever a user had put there."""
+    events = tmp_path / "tensorboard"
+    events.mkdir()
+    (events / "events.out.tfevents.1795839768.host.1.0").write_bytes(b"")
+    (events / "my-notes.md").write_text("mine")
+    assert main(["train", *TINY, "--out", str(tmp_path), "--auto-resume"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "not an unfinished dstrl run (tensorboard/my-notes.md)" in line
+    assert (events / "my-notes.md").exists()
+    (events / "my-notes.md").unlink()  # TensorBoard's own files alone: cleared, and it starts
+    assert main(["train", *TINY, "--out", str(tmp_path), "--auto-resume"]) == 0
 
 
 def test_a_new_run_in_a_directory_of_other_files_is_refused_before_any_note(tmp_path, capsys):

@@ -11,7 +11,9 @@ stepping them all in the training process.
 from __future__ import annotations
 
 import multiprocessing as mp
+import select
 import signal
+import time
 import traceback
 import weakref
 from collections.abc import Callable, Sequence
@@ -21,6 +23,9 @@ import gymnasium as gym
 import numpy as np
 
 EnvMaker = Callable[[], gym.Env]
+REPLY_TIMEOUT_S = 120.0
+"""A worker that has not answered for this long (an environment step takes well under a
+millisecond) is hung or stopped: the run ends with an error rather than wait for ever."""
 _training_ends: weakref.WeakSet[Connection] = weakref.WeakSet()  # this process's worker pipes
 
 
@@ -120,7 +125,9 @@ class BlockVectorEnv(gym.vector.VectorEnv):
     ``step_wait`` split a step so the training process can work while the workers step.
     """
 
-    def __init__(self, makers: Sequence[EnvMaker], workers: int) -> None:
+    def __init__(
+        self, makers: Sequence[EnvMaker], workers: int, timeout: float = REPLY_TIMEOUT_S
+    ) -> None:
         probe = makers[0]()
         self.single_observation_space = probe.observation_space
         self.single_action_space = probe.action_space
@@ -138,7 +145,7 @@ class BlockVectorEnv(gym.vector.VectorEnv):
         bounds = np.linspace(0, self.num_envs, min(workers, self.num_envs) + 1).round().astype(int)
         self._blocks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         context = mp.get_context()
-        self._pipes, self._processes = [], []
+        self._pipes, self._processes, self.timeout = [], [], timeout
         for block in self._blocks:
             mine, theirs = context.Pipe()
             _training_ends.add(mine)
@@ -165,19 +172,39 @@ class BlockVectorEnv(gym.vector.VectorEnv):
         return self._answers()
 
     def _answers(self) -> list:
+        """Every worker's answer, in order; a WorkerError names each worker that failed, died
+        or has not answered for ``timeout`` seconds."""
+        replies: dict[int, tuple[str, object]] = {}
+        poll = select.poll()  # one wait for all workers, about a microsecond
+        fds = {pipe.fileno(): i for i, pipe in enumerate(self._pipes)}
+        for fd in fds:
+            poll.register(fd, select.POLLIN)
+        deadline = time.monotonic() + self.timeout
+        while len(replies) < len(fds):
+            ready = poll.poll(max(deadline - time.monotonic(), 0.0) * 1000)
+            if not ready:
+                break
+            for fd, _ in ready:
+                replies[fds[fd]] = self._reply(fds[fd])
+                poll.unregister(fd)
         answers, failures = [], []
-        for pipe, process in zip(self._pipes, self._processes, strict=True):
-            try:
-                status, value = pipe.recv()
-            except (EOFError, ConnectionResetError):
-                process.join(timeout=1)  # its exit code, once it is gone
-                status, value = "error", f"its process ended (exit code {process.exitcode})"
+        for i, process in enumerate(self._processes):
+            silent = f"no answer for {self.timeout:.0f} s (stopped, or stuck in its environment)"
+            status, value = replies.get(i, ("error", silent))
             if status == "error":
                 failures.append(f"environment worker {process.name}: {value}")
             answers.append(value)
         if failures:
             raise WorkerError("; ".join(failures))
         return answers
+
+    def _reply(self, i: int) -> tuple[str, object]:
+        try:
+            return self._pipes[i].recv()
+        except (EOFError, ConnectionResetError):
+            process = self._processes[i]
+            process.join(timeout=1)  # its exit code, once it is gone
+            return "error", f"its process ended (exit code {process.exitcode})"
 
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
         seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else seed
@@ -217,13 +244,16 @@ class BlockVectorEnv(gym.vector.VectorEnv):
         self._ask([("set_attr", (name, list(values[b]))) for b in self._blocks])
 
     def close_extras(self, **kwargs) -> None:
+        """Ask every worker to close its environments, and kill one that does not answer in 5 s
+        (hung, or stopped: SIGTERM would stay pending)."""
         for pipe in self._pipes:
+            _send(pipe, ("close", None))
+        for pipe, process in zip(self._pipes, self._processes, strict=True):
             try:
-                pipe.send(("close", None))
-                pipe.recv()
-            except (BrokenPipeError, ConnectionResetError, EOFError):
-                pass
-        for process in self._processes:
-            process.join(timeout=5)
+                answered = pipe.poll(5) and pipe.recv()
+            except (EOFError, ConnectionResetError):
+                answered = True  # gone already
+            process.join(timeout=5 if answered else 0)
             if process.is_alive():
-                process.terminate()
+                process.kill()
+                process.join()
