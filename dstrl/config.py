@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import types
+import typing
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -100,6 +104,89 @@ def _check_type(name: str, value, kind: type) -> None:
     if not fits:
         wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
         raise ConfigError(f"{name} must be {wanted[kind]}, not {json.dumps(value)}")
+
+
+# What a topology kind never reads: a dense network no sparsity, a static one no topology updates
+SPARSITY = {"density", "distribution", "lambdas", "nm", "sparse_output", "dense_input"}
+SPARSITY |= {"target_sparsity"}
+TOPOLOGY_UPDATES = {"drop_fraction", "drop_score", "grow", "decay", "freeze_last"}
+TOPOLOGY_UPDATES |= {"update_period", "actor_update_period", "actor_topology_stop"}
+PRUNING = {"prune_start", "prune_end"}
+UNREAD_BY = {
+    "dense": SPARSITY | TOPOLOGY_UPDATES | PRUNING,
+    "static": TOPOLOGY_UPDATES | PRUNING,
+    "set": PRUNING,
+    "prune": set(),
+}
+
+
+def unread_settings(flat: dict) -> set[str]:
+    """Settings that a run never reads: the other family's options, the sparsity options of a
+    dense network and the topology updates' of a static one, the dynamic buffer's without one
+    (their defaults follow --steps), --distribution without --density and --n-step-start with
+    one-step targets; of a population, what none of its methods reads. ``flat``: a
+    configuration as JSON, flattened (``td3.batch_size``), of this version or an older one."""
+    algo = flat["algo"]
+    methods = [str(a) for a in algo] if isinstance(algo, list | tuple) else [str(algo)]
+    other = "sac" if methods[0].endswith("td3") else "td3"
+    unread = {k for k in flat if k.startswith(f"{other}.")}
+    with suppress(KeyError):  # an algorithm this version does not know: compared as written
+        unread |= set.intersection(*(UNREAD_BY[topology_of(a)] for a in methods))
+    if flat.get("replay") != "dynamic":
+        unread |= {"buffer_min_size", "buffer_policy_distance", "buffer_check_every"}
+    if flat.get("density") is None:
+        unread.add("distribution")
+    if flat.get("n_step") in (None, 1):
+        unread.add("n_step_start")
+    return unread
+
+
+def _fits(value, hint) -> bool:
+    """Whether ``value`` is of the annotated type ``hint`` (no bool is a number; an int is a
+    float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(map(_fits, value, args))
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _described(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_described(a) for a in args)
+    if origin is tuple:
+        items = {float: "numbers", int: "integers"}.get(args[0]) or f"({_described(args[0])})"
+        return f"a tuple of {items}"
+    named = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
+    return "None" if hint is type(None) else named.get(hint, f"a {hint.__name__}")
+
+
+def check_fields(config, prefix: str = "--") -> None:
+    """ConfigError naming the first field of the dataclass ``config`` whose value is not of its
+    annotated type or choices (what the command line's parser checks, for configurations built
+    in Python); the agents' settings too."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        value = getattr(config, name)
+        if not _fits(value, hint):
+            raise ConfigError(
+                f"{prefix}{name.replace('_', '-')} must be {_described(hint)}, not {value!r}"
+            )
+        if dataclasses.is_dataclass(value):
+            check_fields(value, f"{prefix}{name}.")
 
 
 @dataclass
@@ -260,6 +347,13 @@ class TrainConfig:
             if not self.algo:
                 raise ConfigError("--algo needs at least one algorithm, e.g. --algo ds-td3")
             self.algo = self.algo[0] if len(self.algo) == 1 else tuple(self.algo)
+        unknown = [a for a in self.methods if a not in typing.get_args(Algo)]
+        if unknown:
+            known = ", ".join(typing.get_args(Algo))
+            raise ConfigError(f"--algo: unknown algorithm {unknown[0]!r}; choose from {known}")
+        if isinstance(self.out, str | os.PathLike):
+            self.out = Path(self.out)
+        check_fields(self)  # before defaults are derived from them
         self.resolve_defaults()
 
     def resolve_defaults(self) -> None:

@@ -7,11 +7,12 @@ the options in ``RESUME_OVERRIDES``, which change how a run computes and not wha
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import replace
 
 from dstrl.checkpoint import CHECKPOINT
-from dstrl.config import ConfigError, TrainConfig
+from dstrl.config import ConfigError, TrainConfig, unread_settings
 from dstrl.rundir import clear_unfinished_run, exclusive, holds_run_files
 
 # Options a resume may change; any other option given with it must equal its saved value.
@@ -90,9 +91,46 @@ def resume_config(parsed: TrainConfig, argv: list[str]) -> TrainConfig:
             f"{listed}. Give the saved values or leave them out (only {overrides} can change)"
         )
     changes = {name: getattr(parsed, name) for name in given & RESUME_OVERRIDES}
-    if changes.get("steps", saved.steps) < saved.steps:
+    resumed = replace(saved, **changes, out=run_dir, resume=True, auto_resume=False)
+    check_resumed(resumed)  # --steps only grows
+    return resumed
+
+
+def check_resumed(config: TrainConfig) -> None:
+    """ConfigError unless ``config`` is its run's saved configuration but for
+    ``RESUME_OVERRIDES`` and settings the run never reads: a resume built in Python, not by
+    ``resume_config``, trained on with whatever it held, another seed or algorithm included, in
+    the same run directory."""
+    saved = TrainConfig.load(config.run_dir)
+    names = _names(saved)
+    unread = unread_settings({name: _value(saved, name) for name in names})
+    free = RESUME_OVERRIDES | NOT_SAVED | unread  # a buffer's size that follows --steps, unread
+    differ = [
+        name for name in names if name not in free and _value(config, name) != _value(saved, name)
+    ]
+    if differ:
+        listed = "; ".join(
+            f"{name} is {_value(saved, name)!r} in the run, {_value(config, name)!r} here"
+            for name in differ[:5]
+        )
+        more = f" (and {len(differ) - 5} more)" if len(differ) > 5 else ""
+        raise ConfigError(
+            f"{config.run_dir} continues with its saved configuration, and this one differs: "
+            f"{listed}{more}. Resume with TrainConfig.load({str(config.run_dir)!r}), changing "
+            f"only {', '.join(sorted(RESUME_OVERRIDES))}"
+        )
+    if config.steps < saved.steps:
         raise ConfigError(f"--steps can only grow on resume (the run's is {saved.steps:,})")
-    return replace(saved, **changes, out=run_dir, resume=True, auto_resume=False)
+
+
+def _names(config) -> list[str]:
+    """The dotted names of a configuration's fields, those of its agents' settings included."""
+    names = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        inner = _names(value) if dataclasses.is_dataclass(value) else [""]
+        names += [f"{f.name}.{n}" if n else f.name for n in inner]
+    return names
 
 
 def start_or_resume(parsed: TrainConfig, argv: list[str]) -> TrainConfig:

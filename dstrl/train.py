@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -39,6 +40,7 @@ from dstrl.evaluation import evaluate
 from dstrl.graphs import CaptureError, GraphedActing, GraphedUpdates, capture_for
 from dstrl.health import DivergedError, Health, advice
 from dstrl.logs import CsvLog, TensorBoard
+from dstrl.resume import check_resumed
 from dstrl.rundir import (
     RunDirError,
     describe,
@@ -152,8 +154,13 @@ def member_methods(config: TrainConfig) -> list[str]:
 
 @contextmanager
 def _deferred_interrupt():
-    """Turn Ctrl-C / SIGTERM into a flag, so the loop can checkpoint before it exits."""
+    """Turn Ctrl-C / SIGTERM into a flag, so the loop can checkpoint before it exits. Off the
+    main thread (a training thread of the caller's), where signals are neither delivered nor
+    handled, nothing: the caller's own handlers stay."""
     caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
 
     def handler(signum, frame):
         caught.append(signum)
@@ -163,7 +170,8 @@ def _deferred_interrupt():
         yield caught
     finally:
         for s, h in previous.items():
-            signal.signal(s, h)
+            if h is not None:  # None: a handler set outside Python, which cannot be put back
+                signal.signal(s, h)
 
 
 def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
@@ -173,6 +181,8 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     Raises ConfigError / CheckpointError for bad input, RunDirError when the run directory
     cannot be written, DivergedError when every agent has diverged.
     """
+    if config.resume:
+        check_resumed(config)  # before anything is written
     agent = build_agent(config)
     run_dir = config.run_dir
     make_run_dir(run_dir)

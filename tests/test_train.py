@@ -261,3 +261,58 @@ def test_environments_in_worker_processes_give_the_same_run(tmp_path, overlap):
     if overlap:
         train(tiny_config(tmp_path / "plain", **{**settings, "overlap": False}))
         assert _evaluations(tmp_path / "plain") != _evaluations(tmp_path / "sync")
+
+
+def test_a_resume_built_in_python_must_be_the_saved_configuration(tmp_path):
+    """``resume=True`` on another config (a seed, an algorithm) trained on with it in the same
+    run directory, mixing the two in its logs; only how a run computes may change."""
+    from dataclasses import replace
+
+    from dstrl.config import TrainConfig
+
+    config = tiny_config(tmp_path / "run", checkpoint_every=100)
+    assert train(config, stop_after=200) is None
+    saved = (tmp_path / "run" / "config.json").read_text()
+    for changed in ({"seed": 7}, {"algo": "static-td3"}, {"steps": 300}):
+        with pytest.raises(ConfigError, match="saved configuration|can only grow") as caught:
+            train(replace(config, resume=True, **changed))
+        assert next(iter(changed)) in str(caught.value)
+    assert (tmp_path / "run" / "config.json").read_text() == saved
+    resumed = replace(TrainConfig.load(tmp_path / "run"), out=tmp_path / "run", resume=True)
+    summary = train(replace(resumed, tensorboard=True))  # an override
+    assert summary["steps"] == 400 and summary["seeds"] == [0]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("algo", "DS-TD3", "--algo: unknown algorithm 'DS-TD3'; choose from td3, static-td3"),
+        ("grow", "magic", "--grow must be one of 'random', 'gradient' or None, not 'magic'"),
+        ("vector_env", "threads", "--vector-env must be one of 'sync', 'async', not 'threads'"),
+        ("steps", 1000.5, "--steps must be an integer, not 1000.5"),
+        ("steps", True, "--steps must be an integer, not True"),
+        ("density", "0.1", "--density must be a number or None, not '0.1'"),
+        ("lambdas", 7.0, "--lambdas must be a tuple of numbers or None, not 7.0"),
+        ("td3", {"batch_size": 32}, "--td3 must be a TD3Config, not {'batch_size': 32}"),
+    ],
+)
+def test_a_configuration_built_in_python_is_checked_as_the_command_line_is(field, value, message):
+    """Choices trained silently as the default (grow="magic"); wrong types failed deep inside,
+    some after the run directory was made."""
+    from dstrl.config import TrainConfig
+
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(**{field: value})
+    assert str(caught.value).startswith(message)
+
+
+def test_train_runs_in_a_thread_of_its_own(tmp_path):
+    """Off the main thread, where no signal handler can be set, train() failed after it had
+    written the run directory."""
+    import threading
+
+    results = []
+    thread = threading.Thread(target=lambda: results.append(train(tiny_config(tmp_path / "r"))))
+    thread.start()
+    thread.join(timeout=300)
+    assert results and results[0]["steps"] == 400

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dstrl.config import unread_settings
 
 # Configuration fields that never make two runs different methods.
 NOT_A_METHOD = {
@@ -28,18 +29,6 @@ NOT_A_METHOD = {
     "sparse_kernels",  # the same arithmetic, computed another way
     "cuda_graph",
     "dormant_threshold",
-}
-# What a topology kind never reads: a dense network no sparsity, a static one no topology updates
-SPARSITY = {"density", "distribution", "lambdas", "nm", "sparse_output", "dense_input"}
-SPARSITY |= {"target_sparsity"}
-TOPOLOGY_UPDATES = {"drop_fraction", "drop_score", "grow", "decay", "freeze_last"}
-TOPOLOGY_UPDATES |= {"update_period", "actor_update_period", "actor_topology_stop"}
-PRUNING = {"prune_start", "prune_end"}
-UNREAD_BY = {
-    "dense": SPARSITY | TOPOLOGY_UPDATES | PRUNING,
-    "static": TOPOLOGY_UPDATES | PRUNING,
-    "set": PRUNING,
-    "prune": set(),
 }
 
 
@@ -160,34 +149,15 @@ def method_settings(config: dict) -> dict:
     """The settings of a run (flattened, as ``td3.batch_size``) that can make its method differ
     from another run's: not the budget, bookkeeping or devices, and not what it never reads."""
     flat = _flatten(config)
-    return {k: v for k, v in flat.items() if k not in NOT_A_METHOD | {"steps"} | _unread(flat)}
+    return {
+        k: v for k, v in flat.items() if k not in NOT_A_METHOD | {"steps"} | unread_settings(flat)
+    }
 
 
 def differing(settings: list[dict]) -> list[str]:
     """The settings whose values differ between the runs of ``settings`` that read them."""
     keys = sorted({k for own in settings for k in own})
     return [k for k in keys if len({json.dumps(own[k]) for own in settings if k in own}) > 1]
-
-
-def _unread(flat: dict) -> set[str]:
-    """Settings that a run never reads: the other family's options, the sparsity options of a
-    dense network and the topology updates' of a static one, the dynamic buffer's without one
-    (their defaults follow --steps), --distribution without --density and --n-step-start with
-    one-step targets."""
-    from dstrl.config import topology_of
-
-    algo = str(flat["algo"])
-    other = "sac" if algo.endswith("td3") else "td3"
-    unread = {k for k in flat if k.startswith(f"{other}.")}
-    with suppress(KeyError):  # an algorithm this version does not know: compared as written
-        unread |= UNREAD_BY[topology_of(algo)]
-    if flat.get("replay") != "dynamic":
-        unread |= {"buffer_min_size", "buffer_policy_distance", "buffer_check_every"}
-    if flat.get("density") is None:
-        unread.add("distribution")
-    if flat.get("n_step") in (None, 1):
-        unread.add("n_step_start")
-    return unread
 
 
 def _complete(config: dict) -> dict:
