@@ -214,3 +214,17 @@ def test_runs_of_older_versions_compare_by_the_defaults_they_used(tmp_path):
     table = write_report([tmp_path], tmp_path / "report")
     assert sorted(table["method"]) == ["ds-td3 (n_step=1)", "ds-td3 (n_step=3)"]
     assert table.set_index("method").loc["ds-td3 (n_step=1)", "seeds"] == 2  # old and new pooled
+
+
+@pytest.mark.parametrize("last_line", ["400,0,0,abc", "400,0,0,", "40", "400.5,0,0,2"])
+def test_a_damaged_evaluations_csv_is_named_not_reported_as_nan(tmp_path, last_line):
+    """A non-numeric return was a pandas traceback; a row cut short made the report nan ± nan."""
+    run = tmp_path / "run"
+    synthetic_run(run, "td3", 0, [1, 2])
+    csv = run / "evaluations.csv"
+    csv.write_text(csv.read_text().rsplit("\n", 2)[0] + f"\n{last_line}\n")
+    with pytest.raises(RunError) as caught:
+        write_report([run], tmp_path / "report")
+    assert str(caught.value) == (
+        f"{csv} line 3 is damaged ({last_line!r}); delete that line, or the run, and report again"
+    )

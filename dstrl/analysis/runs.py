@@ -89,6 +89,7 @@ def load_runs(path: Path) -> list[Run]:
         evaluations = pd.read_csv(path / "evaluations.csv")
     except (OSError, ValueError) as error:
         raise RunError(f"{path}: cannot read its files ({error})") from error
+    evaluations = _numeric(evaluations, path / "evaluations.csv")
     metrics_path = path / "train_metrics.csv"
     metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
     if not isinstance(config["algo"], list):
@@ -130,6 +131,29 @@ def _run(path, config, summary, evaluations, metrics, diverged=None) -> Run:
         raise RunError(f"{path}/evaluations.csv has no evaluations of an agent that finished")
     seeds = sorted(event["seed"] for event in events)
     return Run(path, config, summary, evaluations, metrics, diverged=seeds)
+
+
+def _numeric(evaluations: pd.DataFrame, csv: Path) -> pd.DataFrame:
+    """The evaluations, their step, member, seed and return as numbers; a RunError naming the
+    first row that is not (cut short, or edited), which would otherwise fail deep in the report
+    or make its numbers NaN."""
+    columns = ["step", "member", "seed", "return"]
+    missing = [c for c in columns if c not in evaluations]
+    if missing:
+        raise RunError(f"{csv} has no {', '.join(missing)} column; it is not dstrl's")
+    numbers = evaluations[columns].apply(pd.to_numeric, errors="coerce")
+    whole = (numbers[columns[:3]].fillna(0) % 1 == 0).all(axis=1)  # step, member, seed
+    bad = numbers.isna().any(axis=1) | ~whole
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        line = csv.read_text().splitlines()[row + 1]  # as written, after the header
+        raise RunError(
+            f"{csv} line {row + 2} is damaged ({line!r}); delete that line, or the run, and "
+            "report again"
+        )
+    return evaluations.assign(**{c: numbers[c] for c in columns}).astype(
+        {c: int for c in columns[:3]}
+    )
 
 
 def label_methods(runs: list[Run]) -> None:
