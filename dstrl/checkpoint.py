@@ -65,6 +65,18 @@ def save_checkpoint(state: dict, run_dir: Path) -> None:
     write_atomic(run_dir / CHECKPOINT, lambda f: torch.save(state, f))
 
 
+MISFITS = (RuntimeError, ValueError, KeyError, TypeError, IndexError)
+"""What loading a checkpoint into agents built from another configuration raises."""
+
+
+def misfit(run_dir: Path, error: Exception) -> CheckpointError:
+    """The one-line error of a checkpoint that does not fit its run's config.json (an edited
+    config.json, a checkpoint copied from another run, a run of an older dstrl)."""
+    detail = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    detail = detail if len(detail) <= 300 else detail[:300] + " …"
+    return CheckpointError(f"{run_dir}/checkpoint.pt does not fit the run's config.json ({detail})")
+
+
 def load_checkpoint(run_dir: Path) -> dict:
     """Read ``run_dir/checkpoint.pt`` onto the CPU (random-generator states must stay there)."""
     path = run_dir / CHECKPOINT

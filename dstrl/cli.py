@@ -21,7 +21,7 @@ import numpy as np
 import tyro
 
 from dstrl.analysis.runs import RunError
-from dstrl.checkpoint import CheckpointError
+from dstrl.checkpoint import MISFITS, CheckpointError, misfit
 from dstrl.config import DEFAULT_IN_DOCSTRING, ConfigError, TrainConfig
 from dstrl.data.workers import WorkerError
 from dstrl.graphs import CaptureError
@@ -119,10 +119,15 @@ def run_eval(args: EvalArgs) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be positive, got {args.episodes}")
     if args.run.is_file():
+        from dstrl.data.envs import EnvError, check_env
         from dstrl.policy import load_policy
 
         policy = load_policy(args.run)
         env_id, seeds, step, act = policy.env, policy.seeds, policy.metadata["step"], policy
+        try:  # a registered id only: Gymnasium imports the module of a "module:Env-v0" id
+            check_env(env_id)
+        except EnvError as error:
+            raise PolicyError(f"{args.run}: {error}") from error
         diverged = set(policy.metadata.get("diverged", []))
         methods = policy.metadata.get("methods", [policy.metadata["algo"]] * len(seeds))
     else:
@@ -132,9 +137,13 @@ def run_eval(args: EvalArgs) -> int:
         config = replace(TrainConfig.load(args.run), device=args.device, out=args.run)
         agent = build_agent(config)
         state = load_checkpoint(args.run)
-        agent.load_state_dict(state["agent"])
-        env_id, seeds, step = config.env, member_seeds(config), state["step"]
-        diverged = {event["member"] for event in state.get("diverged", [])}
+        try:
+            agent.load_state_dict(state["agent"])
+            step = int(state["step"])
+            diverged = {int(event["member"]) for event in state.get("diverged", [])}
+        except MISFITS as error:
+            raise misfit(args.run, error) from error
+        env_id, seeds = config.env, member_seeds(config)
         methods = member_methods(config)
 
         def act(obs):

@@ -149,20 +149,72 @@ def load_policy(path: str | Path, member: int | None = None) -> Policy:
         )
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise PolicyError(f"{path} is an incomplete dstrl policy (missing {error})") from error
+    damage = _damage(policy)
+    if damage:
+        raise PolicyError(f"{path} is a damaged dstrl policy: {damage}; export it again")
+    if member is not None and not isinstance(member, int):
+        raise PolicyError(f"member must be an integer, not {member!r}")
     return policy if member is None else policy.member(member)
+
+
+HEADS = {"tanh": 1, "squashed-gaussian-mean": 2}  # outputs per action dimension
+
+
+def _damage(policy: Policy) -> str | None:
+    """What is wrong with a policy read from a file (its header edited or corrupted), if
+    anything: each field that code reads, and the layers' shapes."""
+    members, meta = policy.members, policy.metadata
+
+    def ints(value, below=None) -> bool:
+        return isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) and (below is None or 0 <= v < below)
+            for v in value
+        )
+
+    checks = {
+        "env": isinstance(meta.get("env"), str),
+        "seeds": ints(meta.get("seeds")) and len(meta["seeds"]) == members,
+        "step": isinstance(meta.get("step"), int) and not isinstance(meta["step"], bool),
+        "head": meta.get("head") in HEADS,
+        "diverged": ints(meta.get("diverged", []), below=members),
+        "algo": isinstance(meta.get("algo"), str | list),
+        "methods": "methods" not in meta
+        or (isinstance(meta["methods"], list) and len(meta["methods"]) == members),
+    }
+    bad = [name for name, fine in checks.items() if not fine]
+    if bad:
+        return f"its {', '.join(bad)} cannot be read"
+    width = policy.obs_dim
+    for i, (w, b) in enumerate(zip(policy.weights, policy.biases, strict=True)):
+        if w.dim() != 3 or w.shape[0] != members or w.shape[2] != width:
+            return f"layer {i}'s weights do not follow the layer before"
+        if tuple(b.shape) != (members, w.shape[1]):
+            return f"layer {i}'s bias does not fit its weights"
+        width = w.shape[1]
+    if width != HEADS[meta["head"]] * policy.act_dim or policy.action_high.shape != (
+        policy.act_dim,
+    ):
+        return "its last layer does not fit its action bounds"
+    return None
 
 
 def export_policy(run_dir: Path, out: Path, member: int | None = None) -> Policy:
     """Write the actors of the run in ``run_dir`` (all members, or ``member``) to ``out``."""
-    from dstrl.checkpoint import load_checkpoint
+    from dstrl.checkpoint import MISFITS, load_checkpoint, misfit
     from dstrl.config import TrainConfig
     from dstrl.rundir import write_atomic
     from dstrl.train import build_agent, member_methods, member_seeds
 
+    _check_out(out)
     config = TrainConfig.load(run_dir)
     state = load_checkpoint(run_dir)
     agent = build_agent(replace(config, device="cpu"))  # a GPU run exports anywhere
-    agent.load_state_dict(state["agent"])
+    try:
+        agent.load_state_dict(state["agent"])
+        step = int(state["step"])
+        diverged = sorted(int(event["member"]) for event in state.get("diverged", []))
+    except MISFITS as error:
+        raise misfit(run_dir, error) from error
     masks = {}
     if agent.actor_sparse is not None:
         masks = dict(zip(agent.actor_sparse.indices, agent.actor_sparse.masks, strict=True))
@@ -171,10 +223,10 @@ def export_policy(run_dir: Path, out: Path, member: int | None = None) -> Policy
         "algo": config.algo,
         "seeds": member_seeds(config),
         "methods": member_methods(config),
-        "step": state["step"],
+        "step": step,
         "layers": len(agent.actor.weights),
         "head": "tanh" if config.family == "td3" else "squashed-gaussian-mean",
-        "diverged": sorted(event["member"] for event in state.get("diverged", [])),
+        "diverged": diverged,
         "config": config.to_json(),
     }
     policy = Policy(
@@ -193,5 +245,22 @@ def export_policy(run_dir: Path, out: Path, member: int | None = None) -> Policy
                 "where); export another member"
             )
         policy = policy.member(member)
+    if not out.parent.exists():
+        out.parent.mkdir(parents=True)
     write_atomic(out, policy.to_bytes())
     return policy
+
+
+def _check_out(out: Path) -> None:
+    """PolicyError unless ``out`` names a file that is new or an older policy: anything else
+    there (a run's checkpoint or logs, say) is not replaced."""
+    if not out.name or out.is_dir():
+        raise PolicyError(f"--out {out} must name a file, e.g. {out / 'policy.safetensors'}")
+    if out.exists():
+        try:
+            load_policy(out)
+        except PolicyError as error:
+            raise PolicyError(
+                f"{out} exists and is not a dstrl policy, so it is not replaced: choose another "
+                "--out, or delete it first"
+            ) from error

@@ -25,7 +25,14 @@ from dstrl.agents.base import ActorCritic
 from dstrl.agents.sac import SAC
 from dstrl.agents.td3 import TD3
 from dstrl.analysis.metrics import final_return, learning_curve_area, mean_std
-from dstrl.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, save_checkpoint
+from dstrl.checkpoint import (
+    CHECKPOINT,
+    MISFITS,
+    CheckpointError,
+    load_checkpoint,
+    misfit,
+    save_checkpoint,
+)
 from dstrl.config import ConfigError, TrainConfig
 from dstrl.data.envs import (
     SplitStep,
@@ -293,12 +300,8 @@ class Trainer:
             self.health.load_state_dict(state.get("diverged", []))
             distance = state.get("policy_distance")
             self.policy_distance = None if distance is None else np.asarray(distance)
-        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
-            detail = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-            detail = detail if len(detail) <= 300 else detail[:300] + " …"
-            raise CheckpointError(
-                f"{run_dir}/checkpoint.pt does not fit the run's config.json ({detail})"
-            ) from error
+        except MISFITS as error:
+            raise misfit(run_dir, error) from error
         if self.health.any:
             self.agent.halt(torch.from_numpy(self.health.halted))
         self.last_checkpoint = self.step

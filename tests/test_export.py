@@ -100,3 +100,78 @@ def test_a_mixed_population_exports_under_its_algorithms_names(tmp_path, capsys)
     assert main(["export", str(run), "--out", str(file), "--member", "1"]) == 0
     assert main(["eval", str(file), "--episodes", "1"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("ds-td3 seed 0: return")
+
+
+def _policy_with(source, target, **changes):
+    """A copy of the policy file ``source`` with its header's metadata changed."""
+    with safe_open(source, "pt") as f:
+        header, tensors = f.metadata(), {name: f.get_tensor(name) for name in f.keys()}
+    metadata = dict(json.loads(header["metadata"]), **changes)
+    save_file(tensors, target, dict(header, metadata=json.dumps(metadata)))
+    return target
+
+
+def test_a_checkpoint_that_does_not_fit_config_json_is_one_line_for_eval_and_export(
+    tmp_path, capsys
+):
+    run = tmp_path / "run"
+    train(tiny_config(run, steps=200))
+    config = json.loads((run / "config.json").read_text())
+    config["td3"]["hidden_sizes"] = [64, 64]  # edited by hand
+    (run / "config.json").write_text(json.dumps(config))
+    for command in (["eval", str(run)], ["export", str(run), "--out", str(tmp_path / "p")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"dstrl: error: {run}/checkpoint.pt does not fit the run's config")
+        assert err.count("\n") == 1
+
+
+def test_export_replaces_no_file_but_an_older_policy(tmp_path, capsys):
+    """--out at the run's own checkpoint wrote the policy over it, and the run was lost."""
+    run = tmp_path / "run"
+    train(tiny_config(run, steps=200))
+    checkpoint = (run / "checkpoint.pt").read_bytes()
+    assert main(["export", str(run), "--out", str(run / "checkpoint.pt")]) == 2
+    assert "checkpoint.pt exists and is not a dstrl policy, so it is not replaced" in (
+        capsys.readouterr().err
+    )
+    assert (run / "checkpoint.pt").read_bytes() == checkpoint
+    assert main(["export", str(run), "--out", "."]) == 2
+    assert "--out . must name a file" in capsys.readouterr().err
+    fresh = tmp_path / "new" / "dir" / "p.safetensors"  # its directory is made
+    assert main(["export", str(run), "--out", str(fresh)]) == 0
+    assert main(["export", str(run), "--out", str(fresh)]) == 0  # an older policy: replaced
+
+
+def test_a_policy_file_cannot_make_eval_import_a_module(tmp_path, capsys):
+    """Gymnasium imports the module of an id "module:Env-v0": a policy file naming one made
+    `dstrl eval FILE` run that module's code."""
+    run, policy = tmp_path / "run", tmp_path / "p.safetensors"
+    train(tiny_config(run, steps=200))
+    assert main(["export", str(run), "--out", str(policy)]) == 0
+    planted = _policy_with(policy, tmp_path / "planted.safetensors", env="this:Pendulum-v1")
+    capsys.readouterr()
+    assert main(["eval", str(planted)]) == 2
+    out, err = capsys.readouterr()
+    assert "Zen of Python" not in out and "unknown environment 'this:Pendulum-v1'" in err
+
+
+@pytest.mark.parametrize(
+    ("changes", "damage"),
+    [
+        ({"seeds": "ab"}, "its seeds cannot be read"),
+        ({"step": None}, "its step cannot be read"),
+        ({"methods": []}, "its methods cannot be read"),
+        ({"diverged": [[0]]}, "its diverged cannot be read"),
+        ({"head": "squashed-gaussian-mean"}, "its last layer does not fit its action bounds"),
+    ],
+)
+def test_an_edited_policy_header_is_one_line(tmp_path, capsys, changes, damage):
+    run, policy = tmp_path / "run", tmp_path / "p.safetensors"
+    train(tiny_config(run, steps=200))
+    assert main(["export", str(run), "--out", str(policy)]) == 0
+    edited = _policy_with(policy, tmp_path / "edited.safetensors", **changes)
+    capsys.readouterr()
+    assert main(["eval", str(edited)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"dstrl: error: {edited} is a damaged dstrl policy: {damage}; export it again\n"
