@@ -228,3 +228,14 @@ def test_a_damaged_evaluations_csv_is_named_not_reported_as_nan(tmp_path, last_l
     assert str(caught.value) == (
         f"{csv} line 3 is damaged ({last_line!r}); delete that line, or the run, and report again"
     )
+
+
+def test_runs_of_one_method_on_other_evaluation_grids_are_refused(tmp_path):
+    """They were two methods, td3 (eval_every=100) and td3 (eval_every=200), each its own
+    baseline, where the README promises an error."""
+    synthetic_run(tmp_path / "a", "td3", 0, [1, 2, 3, 4])
+    synthetic_run(tmp_path / "b", "td3", 1, [1, 2])
+    _set(tmp_path / "a", eval_every=100)
+    _set(tmp_path / "b", eval_every=200)
+    with pytest.raises(RunError, match="td3 on Toy-v0: .* was evaluated at other steps than"):
+        write_report([tmp_path], tmp_path / "report")

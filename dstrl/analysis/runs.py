@@ -29,6 +29,8 @@ NOT_A_METHOD = {
     "sparse_kernels",  # the same arithmetic, computed another way
     "cuda_graph",
     "dormant_threshold",
+    "eval_every",  # when it is measured: runs on other grids are refused, not other methods
+    "eval_episodes",
 }
 
 
