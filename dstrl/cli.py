@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +28,7 @@ from dstrl.health import DivergedError, Health, advice
 from dstrl.policy import PolicyError
 from dstrl.resume import given_options, resume_config, start_or_resume
 from dstrl.rundir import RunDirError, describe
+from dstrl.signals import handling
 from dstrl.sweep import SweepArgs, run_sweep
 
 
@@ -200,15 +200,11 @@ def run_report(args: ReportArgs) -> int:
     return 0
 
 
-@contextmanager
-def _sigterm_says_so(hint: str) -> Iterator[None]:
+def _stop_by_sigterm(hint: str) -> Callable:
     """SIGTERM (a scheduler's stop, ``kill``) outside a training loop or a sweep's runs, which
     handle it themselves, ends the process at once with a line and exit code 130, where it used
     to end it silently (143). It raises nothing: an exception raised while a C extension is
     imported or calls back into Python (MuJoCo's warnings) can be swallowed or abort."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers; signals are delivered there
-        return
 
     def stop(signum, frame):
         with suppress(Exception):  # a write the signal interrupted cannot be reentered
@@ -216,11 +212,7 @@ def _sigterm_says_so(hint: str) -> Iterator[None]:
             print(f"dstrl: stopped by SIGTERM{hint}", file=sys.stderr, flush=True)
         os._exit(130)
 
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return stop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         TrainConfig: "; nothing is lost: rerun the same command, with --auto-resume (not --resume)",
         SweepArgs: "; rerun the same command to continue it",
     }.get(type(command), "")
-    with _sigterm_says_so(hint):
+    with handling([signal.SIGTERM], _stop_by_sigterm(hint)):
         return _run(command, argv)
 
 

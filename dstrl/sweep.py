@@ -22,9 +22,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -40,6 +39,7 @@ from dstrl.config import (
     runs_apart,
 )
 from dstrl.resume import resume_config
+from dstrl.signals import handling
 
 # Options that the sweep sets itself for every run.
 RESERVED = {
@@ -283,20 +283,6 @@ class _Running:
                 process.send_signal(signal.SIGTERM)  # nothing for one that has ended
 
 
-@contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """While runs go on, SIGTERM to the sweep alone (``kill``) stops them as Ctrl-C to the whole
-    process group does, instead of leaving them to train on with nobody to wait for them."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _outcome(cell: Cell, code: int, error: str, seconds: float) -> str:
     if code in STOPPED:
         return f"stopped {cell.name} by a signal ({seconds:.0f} s)"
@@ -325,7 +311,9 @@ def run_sweep(args: SweepArgs) -> int:
         f"{len(todo)} of {len(cells)} runs to do, {workers} at a time ({args.backend})", flush=True
     )
     runner = _run_ray if args.backend == "ray" else _run_local
-    with _sigterm_as_ctrl_c():
+    # while runs go on, SIGTERM to the sweep alone (kill) stops them as Ctrl-C to its whole
+    # process group does, instead of leaving them to train on with nobody to wait for them
+    with handling([signal.SIGTERM], signal.default_int_handler):
         codes = runner(todo, workers, args.address)
     if codes["failed"] or codes["stopped"]:
         said = [f"{codes['failed']} run(s) failed"] if codes["failed"] else []

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -58,6 +57,7 @@ from dstrl.rundir import (
     remove_temporaries,
     write_atomic,
 )
+from dstrl.signals import handling
 from dstrl.sparse.distributions import SparsityError
 
 EVAL_FIELDS = ["step", "member", "seed", "return", "method"]
@@ -161,24 +161,10 @@ def member_methods(config: TrainConfig) -> list[str]:
 
 @contextmanager
 def _deferred_interrupt():
-    """Turn Ctrl-C / SIGTERM into a flag, so the loop can checkpoint before it exits. Off the
-    main thread (a training thread of the caller's), where signals are neither delivered nor
-    handled, nothing: the caller's own handlers stay."""
+    """Turn Ctrl-C / SIGTERM into a flag, so the loop can checkpoint before it exits."""
     caught: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
+    with handling([signal.SIGINT, signal.SIGTERM], lambda signum, frame: caught.append(signum)):
         yield caught
-        return
-
-    def handler(signum, frame):
-        caught.append(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield caught
-    finally:
-        for s, h in previous.items():
-            if h is not None:  # None: a handler set outside Python, which cannot be put back
-                signal.signal(s, h)
 
 
 def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:

@@ -1,0 +1,25 @@
+"""Signal handlers set for a stretch of code and put back after it: in the main thread only,
+the one thread where Python lets them be set and runs them."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def handling(signums: Iterable[int], handler: Callable) -> Iterator[None]:
+    """Handle ``signums`` with ``handler`` inside the block; elsewhere than in the main thread
+    (a training thread of a caller's), leave the caller's handlers alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            if h is not None:  # None: a handler set outside Python, which cannot be put back
+                signal.signal(s, h)
