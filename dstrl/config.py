@@ -96,16 +96,6 @@ class ConfigError(ValueError):
     """A configuration the user can fix: the message says what is wrong and what to do."""
 
 
-def _check_type(name: str, value, kind: type) -> None:
-    """ConfigError unless ``value`` (from JSON) is a ``kind``; an int is a float, no bool an int."""
-    fits = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        fits = True
-    if not fits:
-        wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-        raise ConfigError(f"{name} must be {wanted[kind]}, not {json.dumps(value)}")
-
-
 # What a topology kind never reads: a dense network no sparsity, a static one no topology updates
 SPARSITY = {"density", "distribution", "lambdas", "nm", "sparse_output", "dense_input"}
 SPARSITY |= {"target_sparsity"}
@@ -175,7 +165,7 @@ def _described(hint) -> str:
     return "None" if hint is type(None) else named.get(hint, f"a {hint.__name__}")
 
 
-def check_fields(config, prefix: str = "--") -> None:
+def _check_fields(config, prefix: str = "--") -> None:
     """ConfigError naming the first field of the dataclass ``config`` whose value is not of its
     annotated type or choices (what the command line's parser checks, for configurations built
     in Python); the agents' settings too."""
@@ -186,7 +176,7 @@ def check_fields(config, prefix: str = "--") -> None:
                 f"{prefix}{name.replace('_', '-')} must be {_described(hint)}, not {value!r}"
             )
         if dataclasses.is_dataclass(value):
-            check_fields(value, f"{prefix}{name}.")
+            _check_fields(value, f"{prefix}{name}.")
 
 
 @dataclass
@@ -353,7 +343,7 @@ class TrainConfig:
             raise ConfigError(f"--algo: unknown algorithm {unknown[0]!r}; choose from {known}")
         if isinstance(self.out, str | os.PathLike):
             self.out = Path(self.out)
-        check_fields(self)  # before defaults are derived from them
+        _check_fields(self)  # before defaults are derived from them
         self.resolve_defaults()
 
     def resolve_defaults(self) -> None:
@@ -738,8 +728,4 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"config.json has unknown fields {sorted(unknown)}")
-        for f in dataclasses.fields(cls):  # those with a plain type: a hand edit, say
-            kind = type(f.default)
-            if f.name in data and f.name != "algo" and kind in (bool, int, float, str):
-                _check_type(f.name, data[f.name], kind)
-        return cls(**data, **agents)
+        return cls(**data, **agents)  # its fields' types checked (a hand edit, say)

@@ -106,9 +106,9 @@ def test_a_flipped_bit_or_an_empty_file_is_refused_not_loaded(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"seed": None}, "seed must be an integer, not null"),
-        ({"seeds": "two"}, 'seeds must be an integer, not "two"'),
-        ({"overlap": 1}, "overlap must be true or false, not 1"),
+        ({"seed": None}, "--seed must be an integer, not None"),
+        ({"seeds": "two"}, "--seeds must be an integer, not 'two'"),
+        ({"overlap": 1}, "--overlap must be True or False, not 1"),
         ({"td3": {"hidden_sizes": [16, 16]}}, r"checkpoint.pt does not fit .* size mismatch"),
     ],
 )
