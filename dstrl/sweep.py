@@ -189,7 +189,7 @@ def command(cell: Cell, args: SweepArgs) -> list[str] | None:
     options = _train_options(cell, args)
     if _finished(cell, args, options):
         return None
-    return [sys.executable, "-m", "dstrl.cli", "train", "--steps", str(args.steps), *options]
+    return [sys.executable, "-m", "dstrl", "train", "--steps", str(args.steps), *options]
 
 
 def _train_options(cell: Cell, args: SweepArgs) -> list[str]:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -263,6 +264,34 @@ def test_sigterm_to_a_run_with_environment_workers_stops_it_with_a_checkpoint(tm
     assert train(resumed, stop_after=stopped + 100) is None  # continued, then stopped again
     rows = (run / "train_metrics.csv").read_text().splitlines()
     assert int(rows[-1].split(",")[0]) == (stopped + 100) // 100 * 100
+
+
+def _handles(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler of its own for ``signum`` (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(status.split("SigCgt:")[1].split()[0], 16)
+    return bool(caught >> (signum - 1) & 1)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_command_starts_is_one_line(tmp_path, signum):
+    """Ctrl-C in the seconds its modules import printed a KeyboardInterrupt traceback, and
+    SIGTERM ended it silently with 143."""
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dstrl", "train", "--out", str(out), *TINY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not _handles(process.pid, signal.SIGTERM):  # the entry's handlers are set
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+    process.send_signal(signum)  # torch alone takes longer to import than this
+    out_text, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err == "dstrl: stopped while starting; nothing was done\n"
+    assert out_text == "" and not out.exists()
 
 
 @pytest.mark.parametrize(
