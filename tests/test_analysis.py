@@ -230,6 +230,39 @@ def test_a_damaged_evaluations_csv_is_named_not_reported_as_nan(tmp_path, last_l
     )
 
 
+@pytest.mark.parametrize(
+    "file, edit, what",
+    [
+        ("summary.json", lambda s: [s], "not a JSON object"),
+        ("summary.json", lambda s: dict(s, params={}), "its params.total"),
+        (
+            "summary.json",
+            lambda s: {**s, "flops": {**s["flops"], "run_total": "a"}},
+            "flops.run_total",
+        ),
+        (
+            "summary.json",
+            lambda s: {**s, "params": {**s["params"], "dense_total": 0}},
+            "dense_total",
+        ),
+        ("summary.json", lambda s: dict(s, diverged=[{"seed": 0}]), "its diverged list"),
+        ("config.json", lambda c: {k: v for k, v in c.items() if k != "env"}, "its env"),
+        ("config.json", lambda c: dict(c, algo=5, steps=None), "its algo, steps"),
+    ],
+)
+def test_a_hand_edited_summary_or_config_is_named(tmp_path, file, edit, what):
+    """A field the report reads, edited away, was a KeyError, TypeError or ZeroDivisionError
+    traceback; a deleted env was reported under the default task."""
+    run = tmp_path / "run"
+    synthetic_run(run, "td3", 0, [1, 2])
+    path = run / file
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    with pytest.raises(RunError, match=rf"^{path} is damaged \(.*{what}\); ") as caught:
+        write_report([run], tmp_path / "report")
+    fix = "--resume, or leave the run out" if file == "summary.json" else "or leave the run out"
+    assert str(caught.value).endswith(fix)
+
+
 def test_runs_of_one_method_on_other_evaluation_grids_are_refused(tmp_path):
     """They were two methods, td3 (eval_every=100) and td3 (eval_every=200), each its own
     baseline, where the README promises an error."""

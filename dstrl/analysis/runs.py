@@ -33,6 +33,14 @@ NOT_A_METHOD = {
     "eval_episodes",
 }
 
+# The counts of summary.json that the report divides by their dense counts.
+SUMMARY_COUNTS = [
+    ("params", "total"),
+    ("params", "dense_total"),
+    ("flops", "run_total"),
+    ("flops", "dense_run_total"),
+]
+
 
 class RunError(ValueError):
     """A set of runs cannot be analysed as asked; the message says why."""
@@ -86,11 +94,14 @@ def load_runs(path: Path) -> list[Run]:
     if not summary_path.exists():
         raise RunError(f"{path} is not finished (no summary.json); resume it or leave it out")
     try:
-        config = _complete(json.loads((path / "config.json").read_text()))
+        config = json.loads((path / "config.json").read_text())
         summary = json.loads(summary_path.read_text())
         evaluations = pd.read_csv(path / "evaluations.csv")
     except (OSError, ValueError) as error:
         raise RunError(f"{path}: cannot read its files ({error})") from error
+    _check_config(config, path)
+    _check_summary(summary, path, config["algo"])
+    config = _complete(config)
     evaluations = _numeric(evaluations, path / "evaluations.csv")
     metrics_path = path / "train_metrics.csv"
     metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
@@ -133,6 +144,67 @@ def _run(path, config, summary, evaluations, metrics, diverged=None) -> Run:
         raise RunError(f"{path}/evaluations.csv has no evaluations of an agent that finished")
     seeds = sorted(event["seed"] for event in events)
     return Run(path, config, summary, evaluations, metrics, diverged=seeds)
+
+
+def _check_config(config, path: Path) -> None:
+    """The fields of config.json that the report reads, as ``dstrl train`` writes them; a
+    RunError naming those that are not (an edit), which would fail deep in the report."""
+
+    def damaged(what: str) -> RunError:
+        return RunError(
+            f"{path}/config.json is damaged ({what}); put back the file dstrl train wrote, or "
+            "leave the run out"
+        )
+
+    if not isinstance(config, dict):
+        raise damaged("not a JSON object")
+    algos = config.get("algo")
+    algos = algos if isinstance(algos, list) else [algos]
+    fields = {
+        "env": isinstance(config.get("env"), str),
+        "algo": bool(algos) and all(isinstance(a, str) for a in algos),
+        "steps": isinstance(config.get("steps"), int) and _count(config["steps"], 1),
+        "seeds": isinstance(config.get("seeds"), int) and _count(config["seeds"], 1),
+    }
+    wrong = [name for name, good in fields.items() if not good]
+    if wrong:
+        raise damaged(f"its {', '.join(wrong)}")
+
+
+def _check_summary(summary, path: Path, algo: str | list[str]) -> None:
+    """The fields of summary.json that the report reads: which agents diverged, and each
+    algorithm's parameter and FLOP counts; a RunError naming the first that is damaged."""
+
+    def damaged(what: str) -> RunError:
+        return RunError(
+            f"{path}/summary.json is damaged ({what}); write it again with dstrl train --out "
+            f"{path} --resume, or leave the run out"
+        )
+
+    if not isinstance(summary, dict):
+        raise damaged("not a JSON object")
+    events = summary.get("diverged", [])
+    if not isinstance(events, list) or not all(
+        isinstance(e, dict) and all(_count(e.get(k), 0) for k in ("member", "seed")) for e in events
+    ):
+        raise damaged("its diverged list")
+    parts = {None: summary}
+    if isinstance(algo, list):
+        methods = summary.get("methods")
+        if not isinstance(methods, dict):
+            raise damaged("its methods")
+        parts = {a: methods.get(a) for a in algo}
+    for name, part in parts.items():
+        for section, key in SUMMARY_COUNTS:
+            counts = part.get(section) if isinstance(part, dict) else None
+            least = 1 if key.startswith("dense_") else 0  # a divisor
+            if not (isinstance(counts, dict) and _count(counts.get(key), least)):
+                where = f"methods.{name}." if name else ""
+                raise damaged(f"its {where}{section}.{key}")
+
+
+def _count(value, least: int) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= least
 
 
 def _numeric(evaluations: pd.DataFrame, csv: Path) -> pd.DataFrame:
