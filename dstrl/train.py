@@ -231,8 +231,9 @@ class Trainer:
         space = self.envs.single_action_space
         self.low, self.high = space.low, space.high
         self.middle = (self.low + self.high) / 2  # the action of a halted agent
-        self.step, self.wall, self.changed = 0, 0.0, 0
+        self.step, self.wall = 0, 0.0
         self.flops = [0] * len(config.methods)  # so far, per algorithm (all its agents)
+        self.changed = [0] * len(config.methods)  # connections, this log interval, per algorithm
         self.learning_wall, self.learning_steps = 0.0, 0  # after warm-up, evaluation excluded
         self.history: list[np.ndarray] = []
         self.last_checkpoint: int | None = None
@@ -279,7 +280,12 @@ class Trainer:
             self.step, self.wall = state["step"], state["wall_seconds"]
             flops = state["flops"]
             self.flops = list(flops) if isinstance(flops, list) else [flops]
-            self.changed = state["changed"]
+            changed = state["changed"]  # in earlier versions one number for all algorithms
+            self.changed = (
+                list(changed)
+                if isinstance(changed, list)
+                else [changed] + [0] * (len(config.methods) - 1)
+            )
             self.learning_wall = state["learning_wall"]
             self.learning_steps = state["learning_steps"]
             self.history = [np.asarray(h) for h in state["history"]]
@@ -415,7 +421,9 @@ class Trainer:
         self._count_flops("train_flops")
         if agent.last_topology_change is not None:
             change = agent.last_topology_change
-            self.changed += sum(change["actor"]) + sum(change["critic"])
+            moved = np.sum([*change["actor"], *change["critic"]], axis=0)  # per member
+            for i in range(len(self.changed)):
+                self.changed[i] += int(moved[self._block(i)].sum())
             self._costs()  # pruning changes the connection count
 
     def _log(self, steps: int, seconds: float) -> None:
@@ -426,7 +434,7 @@ class Trainer:
         row = {
             "step": self.step,
             "flops": sum(self.flops),
-            "connections_changed": self.changed,
+            "connections_changed": sum(self.changed),
             "neurons_recycled": self.agent.pop_recycled(),
             "replay_size": float(self.buffer.sizes[live].mean()),
             "env_steps_per_second": steps * self.config.members / seconds,
@@ -441,11 +449,12 @@ class Trainer:
             ok = live[block]
             values = {k: v[block][ok].mean() for k, v in per_member.items() if ok.any()}
             values.update(flops=self.flops[i], replay_size=self.buffer.sizes[block].mean())
+            values.update(connections_changed=self.changed[i])
             values.update(zip(self.layer_names, self.agent.layer_densities(block), strict=True))
             row.update({f"{k}@{algo}": float(v) for k, v in values.items()})
         self.metrics.write([row])
         self.board.scalars({f"train/{k}": v for k, v in row.items() if k != "step"}, self.step)
-        self.changed = 0
+        self.changed = [0] * len(self.changed)
 
     def _adapt_buffer(self) -> None:
         """RLx2's dynamic buffer: each agent whose policy has moved away from the noise-free
@@ -660,6 +669,7 @@ class Trainer:
             *agent.loss_names,
             "flops",
             *self.layer_names,
+            "connections_changed",
             "replay_size",
             *agent.dormant_names(),
         ]

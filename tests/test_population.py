@@ -1,6 +1,7 @@
 """Mixed-method populations: members of one stacked population that differ in method."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,9 @@ import pytest
 import torch
 from tqdm import tqdm
 
-from dstrl.analysis.report import write_report
+from dstrl.analysis.report import collect, sparse_methods, write_report
+from dstrl.analysis.runs import load_runs
+from dstrl.checkpoint import load_checkpoint, save_checkpoint
 from dstrl.config import ConfigError
 from dstrl.logs import TensorBoard
 from dstrl.train import Trainer, build_agent, train
@@ -32,8 +35,11 @@ def test_each_member_keeps_its_own_method(tmp_path):
         for w in [*agent.actor.weights, *agent.critic.weights]:
             w.mul_(torch.rand(w.shape, generator=g))
     for step in range(1, 4):
-        agent.actor_sparse.update_topology(0.3, step)
-        agent.critic_sparse.update_topology(0.3, step)
+        moved = agent.actor_sparse.update_topology(0.3, step)
+        moved += agent.critic_sparse.update_topology(0.3, step)
+        for per_row in moved:  # connections replaced, counted for each row of members
+            rows = len(per_row) // 6  # 1 for the actor, 2 for the twin critics
+            assert per_row[: 4 * rows] == [0] * 4 * rows and min(per_row[4 * rows :]) > 0
     after = _masks(agent)
     for b, a, single in zip(before, after, _masks(alone), strict=True):
         rows = b.shape[0] // 6  # 1 for the actor, 2 for the twin critics
@@ -79,6 +85,13 @@ def test_a_mixed_population_reports_each_method(tmp_path):
     assert (metrics["density/critic1@td3"] == 1.0).all()  # each method's own columns
     assert (metrics["density/critic1@ds-td3"] < 0.5).all()
     assert (metrics["flops@td3"] > metrics["flops@static-td3"]).iloc[1:].all()  # once learning
+    changed = metrics[[f"connections_changed@{algo}" for algo in MIXED]]
+    assert (changed.sum(axis=1) == metrics["connections_changed"]).all()
+    assert (changed["connections_changed@ds-td3"] > 0).any()
+    assert (changed.drop(columns="connections_changed@ds-td3") == 0).all(axis=None)
+    drawn = sparse_methods(collect(load_runs(tmp_path / "run")), "Pendulum-v1")
+    assert [r.method for r in drawn] == ["ds-td3", "static-td3"]  # not dense td3, at density 1
+    assert all("connections_changed" in r.runs[0].metrics for r in drawn)
     report = (tmp_path / "report" / "report.md").read_text()
     assert "dormant_Pendulum-v1.png" in report and "topology_Pendulum-v1.png" in report
 
@@ -145,3 +158,19 @@ def test_a_diverged_member_is_named_with_its_method(tmp_path, capsys):
     trainer._halt(np.array([False, False, True, False]), "a test", step=7)
     assert "member 2 (ds-td3, seed 0) at step 7: a test" in capsys.readouterr().err
     assert trainer.health.state_dict()[0]["method"] == "ds-td3"
+
+
+def test_a_checkpoint_that_counted_all_changes_together_resumes(tmp_path):
+    """Checkpoints of earlier versions hold one number of connections changed for all
+    algorithms: a resume counts it with the first algorithm's, and the total stays right."""
+    run = tmp_path / "run"
+    config = tiny_config(run, algo=("td3", "ds-td3"), seeds=2, density=0.3, log_every=50)
+    assert train(config, stop_after=175) is None
+    state = load_checkpoint(run)
+    assert state["changed"] == [0, 0]  # at a checkpoint between two log rows
+    save_checkpoint(dict(state, changed=7), run)
+    assert train(replace(config, resume=True)) is not None
+    metrics = pd.read_csv(run / "train_metrics.csv").set_index("step")
+    resumed = metrics.loc[200]  # ds-td3's change at update 100, and the 7
+    assert resumed["connections_changed@td3"] == 7
+    assert resumed["connections_changed"] == 7 + resumed["connections_changed@ds-td3"]

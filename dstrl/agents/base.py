@@ -111,7 +111,8 @@ class ActorCritic:
             self._online = list(self.actor.parameters()) + self._online
             self._targets = list(self.actor_target.parameters()) + self._targets
         self.updates = 0
-        self.last_topology_change: dict[str, list[int]] | None = None
+        # connections replaced by the last update's topology change, per layer and agent
+        self.last_topology_change: dict[str, list[list[int]]] | None = None
         self.halted: Tensor | None = None  # (E,) bool once a member has been halted
         self._halted_rows: dict[int, Tensor] = {}  # rows per member → the halted rows' indices
         self.halts = 0  # calls of ``halt`` so far
@@ -233,7 +234,16 @@ class ActorCritic:
         actor = self.actor_sparse.maybe_update(self.updates)
         critic = self.critic_sparse.maybe_update(self.updates)
         if actor is not None or critic is not None:
-            self.last_topology_change = {"actor": actor or [], "critic": critic or []}
+            self.last_topology_change = {
+                "actor": [self._per_agent(moved) for moved in actor or []],
+                "critic": [self._per_agent(moved) for moved in critic or []],
+            }
+
+    def _per_agent(self, rows: list[int]) -> list[int]:
+        """Counts of a layer's stacked rows (a member's twin critics are consecutive rows)
+        summed for each member."""
+        k = len(rows) // self.members
+        return [sum(rows[i * k : (i + 1) * k]) for i in range(self.members)]
 
     # ---- acting -------------------------------------------------------------------------
     def greedy(self, obs: Tensor) -> Tensor:

@@ -220,15 +220,21 @@ def plot_curves(results: list[MethodCurves], env: str, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def plot_topology(results: list[MethodCurves], env: str, path: Path) -> bool:
-    """Per-layer density and connections changed over time for the sparse methods."""
-    sparse = [
+def sparse_methods(results: list[MethodCurves], env: str) -> list[MethodCurves]:
+    """The methods on ``env`` whose logged layers were ever sparse: a dense member of a mixed
+    population logs its layers at density 1."""
+    return [
         r
         for r in results
         if r.env == env
         and r.runs[0].metrics is not None
-        and any(c.startswith("density/") for c in r.runs[0].metrics.columns)
+        and (r.runs[0].metrics.filter(regex="^density/") < 1).any(axis=None)
     ]
+
+
+def plot_topology(results: list[MethodCurves], env: str, path: Path) -> bool:
+    """Per-layer density and connections changed over time for the sparse methods."""
+    sparse = sparse_methods(results, env)
     if not sparse:
         return False
     fig = Figure(figsize=(11, 4))
@@ -241,7 +247,7 @@ def plot_topology(results: list[MethodCurves], env: str, path: Path) -> bool:
         for column in (c for c in metrics.columns if c.startswith("density/")):
             style = layer_style.setdefault(column[8:], styles[len(layer_style) % len(styles)])
             axes[0].plot(metrics["step"], metrics[column], color=color, linestyle=style)
-        if "connections_changed" in metrics:  # a mixed population counts them all together
+        if "connections_changed" in metrics:  # mixed populations of earlier versions: none
             axes[1].plot(
                 metrics["step"], metrics["connections_changed"], color=color, label=r.method
             )

@@ -194,19 +194,19 @@ class MaskedLayers:
         """Mean density of each layer over members."""
         return [m.float().mean().item() for m in self.masks]
 
-    def maybe_update(self, step: int) -> list[int] | None:
+    def maybe_update(self, step: int) -> list[list[int]] | None:
         """Run the topology rule if the schedule says so at gradient step ``step``.
 
-        Returns the number of connections replaced per layer (summed over members), or None.
+        Returns the number of connections replaced per layer and stacked row, or None.
         """
         if self.rule is None or self.schedule is None or not self.schedule.is_update_step(step):
             return None
         return self.update_topology(self.schedule.drop_fraction_at(step), step)
 
     @torch.no_grad()
-    def update_topology(self, fraction: float, step: int | None = None) -> list[int]:
+    def update_topology(self, fraction: float, step: int | None = None) -> list[list[int]]:
         """Apply the rule to every layer at once; returns connections moved (or pruned) per layer
-        (a connection dropped and regrown in the same place does not count)."""
+        and stacked row, members flattened (one dropped and regrown in place does not count)."""
         assert self.rule is not None and self.generator is not None
         if not self.weights:
             return []
@@ -239,7 +239,8 @@ class MaskedLayers:
             weight.masked_fill_(moved, 0.0)
             self._clear_optimizer_state(weight, moved)
             grown, dropped = change.grown[i], change.dropped[i]
-            replaced.append(max(int((grown & ~dropped).sum()), int((dropped & ~grown).sum())))
+            moves = torch.maximum((grown & ~dropped).sum(-1), (dropped & ~grown).sum(-1))
+            replaced.append(moves.tolist())
         return replaced
 
     @torch.no_grad()
