@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dstrl.rundir import write_atomic
+from dstrl.rundir import training_now, write_atomic
 
 CHECKPOINT = "checkpoint.pt"
 PLAIN = (torch.Tensor, int, float, str, type(None))  # bool is an int
@@ -85,6 +85,12 @@ def load_checkpoint(run_dir: Path) -> dict:
             raise CheckpointError(
                 f"{path} does not exist, but the run finished (summary.json): its results stay "
                 "readable; it cannot be resumed or extended, nor its agents evaluated or exported"
+            )
+        pid = training_now(run_dir)
+        if pid is not None:
+            raise CheckpointError(
+                f"{path} does not exist yet: the run is training (pid {pid}) and has not "
+                "reached its first checkpoint; wait for it"
             )
         raise CheckpointError(
             f"{path} does not exist: the run never reached its first checkpoint (start it "

@@ -106,6 +106,14 @@ def _forget_held_locks() -> None:
 os.register_at_fork(after_in_child=_forget_held_locks)
 
 
+def busy(run_dir: Path, pid: str) -> str:
+    """What to tell a command that wants a run directory another process is training in."""
+    return (
+        f"another dstrl process (pid {pid}) is training in {run_dir}; wait for it to end, or "
+        "choose another --out"
+    )
+
+
 @contextmanager
 def exclusive(run_dir: Path) -> Iterator[None]:
     """Hold the run directory's writer lock for the duration, or refuse at once if another
@@ -122,10 +130,7 @@ def exclusive(run_dir: Path) -> Iterator[None]:
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise RunDirError(f"cannot lock {run_dir}: {describe(error)}") from error
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise RunDirError(
-                f"another dstrl process (pid {holder}) is training in {run_dir}; wait for it to "
-                "end, or choose another --out"
-            ) from None
+            raise RunDirError(busy(run_dir, holder)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _held.add(fd)
@@ -133,6 +138,23 @@ def exclusive(run_dir: Path) -> Iterator[None]:
     finally:
         _held.discard(fd)
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def training_now(run_dir: Path) -> str | None:
+    """The pid of the process that holds ``run_dir``'s writer lock (training in it now), or
+    None. The probe takes a shared lock for an instant; a run starting in that instant is
+    refused as if another process were training, and can be started again."""
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)
+    return None
 
 
 def remove_temporaries(run_dir: Path) -> None:

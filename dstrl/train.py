@@ -49,12 +49,14 @@ from dstrl.logs import CsvLog, TensorBoard
 from dstrl.resume import check_resumed
 from dstrl.rundir import (
     RunDirError,
+    busy,
     describe,
     exclusive,
     holds_run_files,
     make_run_dir,
     refuse_foreign_files,
     remove_temporaries,
+    training_now,
     write_atomic,
 )
 from dstrl.signals import handling
@@ -112,6 +114,9 @@ def check_new_run_dir(run_dir: Path) -> None:
     """An error that says what to do unless ``run_dir`` is free for a new run: empty, or absent."""
     if not holds_run_files(run_dir):
         return
+    pid = training_now(run_dir)
+    if pid is not None:
+        raise RunDirError(busy(run_dir, pid))
     if (run_dir / CHECKPOINT).exists():
         then = "--resume to continue it"
     else:

@@ -1,6 +1,7 @@
 """Run directories under stress: full disks, bad --out, a second writer, requeued jobs."""
 
 import errno
+import json
 import os
 import re
 import resource
@@ -17,7 +18,7 @@ import torch
 from dstrl import logs
 from dstrl.cli import main
 from dstrl.logs import CsvLog
-from dstrl.rundir import RunDirError, exclusive, write_atomic
+from dstrl.rundir import RunDirError, exclusive, training_now, write_atomic
 from dstrl.train import train
 from tests.helpers import tiny_config
 
@@ -308,6 +309,47 @@ def test_a_second_process_on_the_same_run_is_refused_until_the_first_dies(tmp_pa
         holder.kill()  # a killed holder leaves no stale lock behind
         holder.wait()
     assert main(["train", *TINY, "--out", str(run), "--auto-resume"]) == 0
+
+
+def test_a_run_training_before_its_first_checkpoint_is_named_as_training(tmp_path, capsys):
+    """Asked about a run that another process is training but has not checkpointed yet, eval
+    and --resume said it never reached its first checkpoint (start it afresh with
+    --auto-resume), a new train told to pass --auto-resume, and report to resume it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(tiny_config(run).to_json()))
+    (run / "evaluations.csv").write_text("step,member,seed,return,method\n")  # as a run starts
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from dstrl.rundir import exclusive\n"
+            f"with exclusive(Path({str(run)!r})):\n    print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    training = f"the run is training (pid {holder.pid}) and has not reached its first checkpoint"
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for command, code, says in [
+            (["eval", str(run)], 2, training),
+            (["export", str(run), "--out", str(tmp_path / "p.pt")], 2, training),
+            (["train", "--out", str(run), "--resume"], 1, f"(pid {holder.pid}) is training in"),
+            (["train", *TINY, "--out", str(run)], 1, f"(pid {holder.pid}) is training in {run}"),
+            (["report", str(run), "--out", str(tmp_path / "r")], 2, f"(pid {holder.pid}); report"),
+        ]:
+            assert main(command) == code
+            assert says in _one_line(capsys.readouterr().err)
+        assert training_now(run) == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert training_now(run) is None
+    assert main(["eval", str(run)]) == 2
+    assert "never reached its first checkpoint" in _one_line(capsys.readouterr().err)
+    assert main(["train", *TINY, "--out", str(run)]) == 2
+    assert "pass --auto-resume to start it afresh" in _one_line(capsys.readouterr().err)
 
 
 def _running(pid: int) -> bool:

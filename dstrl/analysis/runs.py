@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from dstrl.config import unread_settings
+from dstrl.rundir import training_now
 
 # Configuration fields that never make two runs different methods.
 NOT_A_METHOD = {
@@ -92,6 +93,12 @@ def load_runs(path: Path) -> list[Run]:
     unfinished or damaged run is an error that names the missing file."""
     summary_path = path / "summary.json"
     if not summary_path.exists():
+        pid = training_now(path)
+        if pid is not None:
+            raise RunError(
+                f"{path} is training (pid {pid}); report on it when it has finished, or leave "
+                "it out"
+            )
         raise RunError(f"{path} is not finished (no summary.json); resume it or leave it out")
     try:
         config = json.loads((path / "config.json").read_text())
