@@ -141,8 +141,8 @@ def exclusive(run_dir: Path) -> Iterator[None]:
 
 
 def training_now(run_dir: Path) -> str | None:
-    """The pid of the process that holds ``run_dir``'s writer lock (training in it now), or
-    None. The probe takes a shared lock for an instant; a run starting in that instant is
+    """The pid of another process that holds ``run_dir``'s writer lock (training in it now),
+    or None. The probe takes a shared lock for an instant; a run starting in that instant is
     refused as if another process were training, and can be started again."""
     try:
         fd = os.open(run_dir / LOCK, os.O_RDONLY)
@@ -151,7 +151,8 @@ def training_now(run_dir: Path) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        return None if holder == str(os.getpid()) else holder
     finally:
         os.close(fd)
     return None
