@@ -87,9 +87,10 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
         check_new_run_dir(config.run_dir)
     for note in config.notes(given_options(argv)):
         print(f"dstrl: note: {note}", file=sys.stderr)
-    summary = train(config)
-    if summary is None:
-        return 130  # stopped by a signal; the checkpoint lets --resume continue
+    try:
+        summary = train(config)
+    except KeyboardInterrupt:  # after a checkpoint, which --resume continues; SIGTERM: exit 130
+        return 130
     for method in summary["methods"].values():
         final = method["final_return"]
         flops = method["flops"]["run_ratio"] or method["flops"]["train_ratio"]

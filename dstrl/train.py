@@ -173,11 +173,13 @@ def _deferred_interrupt():
 
 
 def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
-    """Run (or resume) training; returns the summary, or None if stopped before the end.
+    """Run (or resume) training; returns the summary, or None if ``stop_after`` ended the run
+    early at that step (with a checkpoint).
 
-    ``stop_after`` ends the run early at that step with a checkpoint, as an interruption would.
-    Raises ConfigError / CheckpointError for bad input, RunDirError when the run directory
-    cannot be written, DivergedError when every agent has diverged.
+    Ctrl-C and SIGTERM stop the run at a checkpoint, then raise KeyboardInterrupt or
+    SystemExit(130), so that a caller's loop of runs stops too. Raises ConfigError /
+    CheckpointError for bad input, RunDirError when the run directory cannot be written,
+    DivergedError when every agent has diverged.
     """
     if config.resume:
         check_resumed(config)  # before anything is written
@@ -203,7 +205,12 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
             print(f"dstrl: note: {note}", file=sys.stderr, flush=True)
         trainer = Trainer(config, agent, state)  # a checkpoint that does not fit fails here
         write_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2))
-        return trainer.run(stop_after)
+        summary = trainer.run(stop_after)
+    if trainer.signalled == signal.SIGINT:
+        raise KeyboardInterrupt
+    if trainer.signalled == signal.SIGTERM:
+        raise SystemExit(130)
+    return summary
 
 
 class Trainer:
@@ -242,6 +249,7 @@ class Trainer:
         self.learning_wall, self.learning_steps = 0.0, 0  # after warm-up, evaluation excluded
         self.history: list[np.ndarray] = []
         self.last_checkpoint: int | None = None
+        self.signalled: int | None = None  # the signal that stopped the loop
         mixed = self.methods if len(config.methods) > 1 else None
         self.health = Health(self.seeds, advice(config.family, config.agent.learning_rate), mixed)
         self.layer_names = _layer_names(agent)
@@ -582,6 +590,7 @@ class Trainer:
                 self.bar.update(1)
             if self.step != self.last_checkpoint:  # not a finished run's rerun
                 self._checkpoint(started)
+            self.signalled = interrupted[0] if interrupted else None
 
     # ---- failures -----------------------------------------------------------------------
     def _resume_command(self) -> str:

@@ -2,14 +2,18 @@
 
 import csv
 import json
+import os
+import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from dstrl.agents.sac import SACConfig
+from dstrl.checkpoint import load_checkpoint
 from dstrl.config import ConfigError
-from dstrl.train import train
+from dstrl.train import Trainer, train
 from tests.helpers import RLX2_TINY, assert_same, tiny_config
 
 
@@ -316,3 +320,31 @@ def test_train_runs_in_a_thread_of_its_own(tmp_path):
     thread.start()
     thread.join(timeout=300)
     assert results and results[0]["steps"] == 400
+
+
+@pytest.mark.parametrize(
+    "signum, stops", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)]
+)
+def test_a_signal_stops_a_loop_of_runs_in_python(tmp_path, monkeypatch, signum, stops):
+    """train() returned None on Ctrl-C or SIGTERM, so a caller's loop of runs went on to the next
+    run: now it raises after the checkpoint, as the signal would have without it."""
+    log = Trainer._log
+
+    def signalled(self, *args):
+        log(self, *args)
+        if self.step == 200:
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(Trainer, "_log", signalled)
+    started = []
+    with pytest.raises(stops) as caught:
+        for seed in range(3):
+            started.append(seed)
+            train(tiny_config(tmp_path / f"seed{seed}", seed=seed))
+    assert started == [0]
+    if stops is SystemExit:
+        assert caught.value.code == 130
+    assert load_checkpoint(tmp_path / "seed0")["step"] == 200
+    monkeypatch.setattr(Trainer, "_log", log)
+    resumed = train(replace(tiny_config(tmp_path / "seed0"), resume=True))
+    assert resumed is not None and resumed["steps"] == 400
