@@ -15,6 +15,7 @@ layers were computed by their connections (``--sparse-kernels``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -97,7 +98,9 @@ class Policy:
         tensors.update({f"mask.{i}": m for i, m in self.masks.items()})
         tensors.update(action_low=self.action_low, action_high=self.action_high)
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        return save(tensors, metadata={"format": FORMAT, "metadata": json.dumps(self.metadata)})
+        metadata = json.dumps(self.metadata)
+        header = {"format": FORMAT, "metadata": metadata, "sha256": _digest(tensors, metadata)}
+        return save(tensors, metadata=header)
 
     @torch.no_grad()
     def __call__(self, obs) -> np.ndarray:
@@ -150,6 +153,9 @@ def load_policy(path: str | Path, member: int | None = None) -> Policy:
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise PolicyError(f"{path} is an incomplete dstrl policy (missing {error})") from error
     damage = _damage(policy)
+    if damage is None and "sha256" in header:  # files of earlier versions carry none
+        if _digest(tensors, header["metadata"]) != header["sha256"]:
+            damage = "its contents no longer match their checksum"
     if damage:
         raise PolicyError(f"{path} is a damaged dstrl policy: {damage}; export it again")
     if member is not None and not isinstance(member, int):
@@ -158,6 +164,17 @@ def load_policy(path: str | Path, member: int | None = None) -> Policy:
 
 
 HEADS = {"tanh": 1, "squashed-gaussian-mean": 2}  # outputs per action dimension
+
+
+def _digest(tensors: dict[str, Tensor], metadata: str) -> str:
+    """SHA-256 of a policy's tensors (names, types, shapes and bytes) and metadata: a flipped
+    bit in a weight would otherwise load without a word, as a slightly different policy."""
+    digest = hashlib.sha256(metadata.encode())
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)}".encode())
+        digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _damage(policy: Policy) -> str | None:
@@ -256,11 +273,20 @@ def _check_out(out: Path) -> None:
     there (a run's checkpoint or logs, say) is not replaced."""
     if not out.name or out.is_dir():
         raise PolicyError(f"--out {out} must name a file, e.g. {out / 'policy.safetensors'}")
-    if out.exists():
-        try:
-            load_policy(out)
-        except PolicyError as error:
-            raise PolicyError(
-                f"{out} exists and is not a dstrl policy, so it is not replaced: choose another "
-                "--out, or delete it first"
-            ) from error
+    if out.exists() and not _written_by_export(out):
+        raise PolicyError(
+            f"{out} exists and is not a dstrl policy, so it is not replaced: choose another "
+            "--out, or delete it first"
+        )
+
+
+def _written_by_export(path: Path) -> bool:
+    """Whether ``path`` is a policy file by its header, damaged or not (replaced by a new
+    export, as the error that names the damage advises)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, "pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError, ValueError):
+        return False

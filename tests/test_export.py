@@ -103,10 +103,12 @@ def test_a_mixed_population_exports_under_its_algorithms_names(tmp_path, capsys)
 
 
 def _policy_with(source, target, **changes):
-    """A copy of the policy file ``source`` with its header's metadata changed."""
+    """A copy of the policy file ``source`` with its header's metadata changed, as made by
+    hand: with no checksum."""
     with safe_open(source, "pt") as f:
         header, tensors = f.metadata(), {name: f.get_tensor(name) for name in f.keys()}
     metadata = dict(json.loads(header["metadata"]), **changes)
+    header = {k: v for k, v in header.items() if k != "sha256"}
     save_file(tensors, target, dict(header, metadata=json.dumps(metadata)))
     return target
 
@@ -154,6 +156,28 @@ def test_a_policy_file_cannot_make_eval_import_a_module(tmp_path, capsys):
     assert main(["eval", str(planted)]) == 2
     out, err = capsys.readouterr()
     assert "Zen of Python" not in out and "unknown environment 'this:Pendulum-v1'" in err
+
+
+@pytest.mark.parametrize("where", ["weight", "metadata"])
+def test_a_policy_file_damaged_after_export_is_refused(tmp_path, capsys, where):
+    """A flipped bit in a weight, or a changed byte in the metadata, loaded without a word: as
+    another policy, or one of another task."""
+    run, policy = tmp_path / "run", tmp_path / "p.safetensors"
+    train(tiny_config(run, steps=200))
+    assert main(["export", str(run), "--out", str(policy)]) == 0
+    data = bytearray(policy.read_bytes())
+    length = int.from_bytes(data[:8], "little")
+    if where == "weight":
+        start, end = json.loads(data[8 : 8 + length])["weight.1"]["data_offsets"]
+        data[8 + length + (start + end) // 2] ^= 0x04  # a low bit of a float32
+    else:
+        data[: 8 + length] = data[: 8 + length].replace(b"Pendulum-v1", b"Pendulum-v0")
+    policy.write_bytes(data)
+    assert main(["eval", str(policy)]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(": its contents no longer match their checksum; export it again\n")
+    assert main(["export", str(run), "--out", str(policy)]) == 0  # and an export mends it
+    assert main(["eval", str(policy), "--episodes", "1"]) == 0
 
 
 @pytest.mark.parametrize(
