@@ -181,6 +181,14 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     CheckpointError for bad input, RunDirError when the run directory cannot be written,
     DivergedError when every agent has diverged.
     """
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, stop_after)
+    finally:
+        torch.set_num_threads(threads)  # the caller's, which the run's --threads replaced
+
+
+def _train(config: TrainConfig, stop_after: int | None) -> dict | None:
     if config.resume:
         check_resumed(config)  # before anything is written
     agent = build_agent(config)

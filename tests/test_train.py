@@ -348,3 +348,14 @@ def test_a_signal_stops_a_loop_of_runs_in_python(tmp_path, monkeypatch, signum, 
     monkeypatch.setattr(Trainer, "_log", log)
     resumed = train(replace(tiny_config(tmp_path / "seed0"), resume=True))
     assert resumed is not None and resumed["steps"] == 400
+
+
+def test_train_gives_back_the_callers_thread_count(tmp_path):
+    """A run sets torch's threads to its --threads; a notebook's torch stayed at 1 after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(tiny_config(tmp_path / "run", threads=1, steps=200))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
