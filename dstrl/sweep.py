@@ -13,17 +13,20 @@ torch thread. Ray is optional: ``pip install -e '.[ray]'``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import redirect_stderr, redirect_stdout, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -39,6 +42,7 @@ from dstrl.config import (
     runs_apart,
 )
 from dstrl.resume import resume_config
+from dstrl.rundir import exclusive, make_run_dir
 from dstrl.signals import handling
 
 # Options that the sweep sets itself for every run.
@@ -121,16 +125,31 @@ def plan(args: SweepArgs) -> list[Cell]:
         raise ConfigError(f"--workers must be positive, got {args.workers}")
     if not args.envs or not args.algos:
         raise ConfigError("give at least one --envs and one --algos")
-    extra = shlex.split(args.train_args)
-    clash = sorted({a.split("=")[0] for a in extra} & RESERVED)
+    for name, values in (("--envs", args.envs), ("--algos", args.algos)):
+        twice = next((v for v in values if values.count(v) > 1), None)
+        if twice is not None:
+            raise ConfigError(f"{name} gives {twice} twice; give each once")
+    if args.address is not None and args.backend != "ray":
+        raise ConfigError("--address is a Ray cluster's: give it with --backend ray")
+    if args.address is not None:
+        _check_reachable(args.address)
+    extra = _extra(args)
+    given = {a.split("=")[0].replace("--no-", "--", 1) for a in extra if a.startswith("--")}
+    clash = sorted(given & RESERVED)
     if clash:
         raise ConfigError(f"--train-args cannot set {', '.join(clash)}: the sweep sets them")
+    printed = io.StringIO()  # tyro prints its error in a box: its first line is said here
     try:  # the same parser as dstrl train, so a typo fails now and not in every run
-        tyro.cli(TrainConfig, args=extra, console_outputs=False)
+        with redirect_stderr(printed), redirect_stdout(printed):
+            _, unknown = tyro.cli(TrainConfig, args=extra, return_unknown_args=True)
     except SystemExit as error:
+        why = _first_paragraph(printed.getvalue())
         raise ConfigError(
             f"--train-args {args.train_args!r} is not valid for dstrl train"
+            + (f": {why}" if why else "")
         ) from error
+    if unknown:
+        raise ConfigError(f"--train-args: dstrl train has no option {unknown[0]}")
     from dstrl.data.envs import EnvError, check_env
 
     for env in args.envs:
@@ -138,17 +157,39 @@ def plan(args: SweepArgs) -> list[Cell]:
             check_env(env)
         except EnvError as error:
             raise ConfigError(str(error)) from error
-    packed = args.pack == "on" or (args.pack == "auto" and args.device != "cpu")
+    packed = args.pack == "on" or (args.pack == "auto" and check_device(args.device).type != "cpu")
     for env in args.envs:
         _refuse_other_layout(args.out / env, args.algos, packed)
     if packed:
-        return [cell for env in args.envs for cell in _populations(env, args)]
-    return [
-        Cell(env, (algo,), seed, args.out / env / algo / f"seed{seed}")
-        for env in args.envs
-        for algo in args.algos
-        for seed in range(args.seed, args.seed + args.seeds)
-    ]
+        cells = [cell for env in args.envs for cell in _populations(env, args)]
+    else:
+        cells = [
+            Cell(env, (algo,), seed, args.out / env / algo / f"seed{seed}")
+            for env in args.envs
+            for algo in args.algos
+            for seed in range(args.seed, args.seed + args.seeds)
+        ]
+    checked = set()
+    for cell in cells:  # what every run of an (env, algorithms) would fail on: seeds change none
+        if (cell.env, cell.algos) not in checked:
+            checked.add((cell.env, cell.algos))
+            options = ["--steps", str(args.steps), *_train_options(cell, args)]
+            try:
+                tyro.cli(TrainConfig, args=options, console_outputs=False).validate()
+            except ConfigError as error:
+                raise ConfigError(f"{' '.join(cell.algos)} on {cell.env}: {error}") from error
+    return cells
+
+
+def _first_paragraph(box: str) -> str:
+    """The first paragraph of the text in a box that tyro printed, under its title."""
+    lines = [line.strip().strip("│╭╮╰╯").strip() for line in box.splitlines()]
+    words: list[str] = []
+    for line in lines[2:] if len(lines) > 2 else lines:  # title, rule
+        if words and (not line or set(line) <= set("─-")):
+            break
+        words += line.split()
+    return " ".join(words)
 
 
 def _refuse_other_layout(grid: Path, algos: tuple[str, ...], packed: bool) -> None:
@@ -211,8 +252,16 @@ def _train_options(cell: Cell, args: SweepArgs) -> list[str]:
         str(cell.seeds),
         "--device",
         args.device,
-        *shlex.split(args.train_args),
+        *_extra(args),
     ]
+
+
+def _extra(args: SweepArgs) -> list[str]:
+    """--train-args, split as a shell splits them."""
+    try:
+        return shlex.split(args.train_args)
+    except ValueError as error:  # an unclosed quote
+        raise ConfigError(f"--train-args {args.train_args!r}: {error}") from error
 
 
 def _finished(cell: Cell, args: SweepArgs, options: list[str]) -> bool:
@@ -223,6 +272,8 @@ def _finished(cell: Cell, args: SweepArgs, options: list[str]) -> bool:
         return False
     try:
         steps = json.loads(summary.read_text())["steps"]
+        if not isinstance(steps, int) or isinstance(steps, bool):
+            raise TypeError(f"its steps are {steps!r}")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(
             f"{summary} cannot be read ({error}); delete it, and the sweep finishes that run "
@@ -235,57 +286,41 @@ def _finished(cell: Cell, args: SweepArgs, options: list[str]) -> bool:
 
 
 STOPPED = (130, -signal.SIGTERM, -signal.SIGINT)  # a run stopped by a signal (before it began)
+Ended = tuple[int, str, float]  # a run's exit code, last lines of stderr, and seconds
 
 
-def execute(
-    cmd: list[str], started: Callable[[subprocess.Popen], None] | None = None
-) -> tuple[int, str, float]:
-    """Run one training process; (exit code, the last lines it wrote to stderr, seconds).
-    ``started`` is given the process once it runs."""
+def execute(cmd: list[str], stopped: Callable[[], bool] = lambda: False) -> Ended | None:
+    """Run one training process; (exit code, the last lines it wrote to stderr, seconds), or
+    None if the sweep was stopped before it began. Once ``stopped()`` is true (it is asked
+    every second), the process is sent SIGTERM, so that it stops at a checkpoint."""
+    if stopped():
+        return None
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     began = time.monotonic()
     with subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
     ) as process:
-        if started is not None:
-            started(process)
-        _, stderr = process.communicate()
+        while True:
+            with suppress(subprocess.TimeoutExpired):
+                _, stderr = process.communicate(timeout=1.0)
+                break
+            if stopped():
+                process.send_signal(signal.SIGTERM)
+                _, stderr = process.communicate()
+                break
     tail = [line for line in stderr.splitlines() if line.strip()][-3:]
     return process.returncode, " | ".join(tail), time.monotonic() - began
-
-
-class _Running:
-    """A local sweep's training processes. Once the sweep is stopped (Ctrl-C, SIGTERM), each is
-    sent SIGTERM, so it stops at a checkpoint, and no more start."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.processes: list[subprocess.Popen] = []
-        self.stopping = False
-
-    def execute(self, cmd: list[str]) -> tuple[int, str, float] | None:
-        """``execute``, or None if the sweep was stopped first."""
-        with self.lock:
-            if self.stopping:
-                return None
-        return execute(cmd, self._started)
-
-    def _started(self, process: subprocess.Popen) -> None:
-        with self.lock:
-            self.processes.append(process)
-            if self.stopping:  # stopped while it was being started
-                process.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        with self.lock:
-            self.stopping = True
-            for process in self.processes:
-                process.send_signal(signal.SIGTERM)  # nothing for one that has ended
 
 
 def _outcome(cell: Cell, code: int, error: str, seconds: float) -> str:
     if code in STOPPED:
         return f"stopped {cell.name} by a signal ({seconds:.0f} s)"
+    if code < 0:  # ended by a signal it could not handle
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
+        cause = " (out of memory?)" if code == -signal.SIGKILL else ""
+        error = f"killed by {name}{cause}; its last checkpoint is kept" + (
+            f" | {error}" if error else ""
+        )
     if code != 0:
         return f"FAILED {cell.name} (exit {code}): {error or 'no message'}"
     summary = json.loads((cell.path / "summary.json").read_text())
@@ -297,8 +332,15 @@ def _outcome(cell: Cell, code: int, error: str, seconds: float) -> str:
 
 
 def run_sweep(args: SweepArgs) -> int:
-    """Run the grid; prints a line per run as it finishes. Exit code 0 when all succeeded."""
+    """Run the grid; prints a line per run as it finishes. Exit code 0 when all succeeded.
+    One sweep at a time works in --out: two would start the same runs."""
     cells = plan(args)
+    make_run_dir(args.out)
+    with exclusive(args.out):
+        return _sweep(args, cells)
+
+
+def _sweep(args: SweepArgs, cells: list[Cell]) -> int:
     todo = []
     for cell in cells:
         cmd = command(cell, args)
@@ -314,12 +356,9 @@ def run_sweep(args: SweepArgs) -> int:
     # while runs go on, SIGTERM to the sweep alone (kill) stops them as Ctrl-C to its whole
     # process group does, instead of leaving them to train on with nobody to wait for them
     with handling([signal.SIGTERM], signal.default_int_handler):
-        codes = runner(todo, workers, args.address)
-    if codes["failed"] or codes["stopped"]:
-        said = [f"{codes['failed']} run(s) failed"] if codes["failed"] else []
-        said += [f"{codes['stopped']} stopped by a signal"] if codes["stopped"] else []
-        fix = "fix the cause and rerun" if codes["failed"] else "rerun"
-        print(f"{' and '.join(said)}; {fix} the same command to continue")
+        ended = runner(todo, workers, args.address)
+    if ended["failed"] or ended["stopped"]:
+        print(_unfinished(ended))
         return 1
     if args.report:
         from dstrl.analysis.report import write_report
@@ -329,11 +368,25 @@ def run_sweep(args: SweepArgs) -> int:
     return 0
 
 
-def _run_local(todo: list[tuple[Cell, list[str]]], workers: int, address: str | None) -> Counter:
-    running = _Running()
-    codes: Counter = Counter()
+def _unfinished(ended: dict[str, list[Cell]]) -> str:
+    """The sweep's last line when some runs did not finish: which, and what to do."""
+    failed, stopped = ended["failed"], ended["stopped"]
+    names = ", ".join(c.name for c in failed[:5]) + (
+        f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    )
+    said = [f"{len(failed)} run(s) failed ({names})"] if failed else []
+    said += [f"{len(stopped)} stopped by a signal"] if stopped else []
+    fix = "fix the cause and rerun" if failed else "rerun"
+    return f"{' and '.join(said)}; {fix} the same command to continue"
+
+
+def _run_local(
+    todo: list[tuple[Cell, list[str]]], workers: int, address: str | None
+) -> dict[str, list[Cell]]:
+    stop = threading.Event()  # set when the sweep is stopped (Ctrl-C, SIGTERM)
+    ended: dict[str, list[Cell]] = defaultdict(list)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(running.execute, cmd): cell for cell, cmd in todo}
+        futures = {pool.submit(execute, cmd, stop.is_set): cell for cell, cmd in todo}
         reported = 0
 
         def report(future: Future) -> None:
@@ -341,7 +394,7 @@ def _run_local(todo: list[tuple[Cell, list[str]]], workers: int, address: str | 
             result = None if future.cancelled() else future.result()
             if result is None:
                 return  # never started
-            codes[_kind(result[0])] += 1
+            ended[_kind(result[0])].append(futures[future])
             reported += 1
             print(f"[{reported}/{len(todo)}] {_outcome(futures[future], *result)}", flush=True)
 
@@ -351,20 +404,24 @@ def _run_local(todo: list[tuple[Cell, list[str]]], workers: int, address: str | 
                 pending.discard(future)
                 report(future)
         except KeyboardInterrupt:  # stop the runs at their checkpoints, then say so
-            running.stop()
+            stop.set()
             for future in pending:
                 future.cancel()
             for future in as_completed(pending):
                 report(future)
+            if ended["failed"]:  # the interruption's line says nothing of them
+                print(_unfinished(ended), flush=True)
             raise
-    return codes
+    return ended
 
 
 def _kind(code: int) -> str:
     return "done" if code == 0 else "stopped" if code in STOPPED else "failed"
 
 
-def _run_ray(todo: list[tuple[Cell, list[str]]], workers: int, address: str | None) -> Counter:
+def _run_ray(
+    todo: list[tuple[Cell, list[str]]], workers: int, address: str | None
+) -> dict[str, list[Cell]]:
     try:
         import ray
     except ImportError as error:
@@ -373,17 +430,67 @@ def _run_ray(todo: list[tuple[Cell, list[str]]], workers: int, address: str | No
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     else:
         ray.init(address=address, log_to_driver=False)
+    ended: dict[str, list[Cell]] = defaultdict(list)
+
+    @ray.remote(num_cpus=0)
+    class Flag:
+        """Set once the sweep is stopped; its tasks ask it every second."""
+
+        def __init__(self) -> None:
+            self.value = False
+
+        def set(self) -> None:
+            self.value = True
+
+        def get(self) -> bool:
+            return self.value
+
+    @ray.remote(num_cpus=1)
+    def task(cmd: list[str], flag) -> Ended | None:
+        # a future's wait: a task blocked in ray.get or ray.wait lends its CPU to another
+        return execute(cmd, lambda: flag.get.remote().future().result())
+
+    def report(ref) -> None:
+        cell, result = futures.pop(ref), ray.get(ref)
+        if result is None:
+            return  # never started
+        ended[_kind(result[0])].append(cell)
+        print(
+            f"[{sum(map(len, ended.values()))}/{len(todo)}] {_outcome(cell, *result)}", flush=True
+        )
+
+    # Ray's own SIGTERM handler aborts the driver with a stack dump, its runs killed
+    with handling([signal.SIGTERM], signal.default_int_handler):
+        try:
+            flag = Flag.remote()
+            futures = {task.remote(cmd, flag): cell for cell, cmd in todo}
+            try:
+                while futures:
+                    # a wait with a timeout: signals reach Python only between the waits
+                    for ref in ray.wait(list(futures), num_returns=1, timeout=1.0)[0]:
+                        report(ref)
+            except KeyboardInterrupt:  # each running task stops its run at a checkpoint
+                ray.get(flag.set.remote())
+                while futures:
+                    report(ray.wait(list(futures), num_returns=1)[0][0])
+                if ended["failed"]:
+                    print(_unfinished(ended), flush=True)
+                raise
+            return ended
+        finally:
+            ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """ConfigError unless a Ray cluster's ``host:port`` answers: ``ray.init`` retries an
+    unreachable one for ever, deaf to SIGTERM."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
     try:
-        remote = ray.remote(num_cpus=1)(execute)
-        futures = {remote.remote(cmd): cell for cell, cmd in todo}
-        codes: Counter = Counter()
-        while futures:
-            ready, _ = ray.wait(list(futures), num_returns=1)
-            cell = futures.pop(ready[0])
-            code, error, seconds = ray.get(ready[0])
-            codes[_kind(code)] += 1
-            outcome = _outcome(cell, code, error, seconds)
-            print(f"[{sum(codes.values())}/{len(todo)}] {outcome}", flush=True)
-        return codes
-    finally:
-        ray.shutdown()
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as error:
+        raise ConfigError(
+            f"--address {address}: no Ray cluster answers there ({error}); start one (ray "
+            "start --head) or leave --address out for a local Ray runtime"
+        ) from error

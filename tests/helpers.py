@@ -1,5 +1,7 @@
 """Tiny training configurations that run in seconds, and what tests compare runs with."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -78,3 +80,19 @@ def assert_same(a, b):
             assert_same(x, y)
     else:
         assert a == b
+
+
+def lock_holder(run: Path) -> subprocess.Popen:
+    """Another process, holding ``run``'s writer lock for a minute, as a training run does."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from pathlib import Path; from dstrl.rundir import exclusive\n"
+            f"with exclusive(Path({str(run)!r})):\n    print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    return holder

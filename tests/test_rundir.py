@@ -20,7 +20,7 @@ from dstrl.cli import main
 from dstrl.logs import CsvLog
 from dstrl.rundir import RunDirError, exclusive, training_now, write_atomic
 from dstrl.train import train
-from tests.helpers import tiny_config
+from tests.helpers import lock_holder, tiny_config
 
 TINY = ["--env", "Pendulum-v1", "--steps", "400", "--start-steps", "100", "--eval-every", "200"]
 TINY += ["--eval-episodes", "1", "--checkpoint-every", "100", "--update-period", "50"]
@@ -287,26 +287,10 @@ def test_a_new_run_in_a_directory_of_other_files_is_refused_before_any_note(tmp_
     assert "choose another --out" in line and (tmp_path / "notes.txt").exists()
 
 
-def _lock_holder(run: Path) -> subprocess.Popen:
-    """Another process, holding ``run``'s writer lock for a minute, as a training run does."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from dstrl.rundir import exclusive\n"
-            f"with exclusive(Path({str(run)!r})):\n    print('locked', flush=True); time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "locked"
-    return holder
-
-
 def test_a_second_process_on_the_same_run_is_refused_until_the_first_dies(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    holder = _lock_holder(run)
+    holder = lock_holder(run)
     try:
         assert main(["train", *TINY, "--out", str(run), "--auto-resume"]) == 1
         line = _one_line(capsys.readouterr().err)
@@ -325,7 +309,7 @@ def test_a_run_training_before_its_first_checkpoint_is_named_as_training(tmp_pat
     run.mkdir()
     (run / "config.json").write_text(json.dumps(tiny_config(run).to_json()))
     (run / "evaluations.csv").write_text("step,member,seed,return,method\n")  # as a run starts
-    holder = _lock_holder(run)
+    holder = lock_holder(run)
     training = f"the run is training (pid {holder.pid}) and has not reached its first checkpoint"
     try:
         for command, code, says in [

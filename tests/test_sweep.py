@@ -11,7 +11,9 @@ import pytest
 
 from dstrl import cli
 from dstrl import sweep as sweep_module
+from dstrl.checkpoint import load_checkpoint
 from dstrl.sweep import Cell, execute
+from tests.helpers import lock_holder
 
 TRAIN_ARGS = (
     "--start-steps 100 --eval-every 100 --eval-episodes 1 --td3.hidden-sizes 32 32 "
@@ -209,3 +211,109 @@ def test_an_interrupted_sweep_says_how_to_continue(tmp_path, monkeypatch, capsys
     assert capsys.readouterr().err == (
         "dstrl: interrupted; rerun the same command to continue it\n"
     )
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        (["--envs", "Pendulum-v1", "Pendulum-v1"], "--envs gives Pendulum-v1 twice"),
+        (["--algos", "td3", "td3"], "--algos gives td3 twice"),
+        (["--address", "1.2.3.4:6379"], "--address is a Ray cluster's: give it with --backend ray"),
+        (["--train-args=--no-auto-resume"], "--train-args cannot set --auto-resume"),
+        (["--train-args=--bogus 1"], "--train-args: dstrl train has no option --bogus"),
+        (['--train-args=--eval-every "100'], "No closing quotation"),
+        (["--train-args=--grow magic"], "invalid choice 'magic' for argument '--grow'"),
+        (["--algos", "prune-td3", "--steps", "300"], "prune-td3 on Pendulum-v1: pruning from"),
+        (["--backend", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers there"),
+    ],
+)
+def test_a_sweep_that_every_run_would_fail_is_one_line_before_any_run(
+    tmp_path, capsys, options, says
+):
+    """Each was a traceback, a failure per run, or (an unreachable Ray address) a wait for
+    ever, deaf to SIGTERM; grids with a duplicate trained one run twice at once."""
+    out = tmp_path / "grid"
+    assert cli.main(["sweep", "--envs", "Pendulum-v1", "--out", str(out), *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dstrl: error: ") and err.count("\n") == 1 and says in err
+    assert not out.exists()
+
+
+def test_a_sweep_refuses_an_out_that_another_sweep_works_in(tmp_path, capsys):
+    """Two sweeps of one grid at once started the same runs, and each reported the other's
+    as failures ("already holds a run; pass --auto-resume")."""
+    out = tmp_path / "grid"
+    out.mkdir()
+    holder = lock_holder(out)
+    try:
+        assert cli.main(["sweep", "--envs", "Pendulum-v1", "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert f"another dstrl process (pid {holder.pid}) is training in {out}" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert list(out.iterdir()) == [out / ".lock"]  # no run was started
+
+
+def test_a_summary_whose_steps_are_not_a_number_is_one_line(tmp_path):
+    cell = Cell("Pendulum-v1", ("td3",), 0, tmp_path / "run")
+    cell.path.mkdir()
+    (cell.path / "summary.json").write_text(json.dumps({"steps": "300"}))
+    args = sweep_module.SweepArgs(envs=("Pendulum-v1",), algos=("td3",), steps=300)
+    with pytest.raises(sweep_module.ConfigError, match=r"cannot be read \(its steps are '300'\)"):
+        sweep_module.command(cell, args)
+
+
+def test_a_run_killed_by_the_system_and_the_failed_runs_are_named():
+    assert sweep_module._outcome(CELL, -signal.SIGKILL, "", 2.0) == (
+        "FAILED Pendulum-v1 td3 seed 0 (exit -9): killed by SIGKILL (out of memory?); its last "
+        "checkpoint is kept"
+    )
+    failed = [Cell("Pendulum-v1", ("td3",), seed, None) for seed in range(7)]
+    assert sweep_module._unfinished({"failed": failed, "stopped": failed[:1]}) == (
+        "7 run(s) failed (Pendulum-v1 td3 seed 0, Pendulum-v1 td3 seed 1, Pendulum-v1 td3 seed "
+        "2, Pendulum-v1 td3 seed 3, Pendulum-v1 td3 seed 4 and 2 more) and 1 stopped by a "
+        "signal; fix the cause and rerun the same command to continue"
+    )
+
+
+def test_a_stopped_sweep_stops_each_run_with_sigterm_and_starts_none():
+    """The one mechanism of both backends: a stop asked for between the runs' one-second
+    waits."""
+    run = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(130))\n"
+    run += "print('stopping', file=sys.stderr); time.sleep(60)"
+    began = time.monotonic()
+    asked = iter([False, True])
+    code, error, seconds = execute([sys.executable, "-c", run], lambda: next(asked, True))
+    assert code == 130 and error == "stopping" and time.monotonic() - began < 10
+    assert execute([sys.executable, "-c", run], lambda: True) is None  # never started
+
+
+def test_a_cpu_device_by_index_is_not_packed(tmp_path):
+    """--device cpu:0 was packed as a GPU is, and --device cpu then refused the grid."""
+    args = sweep_module.SweepArgs(envs=("Pendulum-v1",), algos=("td3",), device="cpu:0")
+    assert [c.seeds for c in sweep_module.plan(args)] == [1, 1, 1]
+
+
+def test_sigterm_to_a_ray_sweep_stops_its_runs_at_checkpoints(tmp_path):
+    """Ray's own handler aborted the driver with a stack dump (exit 134) and its runs were
+    killed, losing the steps since their last checkpoint; Ctrl-C killed them too."""
+    pytest.importorskip("ray", reason="Ray is installed with the dev extra")
+    out = tmp_path / "grid"
+    process = sweep(out, "--backend", "ray", "--workers", "2", steps=100_000, popen=True)
+    first = cells(out)[0]
+    deadline = time.time() + 180
+    while not (first / "checkpoint.pt").exists():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.endswith("dstrl: interrupted; rerun the same command to continue it\n")
+    stopped = [line for line in stdout.splitlines() if "by a signal" in line]
+    assert len(stopped) == 2, stdout  # the two running; the other two never started
+    started = [cell for cell in cells(out) if cell.exists()]
+    assert len(started) == 2
+    for cell in started:  # each checkpointed when it stopped: no step is lost
+        rows = (cell / "evaluations.csv").read_text().split()[1:]
+        assert load_checkpoint(cell)["step"] >= max(int(row.split(",")[0]) for row in rows)
