@@ -162,6 +162,8 @@ def plan(args: SweepArgs) -> list[Cell]:
         _refuse_other_layout(args.out / env, args.algos, packed)
     if packed:
         cells = [cell for env in args.envs for cell in _populations(env, args)]
+        for cell in cells:
+            _refuse_other_members(cell)
     else:
         cells = [
             Cell(env, (algo,), seed, args.out / env / algo / f"seed{seed}")
@@ -219,6 +221,24 @@ def _populations(env: str, args: SweepArgs) -> list[Cell]:
         path = args.out / env / PACKED / family
         cells.append(Cell(env, tuple(algos), args.seed, path, args.seeds))
     return cells
+
+
+def _refuse_other_members(cell: Cell) -> None:
+    """ConfigError if the population in ``cell.path`` has other members than ``cell`` asks for
+    (other algorithms or seeds): a population cannot change them, so a resume's advice (give
+    the saved values or leave them out) could not be followed."""
+    try:
+        saved = json.loads((cell.path / "config.json").read_text())
+        algos = saved["algo"] if isinstance(saved["algo"], list) else [saved["algo"]]
+        members = Cell(cell.env, tuple(algos), saved["seed"], cell.path, saved["seeds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # none yet, or damaged: the run says so itself
+    if (members.algos, members.seed, members.seeds) != (cell.algos, cell.seed, cell.seeds):
+        raise ConfigError(
+            f"{cell.path} trains {members.name.removeprefix(cell.env + ' ')} as one population, "
+            f"which cannot change its members to {cell.name.removeprefix(cell.env + ' ')}: sweep "
+            "other algorithms or seeds into another --out"
+        )
 
 
 def command(cell: Cell, args: SweepArgs) -> list[str] | None:
@@ -363,7 +383,7 @@ def _sweep(args: SweepArgs, cells: list[Cell]) -> int:
     if args.report:
         from dstrl.analysis.report import write_report
 
-        write_report([args.out], args.out / "report")
+        write_report([cell.path for cell in cells], args.out / "report")  # this grid's runs
         print(f"report: {args.out / 'report' / 'report.md'}")
     return 0
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -317,3 +318,33 @@ def test_sigterm_to_a_ray_sweep_stops_its_runs_at_checkpoints(tmp_path):
     for cell in started:  # each checkpointed when it stopped: no step is lost
         rows = (cell / "evaluations.csv").read_text().split()[1:]
         assert load_checkpoint(cell)["step"] >= max(int(row.split(",")[0]) for row in rows)
+
+
+def test_a_population_cannot_take_other_members(tmp_path):
+    """Adding seeds to a packed grid was refused with a resume's advice, "give the saved values
+    or leave them out", which fails the same way."""
+    population = tmp_path / "grid" / "Pendulum-v1" / "packed" / "td3"
+    population.mkdir(parents=True)
+    saved = {"algo": ["td3", "ds-td3"], "env": "Pendulum-v1", "seed": 0, "seeds": 2}
+    (population / "config.json").write_text(json.dumps(saved))
+    args = sweep_module.SweepArgs(
+        envs=("Pendulum-v1",), algos=("td3", "ds-td3"), seeds=3, out=tmp_path / "grid", pack="on"
+    )
+    with pytest.raises(sweep_module.ConfigError) as caught:
+        sweep_module.plan(args)
+    assert str(caught.value) == (
+        f"{population} trains td3 ds-td3 seeds 0-1 as one population, which cannot change its "
+        "members to td3 ds-td3 seeds 0-2: sweep other algorithms or seeds into another --out"
+    )
+    assert len(sweep_module.plan(replace(args, seeds=2))) == 1
+
+
+def test_the_report_of_a_sweep_is_of_its_own_grid(tmp_path):
+    """It reported every run under --out: extending a part of a grid failed on the runs left
+    out ("different step budgets"), after every run had finished."""
+    out = tmp_path / "grid"
+    assert sweep(out, "--seeds", "1", steps=200).returncode == 0
+    extended = sweep(out, "--seeds", "1", "--algos", "td3", steps=300)
+    assert extended.returncode == 0, extended.stdout + extended.stderr
+    table = (out / "report" / "report.csv").read_text()
+    assert "td3" in table and "ds-td3" not in table
