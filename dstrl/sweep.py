@@ -33,6 +33,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from dstrl.checkpoint import CHECKPOINT
 from dstrl.config import (
     DEFAULT_IN_DOCSTRING,
     Algo,
@@ -405,8 +406,16 @@ def _run_local(
 ) -> dict[str, list[Cell]]:
     stop = threading.Event()  # set when the sweep is stopped (Ctrl-C, SIGTERM)
     ended: dict[str, list[Cell]] = defaultdict(list)
+
+    def begin(cell: Cell, cmd: list[str]) -> Ended | None:
+        if stop.is_set():
+            return None
+        again = " (continues from its checkpoint)" if (cell.path / CHECKPOINT).exists() else ""
+        print(f"start {cell.name}{again}", flush=True)
+        return execute(cmd, stop.is_set)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(execute, cmd, stop.is_set): cell for cell, cmd in todo}
+        futures = {pool.submit(begin, cell, cmd): cell for cell, cmd in todo}
         reported = 0
 
         def report(future: Future) -> None:

@@ -346,5 +346,6 @@ def test_the_report_of_a_sweep_is_of_its_own_grid(tmp_path):
     assert sweep(out, "--seeds", "1", steps=200).returncode == 0
     extended = sweep(out, "--seeds", "1", "--algos", "td3", steps=300)
     assert extended.returncode == 0, extended.stdout + extended.stderr
+    assert "start Pendulum-v1 td3 seed 0 (continues from its checkpoint)\n" in extended.stdout
     table = (out / "report" / "report.csv").read_text()
     assert "td3" in table and "ds-td3" not in table
