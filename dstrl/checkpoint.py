@@ -117,7 +117,10 @@ def _check_records(path: Path) -> None:
 
 
 def _corrupt(path: Path, error: BaseException) -> CheckpointError:
-    return CheckpointError(f"{path} is corrupt or unreadable ({error}); dstrl cannot use it")
+    return CheckpointError(
+        f"{path} is corrupt or unreadable ({error}); dstrl cannot use it: put back a copy, or "
+        f"delete {path.parent} to train the run afresh"
+    )
 
 
 def _load_legacy(path: Path) -> dict:

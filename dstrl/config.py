@@ -706,6 +706,11 @@ class TrainConfig:
         """The configuration saved in ``run_dir/config.json``."""
         path = run_dir / "config.json"
         if not path.exists():
+            if any((run_dir / name).exists() for name in ("checkpoint.pt", "summary.json")):
+                raise ConfigError(
+                    f"{run_dir} holds a run but no config.json (deleted?): put it back, or "
+                    f"delete {run_dir} to train the run afresh"
+                )
             raise ConfigError(f"{run_dir} is not a dstrl run directory (no config.json)")
         try:
             return cls.from_json(json.loads(path.read_text()))

@@ -99,8 +99,16 @@ def test_a_flipped_bit_or_an_empty_file_is_refused_not_loaded(tmp_path, capsys):
     assert main(["train", "--out", str(run), "--resume", "--steps", "300"]) == 2
     assert "fails its checksum" in capsys.readouterr().err
     path.write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"corrupt or unreadable \(an empty file\)"):
+    with pytest.raises(CheckpointError, match=r"corrupt or unreadable \(an empty file\)") as caught:
         load_checkpoint(run)
+    assert str(caught.value).endswith(f"put back a copy, or delete {run} to train the run afresh")
+    config = run / "config.json"
+    config.unlink()  # a run whose configuration was deleted: what to do
+    assert main(["eval", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"dstrl: error: {run} holds a run but no config.json (deleted?): put it back, or delete "
+        f"{run} to train the run afresh\n"
+    )
 
 
 @pytest.mark.parametrize(
