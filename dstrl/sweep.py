@@ -121,7 +121,7 @@ def plan(args: SweepArgs) -> list[Cell]:
     check_seeds(args.seed, args.seeds)
     from dstrl.train import check_device  # training's imports, only when a sweep is planned
 
-    check_device(args.device)
+    device = check_device(args.device)
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be positive, got {args.workers}")
     if not args.envs or not args.algos:
@@ -134,23 +134,7 @@ def plan(args: SweepArgs) -> list[Cell]:
         raise ConfigError("--address is a Ray cluster's: give it with --backend ray")
     if args.address is not None:
         _check_reachable(args.address)
-    extra = _extra(args)
-    given = {a.split("=")[0].replace("--no-", "--", 1) for a in extra if a.startswith("--")}
-    clash = sorted(given & RESERVED)
-    if clash:
-        raise ConfigError(f"--train-args cannot set {', '.join(clash)}: the sweep sets them")
-    printed = io.StringIO()  # tyro prints its error in a box: its first line is said here
-    try:  # the same parser as dstrl train, so a typo fails now and not in every run
-        with redirect_stderr(printed), redirect_stdout(printed):
-            _, unknown = tyro.cli(TrainConfig, args=extra, return_unknown_args=True)
-    except SystemExit as error:
-        why = _first_paragraph(printed.getvalue())
-        raise ConfigError(
-            f"--train-args {args.train_args!r} is not valid for dstrl train"
-            + (f": {why}" if why else "")
-        ) from error
-    if unknown:
-        raise ConfigError(f"--train-args: dstrl train has no option {unknown[0]}")
+    _check_train_args(args)
     from dstrl.data.envs import EnvError, check_env
 
     for env in args.envs:
@@ -158,7 +142,7 @@ def plan(args: SweepArgs) -> list[Cell]:
             check_env(env)
         except EnvError as error:
             raise ConfigError(str(error)) from error
-    packed = args.pack == "on" or (args.pack == "auto" and check_device(args.device).type != "cpu")
+    packed = args.pack == "on" or (args.pack == "auto" and device.type != "cpu")
     for env in args.envs:
         _refuse_other_layout(args.out / env, args.algos, packed)
     if packed:
@@ -172,8 +156,37 @@ def plan(args: SweepArgs) -> list[Cell]:
             for algo in args.algos
             for seed in range(args.seed, args.seed + args.seeds)
         ]
+    _check_cells(cells, args)
+    return cells
+
+
+def _check_train_args(args: SweepArgs) -> None:
+    """ConfigError unless --train-args are options of dstrl train that the sweep leaves to it:
+    parsed by the same parser, so that a typo fails now and not in every run."""
+    extra = _extra(args)
+    given = {a.split("=")[0].replace("--no-", "--", 1) for a in extra if a.startswith("--")}
+    clash = sorted(given & RESERVED)
+    if clash:
+        raise ConfigError(f"--train-args cannot set {', '.join(clash)}: the sweep sets them")
+    printed = io.StringIO()  # tyro prints its error in a box: its first paragraph is said here
+    try:
+        with redirect_stderr(printed), redirect_stdout(printed):
+            _, unknown = tyro.cli(TrainConfig, args=extra, return_unknown_args=True)
+    except SystemExit as error:
+        why = _first_paragraph(printed.getvalue())
+        raise ConfigError(
+            f"--train-args {args.train_args!r} is not valid for dstrl train"
+            + (f": {why}" if why else "")
+        ) from error
+    if unknown:
+        raise ConfigError(f"--train-args: dstrl train has no option {unknown[0]}")
+
+
+def _check_cells(cells: list[Cell], args: SweepArgs) -> None:
+    """ConfigError for what every run of an (env, algorithms) would fail on (seeds change
+    none of it), before any starts."""
     checked = set()
-    for cell in cells:  # what every run of an (env, algorithms) would fail on: seeds change none
+    for cell in cells:
         if (cell.env, cell.algos) not in checked:
             checked.add((cell.env, cell.algos))
             options = ["--steps", str(args.steps), *_train_options(cell, args)]
@@ -181,7 +194,6 @@ def plan(args: SweepArgs) -> list[Cell]:
                 tyro.cli(TrainConfig, args=options, console_outputs=False).validate()
             except ConfigError as error:
                 raise ConfigError(f"{' '.join(cell.algos)} on {cell.env}: {error}") from error
-    return cells
 
 
 def _first_paragraph(box: str) -> str:
