@@ -500,8 +500,9 @@ def _run_ray(
             f"[{sum(map(len, ended.values()))}/{len(todo)}] {_outcome(cell, *result)}", flush=True
         )
 
-    # Ray's own SIGTERM handler aborts the driver with a stack dump, its runs killed
-    with handling([signal.SIGTERM], signal.default_int_handler):
+    # Ray's own handlers: SIGTERM aborted the driver with a stack dump, its runs killed; after
+    # Ctrl-C it waited for ever
+    with handling([signal.SIGINT, signal.SIGTERM], signal.default_int_handler):
         try:
             flag = Flag.remote()
             futures = {task.remote(cmd, flag): cell for cell, cmd in todo}

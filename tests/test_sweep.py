@@ -296,9 +296,11 @@ def test_a_cpu_device_by_index_is_not_packed(tmp_path):
     assert [c.seeds for c in sweep_module.plan(args)] == [1, 1, 1]
 
 
-def test_sigterm_to_a_ray_sweep_stops_its_runs_at_checkpoints(tmp_path):
-    """Ray's own handler aborted the driver with a stack dump (exit 134) and its runs were
-    killed, losing the steps since their last checkpoint; Ctrl-C killed them too."""
+@pytest.mark.parametrize("ctrl_c", [False, True])
+def test_sigterm_or_ctrl_c_to_a_ray_sweep_stops_its_runs_at_checkpoints(tmp_path, ctrl_c):
+    """Ray's own handlers: on SIGTERM it aborted the driver with a stack dump (exit 134) and
+    its runs were killed, losing the steps since their last checkpoint; after Ctrl-C to the
+    process group it waited for ever while the runs trained on."""
     pytest.importorskip("ray", reason="Ray is installed with the dev extra")
     out = tmp_path / "grid"
     process = sweep(out, "--backend", "ray", "--workers", "2", steps=100_000, popen=True)
@@ -307,7 +309,10 @@ def test_sigterm_to_a_ray_sweep_stops_its_runs_at_checkpoints(tmp_path):
     while not (first / "checkpoint.pt").exists():
         assert process.poll() is None and time.time() < deadline, process.communicate()
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    if ctrl_c:
+        os.killpg(process.pid, signal.SIGINT)  # the sweep, and Ray's processes in its group
+    else:
+        process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert stderr.endswith("dstrl: interrupted; rerun the same command to continue it\n")
