@@ -442,7 +442,9 @@ class Trainer:
         self._count_flops("train_flops")
         if agent.last_topology_change is not None:
             change = agent.last_topology_change
-            moved = np.sum([*change["actor"], *change["critic"]], axis=0)  # per member
+            moved = np.zeros(agent.members, dtype=np.int64)  # no layer: every one dense by ER
+            for layer in (*change["actor"], *change["critic"]):
+                moved += layer  # per member
             for i in range(len(self.changed)):
                 self.changed[i] += int(moved[self._block(i)].sum())
             self._costs()  # pruning changes the connection count

@@ -359,3 +359,12 @@ def test_train_gives_back_the_callers_thread_count(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_sparse_method_whose_layers_are_all_dense_by_er_trains(tmp_path):
+    """At the paper's λ, layers 32 wide are all dense (ER caps them at 1): a topology update then
+    moved no layer, and counting its changes per member failed (IndexError) at the first."""
+    summary = train(tiny_config(tmp_path / "run", lambdas=None))  # the paper's λ
+    assert summary["params"]["total"] == summary["params"]["dense_total"]
+    with (tmp_path / "run" / "train_metrics.csv").open() as f:
+        assert [int(r["connections_changed"]) for r in csv.DictReader(f)] == [0, 0, 0, 0]
