@@ -25,9 +25,10 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import redirect_stderr, redirect_stdout, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -42,6 +43,7 @@ from dstrl.config import (
     check_seeds,
     runs_apart,
 )
+from dstrl.progress import Progress
 from dstrl.resume import resume_config
 from dstrl.rundir import exclusive, make_run_dir
 from dstrl.signals import handling
@@ -94,6 +96,9 @@ class SweepArgs:
     agents costs about what one agent's does."""
     report: bool = True
     """Write OUT/report when every run has finished."""
+    progress_every: float = 600.0
+    """Seconds between progress lines (share of the steps done, and about how long the rest
+    will take, at the rate the runs have made so far); 0: none."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,8 @@ def plan(args: SweepArgs) -> list[Cell]:
     device = check_device(args.device)
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be positive, got {args.workers}")
+    if not args.progress_every >= 0:
+        raise ConfigError(f"--progress-every must be 0 or more seconds, got {args.progress_every}")
     if not args.envs or not args.algos:
         raise ConfigError("give at least one --envs and one --algos")
     for name, values in (("--envs", args.envs), ("--algos", args.algos)):
@@ -164,6 +171,8 @@ def _check_train_args(args: SweepArgs) -> None:
     """ConfigError unless --train-args are options of dstrl train that the sweep leaves to it:
     parsed by the same parser, so that a typo fails now and not in every run."""
     extra = _extra(args)
+    if {"-h", "--help"} & set(extra):
+        raise ConfigError("--train-args are options for every run: see dstrl train --help")
     given = {a.split("=")[0].replace("--no-", "--", 1) for a in extra if a.startswith("--")}
     clash = sorted(given & RESERVED)
     if clash:
@@ -299,7 +308,8 @@ def _extra(args: SweepArgs) -> list[str]:
 
 def _finished(cell: Cell, args: SweepArgs, options: list[str]) -> bool:
     """Whether ``cell``'s run has trained --steps; a ConfigError if its summary cannot be read,
-    or if it ran with options other than the sweep gives (named, as a resume names them)."""
+    if it ran with options other than the sweep gives (named, as a resume names them), or if it
+    trained more than --steps and a report is asked for (it compares runs of one budget)."""
     summary = cell.path / "summary.json"
     if not summary.exists():
         return False
@@ -314,6 +324,11 @@ def _finished(cell: Cell, args: SweepArgs, options: list[str]) -> bool:
         ) from error
     if steps < args.steps:
         return False
+    if steps > args.steps and args.report:  # the report compares like with like
+        raise ConfigError(
+            f"{cell.path} has trained {steps:,} steps, more than --steps {args.steps:,}, and the "
+            f"report compares runs of one budget: give --steps {steps}, or --no-report"
+        )
     resume_config(tyro.cli(TrainConfig, args=options, console_outputs=False), options)
     return True
 
@@ -385,11 +400,12 @@ def _sweep(args: SweepArgs, cells: list[Cell]) -> int:
     print(
         f"{len(todo)} of {len(cells)} runs to do, {workers} at a time ({args.backend})", flush=True
     )
-    runner = _run_ray if args.backend == "ray" else _run_local
+    runner = partial(_run_ray, address=args.address) if args.backend == "ray" else _run_local
+    progress = Progress([cell.path for cell, _ in todo], args.steps, workers, args.progress_every)
     # while runs go on, SIGTERM to the sweep alone (kill) stops them as Ctrl-C to its whole
     # process group does, instead of leaving them to train on with nobody to wait for them
     with handling([signal.SIGTERM], signal.default_int_handler):
-        ended = runner(todo, workers, args.address)
+        ended = runner(todo, workers, progress)
     if ended["failed"] or ended["stopped"]:
         print(_unfinished(ended))
         return 1
@@ -413,8 +429,29 @@ def _unfinished(ended: dict[str, list[Cell]]) -> str:
     return f"{' and '.join(said)}; {fix} the same command to continue"
 
 
+def _started(cell: Cell, progress: Progress) -> None:
+    """Say that ``cell``'s run starts, and note it for the progress lines."""
+    again = " (continues from its checkpoint)" if (cell.path / CHECKPOINT).exists() else ""
+    print(f"start {cell.name}{again}", flush=True)
+    progress.start(cell.path)
+
+
+def _report(cell: Cell, result: Ended | None, ended: dict[str, list[Cell]], todo: int) -> None:
+    """Say how ``cell``'s run ended (nothing if it never started), and count it in ``ended``."""
+    if result is None:
+        return
+    ended[_kind(result[0])].append(cell)
+    print(f"[{sum(map(len, ended.values()))}/{todo}] {_outcome(cell, *result)}", flush=True)
+
+
+def _say_progress(progress: Progress) -> None:
+    line = progress.due()
+    if line is not None:
+        print(line, flush=True)
+
+
 def _run_local(
-    todo: list[tuple[Cell, list[str]]], workers: int, address: str | None
+    todo: list[tuple[Cell, list[str]]], workers: int, progress: Progress
 ) -> dict[str, list[Cell]]:
     stop = threading.Event()  # set when the sweep is stopped (Ctrl-C, SIGTERM)
     ended: dict[str, list[Cell]] = defaultdict(list)
@@ -422,28 +459,26 @@ def _run_local(
     def begin(cell: Cell, cmd: list[str]) -> Ended | None:
         if stop.is_set():
             return None
-        again = " (continues from its checkpoint)" if (cell.path / CHECKPOINT).exists() else ""
-        print(f"start {cell.name}{again}", flush=True)
-        return execute(cmd, stop.is_set)
+        _started(cell, progress)
+        result = execute(cmd, stop.is_set)
+        if result is not None:
+            progress.end(cell.path, result[0] == 0)
+        return result
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(begin, cell, cmd): cell for cell, cmd in todo}
-        reported = 0
 
         def report(future: Future) -> None:
-            nonlocal reported
             result = None if future.cancelled() else future.result()
-            if result is None:
-                return  # never started
-            ended[_kind(result[0])].append(futures[future])
-            reported += 1
-            print(f"[{reported}/{len(todo)}] {_outcome(futures[future], *result)}", flush=True)
+            _report(futures[future], result, ended, len(todo))
 
         pending = set(futures)
         try:
-            for future in as_completed(futures):
-                pending.discard(future)
-                report(future)
+            while pending:
+                for future in wait(pending, timeout=1.0, return_when=FIRST_COMPLETED).done:
+                    pending.discard(future)
+                    report(future)
+                _say_progress(progress)
         except KeyboardInterrupt:  # stop the runs at their checkpoints, then say so
             stop.set()
             for future in pending:
@@ -461,7 +496,7 @@ def _kind(code: int) -> str:
 
 
 def _run_ray(
-    todo: list[tuple[Cell, list[str]]], workers: int, address: str | None
+    todo: list[tuple[Cell, list[str]]], workers: int, progress: Progress, address: str | None
 ) -> dict[str, list[Cell]]:
     try:
         import ray
@@ -474,47 +509,69 @@ def _run_ray(
     ended: dict[str, list[Cell]] = defaultdict(list)
 
     @ray.remote(num_cpus=0)
-    class Flag:
-        """Set once the sweep is stopped; its tasks ask it every second."""
+    class Board:
+        """What the driver and the tasks tell each other: which runs have started (the driver
+        asks every second), and whether the sweep is stopped (each task asks every second)."""
 
         def __init__(self) -> None:
-            self.value = False
+            self.stopped, self.started = False, []
 
-        def set(self) -> None:
-            self.value = True
+        def stop(self) -> None:
+            self.stopped = True
 
-        def get(self) -> bool:
-            return self.value
+        def is_stopped(self) -> bool:
+            return self.stopped
+
+        def start(self, index: int) -> None:
+            self.started.append(index)
+
+        def started_since(self, count: int) -> list[int]:
+            return self.started[count:]
 
     @ray.remote(num_cpus=1)
-    def task(cmd: list[str], flag) -> Ended | None:
+    def task(index: int, cmd: list[str], board) -> Ended | None:
         # a future's wait: a task blocked in ray.get or ray.wait lends its CPU to another
-        return execute(cmd, lambda: flag.get.remote().future().result())
+        def stopped() -> bool:
+            return board.is_stopped.remote().future().result()
+
+        if stopped():
+            return None
+        board.start.remote(index).future().result()
+        return execute(cmd, stopped)
+
+    started: list[int] = []
+
+    def follow() -> None:  # the runs that started since last asked
+        for index in ray.get(board.started_since.remote(len(started))):
+            started.append(index)
+            _started(todo[index][0], progress)
 
     def report(ref) -> None:
         cell, result = futures.pop(ref), ray.get(ref)
-        if result is None:
-            return  # never started
-        ended[_kind(result[0])].append(cell)
-        print(
-            f"[{sum(map(len, ended.values()))}/{len(todo)}] {_outcome(cell, *result)}", flush=True
-        )
+        if result is not None:
+            progress.end(cell.path, result[0] == 0)
+        _report(cell, result, ended, len(todo))
 
     # Ray's own handlers: SIGTERM aborted the driver with a stack dump, its runs killed; after
     # Ctrl-C it waited for ever
     with handling([signal.SIGINT, signal.SIGTERM], signal.default_int_handler):
         try:
-            flag = Flag.remote()
-            futures = {task.remote(cmd, flag): cell for cell, cmd in todo}
+            board = Board.remote()
+            futures = {task.remote(i, cmd, board): cell for i, (cell, cmd) in enumerate(todo)}
             try:
                 while futures:
                     # a wait with a timeout: signals reach Python only between the waits
-                    for ref in ray.wait(list(futures), num_returns=1, timeout=1.0)[0]:
+                    ready = ray.wait(list(futures), num_returns=1, timeout=1.0)[0]
+                    follow()
+                    for ref in ready:
                         report(ref)
+                    _say_progress(progress)
             except KeyboardInterrupt:  # each running task stops its run at a checkpoint
-                ray.get(flag.set.remote())
+                ray.get(board.stop.remote())
                 while futures:
-                    report(ray.wait(list(futures), num_returns=1)[0][0])
+                    ref = ray.wait(list(futures), num_returns=1)[0][0]
+                    follow()
+                    report(ref)
                 if ended["failed"]:
                     print(_unfinished(ended), flush=True)
                 raise

@@ -148,6 +148,7 @@ def test_ray_sweep_runs_skips_and_resumes(tmp_path):
     result = sweep(out, "--backend", "ray", "--workers", "2", steps=200)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("done Pendulum-v1") == 4
+    assert result.stdout.count("start Pendulum-v1") == 4  # the driver printed none
     finished, stopped, lost = cells(out)[0], cells(out)[1], cells(out)[2]
     (stopped / "summary.json").unlink()  # as if stopped after its last checkpoint
     for path in lost.iterdir():
@@ -224,6 +225,8 @@ def test_an_interrupted_sweep_says_how_to_continue(tmp_path, monkeypatch, capsys
         (["--train-args=--bogus 1"], "--train-args: dstrl train has no option --bogus"),
         (['--train-args=--eval-every "100'], "No closing quotation"),
         (["--train-args=--grow magic"], "invalid choice 'magic' for argument '--grow'"),
+        (["--train-args=--help"], "--train-args are options for every run: see dstrl train"),
+        (["--progress-every", "-1"], "--progress-every must be 0 or more seconds, got -1.0"),
         (["--algos", "prune-td3", "--steps", "300"], "prune-td3 on Pendulum-v1: pruning from"),
         (["--backend", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers there"),
     ],
@@ -354,3 +357,31 @@ def test_the_report_of_a_sweep_is_of_its_own_grid(tmp_path):
     assert "start Pendulum-v1 td3 seed 0 (continues from its checkpoint)\n" in extended.stdout
     table = (out / "report" / "report.csv").read_text()
     assert "td3" in table and "ds-td3" not in table
+    # td3 has now trained more than the grid's 200 steps: its report would fail after the runs
+    again = sweep(out, "--seeds", "1", steps=200)
+    assert again.returncode == 2 and "start" not in again.stdout
+    assert again.stderr == (
+        f"dstrl: error: {out / 'Pendulum-v1' / 'td3' / 'seed0'} has trained 300 steps, more than "
+        "--steps 200, and the report compares runs of one budget: give --steps 300, or "
+        "--no-report\n"
+    )
+    assert sweep(out, "--seeds", "1", "--no-report", steps=200).returncode == 0
+
+
+def test_a_sweep_says_how_far_it_has_come_and_how_long_the_rest_will_take(tmp_path):
+    """Between its first line and the first finished run, hours passed in silence."""
+    result = sweep(
+        tmp_path / "grid",
+        "--seeds",
+        "1",
+        "--workers",
+        "1",
+        "--progress-every",
+        "0.5",
+        "--no-report",
+        train_args=TRAIN_ARGS + " --log-every 50",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("progress: ")]
+    assert lines and all(" of 600 steps, " in line for line in lines)
+    assert any(line.endswith(" left") and ", about " in line for line in lines), lines

@@ -1,0 +1,53 @@
+"""A sweep's progress lines: steps read from the runs' metrics, and the time left scheduled as
+the sweep schedules its runs."""
+
+from dstrl import progress as progress_module
+from dstrl.progress import Progress, duration, finish_in, steps_done
+
+
+def metrics(run, *steps, cut=""):
+    run.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{step},0.5,{'1' * 40}\n" for step in steps)
+    (run / "train_metrics.csv").write_text("step,critic_loss,wide\n" + rows + cut)
+
+
+def test_steps_done_is_the_last_rows_step(tmp_path):
+    assert steps_done(tmp_path / "none") == 0  # not started
+    metrics(tmp_path / "a")
+    assert steps_done(tmp_path / "a") == 0  # the header alone
+    metrics(tmp_path / "b", 1000, 2000, cut="30")  # a row still being written: not yet
+    assert steps_done(tmp_path / "b") == 2000
+    metrics(tmp_path / "c", *range(1000, 3_000_000, 1000))  # larger than the tail read
+    assert (tmp_path / "c" / "train_metrics.csv").stat().st_size > progress_module.TAIL
+    assert steps_done(tmp_path / "c") == 2_999_000
+
+
+def test_the_time_left_schedules_runs_on_the_first_free_worker():
+    assert finish_in([10, 10, 10], workers=2) == 20
+    assert finish_in([30, 10, 10, 10], workers=2) == 30  # three short ones beside a long one
+    assert finish_in([5, 20], workers=4) == 20 and finish_in([], workers=2) == 0
+    assert [duration(s) for s in (40, 720, 7500)] == ["40 s", "12 min", "2 h 05 min"]
+
+
+def test_progress_lines_say_the_share_done_and_the_time_left(tmp_path, monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: now[0])
+    runs = [tmp_path / name for name in ("resumed", "fresh", "queued")]
+    metrics(runs[0], 1000, 2000)  # 2,000 of 10,000 steps before the sweep
+    progress = Progress(runs, steps=10_000, workers=2, every=60)
+    progress.start(runs[0])
+    progress.start(runs[1])
+    assert progress.due() is None  # not a minute yet
+    now[0] += 30
+    assert progress.line() == "progress: 7% of 30,000 steps, 30 s in, time left not known yet"
+    metrics(runs[0], 2000, 5000)
+    metrics(runs[1], 1000, 3000)
+    now[0] += 30  # 6,000 steps in 2 x 60 run-seconds: 50 steps/s per run
+    line = progress.due()
+    # left: 5,000 and 7,000 steps running, then 10,000 queued on the first free worker
+    assert line == "progress: 27% of 30,000 steps, 1 min in, about 5 min left"
+    assert progress.due() is None  # said a moment ago
+    progress.end(runs[0], finished=True)
+    now[0] += 60
+    assert progress.line().startswith("progress: 43% of 30,000 steps, 2 min in, about ")
+    assert Progress(runs, steps=10_000, workers=2, every=0).due() is None  # lines off
