@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from dstrl.nets import StackedMLP
+from dstrl.optim import clear_moments
 from dstrl.sparse.engine import MaskedLayers
 
 
@@ -65,11 +66,11 @@ def recycle(
     become 0; Adam's moments of everything touched become 0.
     """
     recycled = 0
-    for k, units in enumerate(dormant):
-        if not units.any():
-            continue
+    for k, units in enumerate(dormant):  # every layer's incoming first: a unit recycled in
+        if not units.any():  # layer k+1 gets fresh incoming weights from layer k's units,
+            continue  # which must end at 0 if those are recycled too
         recycled += int(units.sum())
-        incoming, bias, outgoing = net.weights[k], net.biases[k], net.weights[k + 1]
+        incoming, bias = net.weights[k], net.biases[k]
         bound = 1 / math.sqrt(incoming.shape[-1])
         fresh_w = 2 * torch.rand(incoming.shape, generator=generator, device=generator.device) - 1
         fresh_b = 2 * torch.rand(bias.shape, generator=generator, device=generator.device) - 1
@@ -80,13 +81,10 @@ def recycle(
             fresh_w = fresh_w * layers.factors[position]
         incoming.copy_(torch.where(rows, fresh_w.to(incoming.device) * bound, incoming))
         bias.copy_(torch.where(units, fresh_b.to(bias.device) * bound, bias))
-        outgoing.masked_fill_(units.unsqueeze(-2), 0.0)
-        for param, positions in (
-            (incoming, rows.expand_as(incoming)),
-            (bias, units),
-            (outgoing, units.unsqueeze(-2).expand_as(outgoing)),
-        ):
-            for value in optimizer.state.get(param, {}).values():
-                if torch.is_tensor(value) and value.shape == param.shape:
-                    value.masked_fill_(positions, 0.0)
+        clear_moments(optimizer, incoming, rows.expand_as(incoming))
+        clear_moments(optimizer, bias, units)
+    for k, units in enumerate(dormant):
+        outgoing, columns = net.weights[k + 1], units.unsqueeze(-2)
+        outgoing.masked_fill_(columns, 0.0)
+        clear_moments(optimizer, outgoing, columns.expand_as(outgoing))
     return recycled

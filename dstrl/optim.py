@@ -92,3 +92,15 @@ class Adam(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         for group, step in zip(self.param_groups, self._counts, strict=True):
             step.fill_(float(group["step"]))  # in place: a captured graph keeps reading it
+
+
+def clear_moments(
+    optimizer: torch.optim.Optimizer | None, param: Tensor, positions: Tensor
+) -> None:
+    """Zero ``param``'s moments at ``positions`` (bool, broadcast to its shape): a connection or
+    unit that starts afresh must not inherit the momentum of what was there before."""
+    if optimizer is None:
+        return
+    for value in optimizer.state.get(param, {}).values():
+        if isinstance(value, Tensor) and value.shape == param.shape:
+            value.masked_fill_(positions, 0.0)

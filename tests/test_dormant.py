@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from dstrl.agents.td3 import TD3, TD3Config
-from dstrl.dormant import Recycling, dormant_fractions, dormant_units
+from dstrl.dormant import Recycling, dormant_fractions, dormant_units, recycle
 from dstrl.nets import StackedMLP
+from dstrl.optim import Adam
 from dstrl.sparse.config import SparsityConfig
 
 
@@ -32,6 +33,27 @@ def test_dormant_fraction_of_a_hand_built_network():
     first, second = dormant_fractions(net, x, 0.1)
     assert first.tolist() == [0.25, 0.25]
     assert second.tolist() == [0.25, 0.5]
+
+
+def test_recycled_units_of_consecutive_layers_all_end_with_zero_outgoing_weights():
+    """ReDo zeroes every recycled unit's outgoing weights. Layer by layer, recycling a unit of
+    the next layer drew its fresh incoming weights over the zeroed ones of this layer's units."""
+    g = torch.Generator().manual_seed(0)
+    net = StackedMLP(2, [3, 5, 5, 1], g)
+    optimizer = Adam(net.parameters(), lr=1e-3)
+    net(torch.randn(2, 4, 3)).sum().backward()
+    optimizer.step()
+    first = torch.tensor([[False, True, False, True, False], [True, False, False, False, False]])
+    second = torch.tensor([[False, False, True, False, False], [True, False, False, False, True]])
+    assert recycle(net, [first, second], optimizer, None, g) == 6
+    for units, outgoing in ((first, net.weights[1]), (second, net.weights[2])):
+        columns = units.unsqueeze(-2).expand_as(outgoing)
+        assert (outgoing[columns] == 0).all()
+        for moment in ("exp_avg", "exp_avg_sq"):
+            assert (optimizer.state[outgoing][moment][columns] == 0).all()
+    incoming = net.weights[1][second.unsqueeze(-1).expand_as(net.weights[1])]
+    # fresh from the live units only: member 0's unit (3 of 5 live), member 1's two (4 of 5)
+    assert (incoming != 0).sum() == 1 * 3 + 2 * 4
 
 
 @pytest.mark.parametrize("sparse", [False, True])

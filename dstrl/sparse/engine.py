@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dstrl.optim import clear_moments
 from dstrl.sparse.compute import KernelChoice, LayerKernel, support_changed
 from dstrl.sparse.masking_cpu import zero_inactive
 from dstrl.sparse.pruning import GradualPruning
@@ -237,7 +238,7 @@ class MaskedLayers:
             self.masks[i].copy_(change.masks[i].view(weight.shape))
             self._factors[i].copy_(self.masks[i])
             weight.masked_fill_(moved, 0.0)
-            self._clear_optimizer_state(weight, moved)
+            clear_moments(self.optimizer, weight, moved)
             grown, dropped = change.grown[i], change.dropped[i]
             moves = torch.maximum((grown & ~dropped).sum(-1), (dropped & ~grown).sum(-1))
             replaced.append(moves.tolist())
@@ -262,13 +263,6 @@ class MaskedLayers:
         mask.copy_(torch.where(rows.reshape(-1, 1), drawn, flat).view(mask.shape))
         self._factors[position].copy_(mask)
         self.version += 1
-
-    def _clear_optimizer_state(self, weight: Tensor, positions: Tensor) -> None:
-        if self.optimizer is None:
-            return
-        for value in self.optimizer.state.get(weight, {}).values():
-            if isinstance(value, Tensor) and value.shape == weight.shape:
-                value.masked_fill_(positions, 0.0)
 
     def state_dict(self) -> dict:
         return {"masks": [m.cpu() for m in self.masks], "planned": torch.tensor(self.planned)}
