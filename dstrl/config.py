@@ -52,6 +52,7 @@ FAMILY_DEFAULTS = {  # start steps, drop fraction
 }
 # Defaults of the options that the rlx2- preset changes (see TrainConfig.resolve_defaults).
 METHOD_DEFAULTS = dict(
+    drop_score="signed",
     grow="random",
     update_period=1_000,
     decay="constant",
@@ -62,9 +63,9 @@ METHOD_DEFAULTS = dict(
     buffer_check_every=10_000,
 )
 # RLx2 (Tan et al., ICLR 2023) as released: 3M environment steps after a 25k warm-up; RigL
-# growth, drop fraction cosine-annealed from 0.5 to 0 over the learning steps, every 10^4
-# updates; targets masked by the online masks; 3-step targets after a tenth of the run; the
-# dynamic buffer checked every 10^4 steps.
+# growth and drop by |w|, drop fraction cosine-annealed from 0.5 to 0 over the learning steps,
+# every 10^4 updates; targets masked by the online masks; 3-step targets after a tenth of the
+# run; the dynamic buffer checked every 10^4 steps.
 RLX2_LEARNING_STEPS = 2_975_000
 RLX2_PERIOD = 10_000
 
@@ -224,8 +225,9 @@ class TrainConfig:
     drop_fraction: Annotated[float | None, DEFAULT_IN_DOCSTRING] = None
     """Fraction η of each layer's connections replaced per topology update (default: 0.05 TD3,
     0.1 SAC; rlx2-*: 0.5)."""
-    drop_score: Literal["signed", "magnitude"] = "signed"
-    """Drop by sign-separated weight (as the release) or by |w|."""
+    drop_score: Annotated[Literal["signed", "magnitude"] | None, DEFAULT_IN_DOCSTRING] = None
+    """Drop by sign-separated weight (the release's, the default) or by |w| (RigL's and RLx2's,
+    the rlx2- default)."""
     grow: Annotated[Literal["random", "gradient"] | None, DEFAULT_IN_DOCSTRING] = None
     """Grow new connections at random (SET, the paper; the default) or where the dense gradient
     is largest (RigL, the rlx2- default; the dense gradient is taken at topology-update steps
@@ -280,7 +282,7 @@ class TrainConfig:
     """The dynamic buffer's threshold on ½·mean((π(s) − μ)² / half-range²)."""
     buffer_min_size: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
     """The dynamic buffer never shrinks below this many transitions (default: a tenth of the
-    replay capacity for TD3, a fifth for SAC: RLx2's 1e5 and 2e5 of 1e6)."""
+    replay capacity for TD3, a fifth for SAC: RLx2's floors of 1e5 and 2e5 at a 1e6 capacity)."""
     dormant_threshold: float = 0.1
     """τ of dormant neurons (ReDo): a hidden unit whose mean |activation| is at most τ times its
     layer's mean is dormant. Their share per layer is logged every --log-every steps."""
@@ -359,6 +361,7 @@ class TrainConfig:
             defaults.update(
                 grow="gradient",
                 drop_fraction=0.5,
+                drop_score="magnitude",
                 update_period=period,
                 decay="cosine",
                 freeze_last=0,

@@ -18,6 +18,7 @@ from tests.helpers import tiny_config
 def test_the_preset_scales_rlx2_to_the_run_and_yields_to_given_options():
     long = TrainConfig(algo="rlx2-td3", steps=3_000_000)
     assert (long.grow, long.drop_fraction, long.decay) == ("gradient", 0.5, "cosine")
+    assert long.drop_score == "magnitude"  # RigL's and RLx2's, where DS-TD3's release is signed
     assert (long.update_period, long.actor_update_period) == (10_000, 20_000)
     assert (long.n_step, long.n_step_start, long.replay) == (3, 0.1, "dynamic")
     assert (long.target_sparsity, long.frozen_steps, long.buffer_min_size) == (
@@ -42,6 +43,8 @@ def test_the_preset_scales_rlx2_to_the_run_and_yields_to_given_options():
         1,
         "uniform",
     )
+    assert plain.drop_score == "signed"
+    assert TrainConfig(algo="rlx2-sac", drop_score="signed").drop_score == "signed"
     assert TrainConfig.from_json(long.to_json()).to_json() == long.to_json()
 
 
