@@ -97,7 +97,8 @@ class ConfigError(ValueError):
     """A configuration the user can fix: the message says what is wrong and what to do."""
 
 
-# What a topology kind never reads: a dense network no sparsity, a static one no topology updates
+# What a topology kind never reads: a dense network no sparsity, a static one no topology
+# updates, gradual pruning none of their drop and growth (its schedule sets how much it prunes)
 SPARSITY = {"density", "distribution", "lambdas", "nm", "sparse_output", "dense_input"}
 SPARSITY |= {"target_sparsity"}
 TOPOLOGY_UPDATES = {"drop_fraction", "drop_score", "grow", "decay", "freeze_last"}
@@ -107,16 +108,17 @@ UNREAD_BY = {
     "dense": SPARSITY | TOPOLOGY_UPDATES | PRUNING,
     "static": TOPOLOGY_UPDATES | PRUNING,
     "set": PRUNING,
-    "prune": set(),
+    "prune": TOPOLOGY_UPDATES - {"update_period"},
 }
 
 
 def unread_settings(flat: dict) -> set[str]:
     """Settings that a run never reads: the other family's options, the sparsity options of a
-    dense network and the topology updates' of a static one, the dynamic buffer's without one
-    (their defaults follow --steps), --distribution without --density and --n-step-start with
-    one-step targets; of a population, what none of its methods reads. ``flat``: a
-    configuration as JSON, flattened (``td3.batch_size``), of this version or an older one."""
+    dense network, the topology updates' of a static one (of gradual pruning, all but their
+    period), the dynamic buffer's without one (their defaults follow --steps), --distribution
+    without --density and --n-step-start with one-step targets; of a population, what none of
+    its methods reads. ``flat``: a configuration as JSON, flattened (``td3.batch_size``), of
+    this version or an older one."""
     algo = flat["algo"]
     methods = [str(a) for a in algo] if isinstance(algo, list | tuple) else [str(algo)]
     other = "sac" if methods[0].endswith("td3") else "td3"
@@ -359,9 +361,9 @@ class TrainConfig:
             tenths = round(10 * self.learning_steps / RLX2_LEARNING_STEPS)
             period = min(max(tenths, 1), 10) * (RLX2_PERIOD // 10)
             defaults.update(
+                drop_score="magnitude",
                 grow="gradient",
                 drop_fraction=0.5,
-                drop_score="magnitude",
                 update_period=period,
                 decay="cosine",
                 freeze_last=0,

@@ -124,8 +124,8 @@ def _set(path, **settings):
 
 def test_settings_a_run_never_reads_make_no_method(tmp_path):
     """The dynamic buffer's minimum (its default follows --steps) without a dynamic buffer, SAC's
-    options in a TD3 run, sparsity in a dense one and topology updates in a static one do not
-    tell runs apart; a TD3 option does."""
+    options in a TD3 run, sparsity in a dense one, topology updates in a static one and all but
+    their period in gradual pruning do not tell runs apart; a TD3 option does."""
     for seed in range(3):
         synthetic_run(tmp_path / f"s{seed}", "ds-td3", seed, [1, 2])
     _set(tmp_path / "s1", buffer_min_size=300, sac={"learning_rate": 1e-3})
@@ -136,10 +136,16 @@ def test_settings_a_run_never_reads_make_no_method(tmp_path):
     synthetic_run(tmp_path / "static0", "static-td3", 0, [1, 2])  # topology updates to static
     synthetic_run(tmp_path / "static1", "static-td3", 1, [1, 2])
     _set(tmp_path / "static1", drop_fraction=0.3)
+    for seed in range(3):  # gradual pruning: the schedule sets how much, not η or growth
+        synthetic_run(tmp_path / f"prune{seed}", "prune-td3", seed, [1, 2])
+    _set(tmp_path / "prune1", drop_fraction=0.3, grow="gradient", freeze_last=0)
+    _set(tmp_path / "prune2", update_period=500)  # its pruning period: another method
     table = write_report([tmp_path], tmp_path / "report").set_index("method")
     assert table.loc["ds-td3 (td3.learning_rate=0.001)", "seeds"] == 2  # the default
     assert table.loc["ds-td3 (td3.learning_rate=0.0001)", "seeds"] == 1
     assert table.loc["td3", "seeds"] == 2 and table.loc["static-td3", "seeds"] == 2
+    assert table.loc["prune-td3 (update_period=1000)", "seeds"] == 2
+    assert table.loc["prune-td3 (update_period=500)", "seeds"] == 1
 
 
 def test_each_method_is_compared_with_the_dense_runs_of_its_own_settings(tmp_path):
@@ -228,6 +234,24 @@ def test_a_damaged_evaluations_csv_is_named_not_reported_as_nan(tmp_path, last_l
     assert str(caught.value) == (
         f"{csv} line 3 is damaged ({last_line!r}); delete that line, or the run, and report again"
     )
+
+
+@pytest.mark.parametrize("text", [b"step,critic_loss\n100,1\n200,1,2,3\n", b"step\n\xff\xfe\n"])
+def test_a_damaged_train_metrics_csv_is_named(tmp_path, text):
+    """A row with more fields than the header, or bytes that are not text, was a pandas
+    traceback: the file sat outside the check of the run's other files."""
+    run = tmp_path / "run"
+    synthetic_run(run, "td3", 0, [1, 2])
+    (run / "train_metrics.csv").write_bytes(text)
+    with pytest.raises(
+        RunError, match=rf"^{run / 'train_metrics.csv'} cannot be read \("
+    ) as caught:
+        write_report([run], tmp_path / "report")
+    assert str(caught.value).endswith(
+        "; it only draws the figures: delete it to report without them"
+    )
+    (run / "train_metrics.csv").unlink()
+    assert write_report([run], tmp_path / "report")["seeds"].tolist() == [1]
 
 
 @pytest.mark.parametrize(

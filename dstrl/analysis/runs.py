@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
 from dstrl.config import unread_settings
 from dstrl.rundir import training_now
+
+T = TypeVar("T")
 
 # Configuration fields that never make two runs different methods.
 NOT_A_METHOD = {
@@ -100,18 +104,18 @@ def load_runs(path: Path) -> list[Run]:
                 "it out"
             )
         raise RunError(f"{path} is not finished (no summary.json); resume it or leave it out")
-    try:
-        config = json.loads((path / "config.json").read_text())
-        summary = json.loads(summary_path.read_text())
-        evaluations = pd.read_csv(path / "evaluations.csv")
-    except (OSError, ValueError) as error:
-        raise RunError(f"{path}: cannot read its files ({error})") from error
+    config = _read(path / "config.json", lambda f: json.loads(f.read_text()))
+    summary = _read(summary_path, lambda f: json.loads(f.read_text()))
+    evaluations = _read(path / "evaluations.csv", pd.read_csv)
+    metrics_path = path / "train_metrics.csv"
+    metrics = None
+    if metrics_path.exists():
+        advice = "; it only draws the figures: delete it to report without them"
+        metrics = _read(metrics_path, pd.read_csv, advice)
     _check_config(config, path)
     _check_summary(summary, path, config["algo"])
     config = _complete(config)
     evaluations = _numeric(evaluations, path / "evaluations.csv")
-    metrics_path = path / "train_metrics.csv"
-    metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
     if not isinstance(config["algo"], list):
         return [_run(path, config, summary, evaluations, metrics)]
     # a mixed population: each method's training metrics are its columns "<name>@<algo>"
@@ -128,6 +132,14 @@ def load_runs(path: Path) -> list[Run]:
             _run(path, config_of_algo, summary_of_algo, own_evaluations, own_metrics, diverged)
         )
     return runs
+
+
+def _read(file: Path, read: Callable[[Path], T], advice: str = "") -> T:
+    """``read(file)``, or a RunError that names the file and why it cannot be read."""
+    try:
+        return read(file)
+    except (OSError, ValueError) as error:  # pandas' ParserError is a ValueError
+        raise RunError(f"{file} cannot be read ({error}){advice}") from error
 
 
 def _method_metrics(metrics: pd.DataFrame | None, algo: str) -> pd.DataFrame | None:
