@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +20,7 @@ import numpy as np
 import tyro
 
 from dstrl.analysis.runs import RunError
-from dstrl.checkpoint import MISFITS, CheckpointError, misfit
+from dstrl.checkpoint import CheckpointError
 from dstrl.config import DEFAULT_IN_DOCSTRING, ConfigError, TrainConfig
 from dstrl.data.workers import WorkerError
 from dstrl.graphs import CaptureError
@@ -132,23 +132,15 @@ def run_eval(args: EvalArgs) -> int:
         diverged = set(policy.metadata.get("diverged", []))
         methods = policy.metadata.get("methods", [policy.metadata["algo"]] * len(seeds))
     else:
-        from dstrl.checkpoint import load_checkpoint
-        from dstrl.train import build_agent, member_methods, member_seeds
+        from dstrl.train import load_trained, member_methods, member_seeds
 
-        config = replace(TrainConfig.load(args.run), device=args.device, out=args.run)
-        agent = build_agent(config)
-        state = load_checkpoint(args.run)
-        try:
-            agent.load_state_dict(state["agent"])
-            step = int(state["step"])
-            diverged = {int(event["member"]) for event in state.get("diverged", [])}
-        except MISFITS as error:
-            raise misfit(args.run, error) from error
-        env_id, seeds = config.env, member_seeds(config)
-        methods = member_methods(config)
+        trained = load_trained(args.run, args.device)
+        step, diverged = trained.step, set(trained.diverged)
+        env_id, seeds = trained.config.env, member_seeds(trained.config)
+        methods = member_methods(trained.config)
 
         def act(obs):
-            return agent.act(obs, explore=False)
+            return trained.agent.act(obs, explore=False)
 
     env = make_vector_env(env_id, len(seeds))
     returns = evaluate(act, env, args.episodes, seeds, round_index=10**6)

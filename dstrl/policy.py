@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -217,21 +216,12 @@ def _damage(policy: Policy) -> str | None:
 
 def export_policy(run_dir: Path, out: Path, member: int | None = None) -> Policy:
     """Write the actors of the run in ``run_dir`` (all members, or ``member``) to ``out``."""
-    from dstrl.checkpoint import MISFITS, load_checkpoint, misfit
-    from dstrl.config import TrainConfig
     from dstrl.rundir import write_atomic
-    from dstrl.train import build_agent, member_methods, member_seeds
+    from dstrl.train import load_trained, member_methods, member_seeds
 
     _check_out(out)
-    config = TrainConfig.load(run_dir)
-    state = load_checkpoint(run_dir)
-    agent = build_agent(replace(config, device="cpu"))  # a GPU run exports anywhere
-    try:
-        agent.load_state_dict(state["agent"])
-        step = int(state["step"])
-        diverged = sorted(int(event["member"]) for event in state.get("diverged", []))
-    except MISFITS as error:
-        raise misfit(run_dir, error) from error
+    trained = load_trained(run_dir, "cpu")  # a GPU run exports anywhere
+    config, agent, step, diverged = trained.config, trained.agent, trained.step, trained.diverged
     masks = {}
     if agent.actor_sparse is not None:
         masks = dict(zip(agent.actor_sparse.indices, agent.actor_sparse.masks, strict=True))

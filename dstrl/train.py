@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,31 @@ def build_agent(config: TrainConfig) -> ActorCritic:
         )
     except (SparsityError, ValueError) as error:
         raise ConfigError(str(error)) from error
+
+
+@dataclass
+class Trained:
+    """A run's agents as its last checkpoint left them."""
+
+    config: TrainConfig  # as saved
+    agent: ActorCritic
+    step: int
+    diverged: list[int]  # members halted in training
+
+
+def load_trained(run_dir: Path, device: str = "cpu") -> Trained:
+    """The agents of the run in ``run_dir`` on ``device``, for evaluation or export; a
+    CheckpointError that says what to do if the checkpoint does not fit the configuration."""
+    config = TrainConfig.load(run_dir)
+    state = load_checkpoint(run_dir)
+    agent = build_agent(replace(config, device=device, out=run_dir))
+    try:
+        agent.load_state_dict(state["agent"])
+        step = int(state["step"])
+        diverged = sorted(int(event["member"]) for event in state.get("diverged", []))
+    except MISFITS as error:
+        raise misfit(run_dir, error) from error
+    return Trained(config, agent, step, diverged)
 
 
 def member_seeds(config: TrainConfig) -> list[int]:
@@ -648,9 +674,8 @@ class Trainer:
         finals = [final_return(c) if ok else None for c, ok in zip(curves, live, strict=True)]
         areas = [learning_curve_area(c) if ok else None for c, ok in zip(curves, live, strict=True)]
         sparse, dense = agent.cost(members=block), agent.cost(dense=True, members=block)
-        learning_steps = max(config.steps - config.start_steps, 0)
-        dense_run = config.seeds * (
-            dense["train_flops"] * learning_steps + dense["inference_flops"] * learning_steps
+        dense_run = (
+            config.seeds * config.learning_steps * (dense["train_flops"] + dense["inference_flops"])
         )
         run_total = self.flops[index]
         return {

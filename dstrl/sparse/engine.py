@@ -81,7 +81,9 @@ class MaskedLayers:
             zero_inactive(np.zeros(1, np.float32), np.zeros(1, np.bool_))
         self._masked_for: int | None = None
         # each layer's density as planned (by the configuration and the rule's schedule, never
-        # by a member's weights): what the choice of kernels goes by
+        # by a member's weights): what the choice of kernels goes by. It is the mean over the
+        # stacked members, dense ones of a mixed population included: one kernel computes them
+        # all, and its cost follows the connections of the whole stack
         self.planned = [m.float().mean().item() for m in self.masks]
         self.kernel_choice = kernels
         grows_by_gradient = rule is not None and rule.needs_gradients
