@@ -52,7 +52,6 @@ FAMILY_DEFAULTS = {  # start steps, drop fraction
 }
 # Defaults of the options that the rlx2- preset changes (see TrainConfig.resolve_defaults).
 METHOD_DEFAULTS = dict(
-    drop_score="signed",
     grow="random",
     update_period=1_000,
     decay="constant",
@@ -228,8 +227,8 @@ class TrainConfig:
     """Fraction η of each layer's connections replaced per topology update (default: 0.05 TD3,
     0.1 SAC; rlx2-*: 0.5)."""
     drop_score: Annotated[Literal["signed", "magnitude"] | None, DEFAULT_IN_DOCSTRING] = None
-    """Drop by sign-separated weight (the release's, the default) or by |w| (RigL's and RLx2's,
-    the rlx2- default)."""
+    """Drop by sign-separated weight (the DS-TD3 release's; the default with random growth) or
+    by |w| (RigL's and RLx2's; the default with gradient growth)."""
     grow: Annotated[Literal["random", "gradient"] | None, DEFAULT_IN_DOCSTRING] = None
     """Grow new connections at random (SET, the paper; the default) or where the dense gradient
     is largest (RigL, the rlx2- default; the dense gradient is taken at topology-update steps
@@ -361,7 +360,6 @@ class TrainConfig:
             tenths = round(10 * self.learning_steps / RLX2_LEARNING_STEPS)
             period = min(max(tenths, 1), 10) * (RLX2_PERIOD // 10)
             defaults.update(
-                drop_score="magnitude",
                 grow="gradient",
                 drop_fraction=0.5,
                 update_period=period,
@@ -376,6 +374,8 @@ class TrainConfig:
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.drop_score is None:  # each growth rule with its own paper's drop
+            self.drop_score = "magnitude" if self.grow == "gradient" else "signed"
         if self.actor_update_period is None:
             delay = self.td3.policy_delay if self.methods[0] == "rlx2-td3" else 1
             self.actor_update_period = self.update_period * delay

@@ -44,6 +44,7 @@ def test_the_preset_scales_rlx2_to_the_run_and_yields_to_given_options():
         "uniform",
     )
     assert plain.drop_score == "signed"
+    assert TrainConfig(algo="ds-td3", grow="gradient").drop_score == "magnitude"  # RigL's own
     assert TrainConfig(algo="rlx2-sac", drop_score="signed").drop_score == "signed"
     assert TrainConfig.from_json(long.to_json()).to_json() == long.to_json()
 
