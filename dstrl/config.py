@@ -10,17 +10,18 @@ import typing
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import tyro
 
-from dstrl.agents.sac import SACConfig
-from dstrl.agents.td3 import TD3Config
-from dstrl.dormant import Recycling
-from dstrl.sparse.compute import KernelChoice
-from dstrl.sparse.config import SparsityConfig
+from dstrl.agents.settings import SACConfig, TD3Config
 from dstrl.sparse.distributions import er_lambda_limit
+from dstrl.sparse.kinds import Decay, Distribution, DropScore, Growth, KernelChoice, TargetMode
 from dstrl.sparse.schedule import TopologySchedule
+
+if TYPE_CHECKING:  # torch's: imported where the networks are built, not to read a config
+    from dstrl.dormant import Recycling
+    from dstrl.sparse.config import SparsityConfig
 
 # An algorithm is a family (td3, sac) with a topology prefix: none (dense), static-, ds- (prune
 # and grow, the paper's name), prune- (gradual magnitude pruning), rlx2- (RLx2's recipe).
@@ -210,7 +211,7 @@ class TrainConfig:
     density: Annotated[float | None, DEFAULT_IN_DOCSTRING] = None
     """Overall density of the sparse layers (1 - sparsity), spread by --distribution (instead of
     λ)."""
-    distribution: Literal["er", "uniform"] = "er"
+    distribution: Distribution = "er"
     """How --density is spread over the sparse layers: Erdős–Rényi (ERK) or uniformly."""
     lambdas: Annotated[tuple[float, ...] | None, DEFAULT_IN_DOCSTRING] = None
     """ER λ of the input and hidden layers (plus output with --sparse-output); default 7 64, and
@@ -226,10 +227,10 @@ class TrainConfig:
     drop_fraction: Annotated[float | None, DEFAULT_IN_DOCSTRING] = None
     """Fraction η of each layer's connections replaced per topology update (default: 0.05 TD3,
     0.1 SAC; rlx2-*: 0.5)."""
-    drop_score: Annotated[Literal["signed", "magnitude"] | None, DEFAULT_IN_DOCSTRING] = None
+    drop_score: Annotated[DropScore | None, DEFAULT_IN_DOCSTRING] = None
     """Drop by sign-separated weight (the DS-TD3 release's; the default with random growth) or
     by |w| (RigL's and RLx2's; the default with gradient growth)."""
-    grow: Annotated[Literal["random", "gradient"] | None, DEFAULT_IN_DOCSTRING] = None
+    grow: Annotated[Growth | None, DEFAULT_IN_DOCSTRING] = None
     """Grow new connections at random (SET, the paper; the default) or where the dense gradient
     is largest (RigL, the rlx2- default; the dense gradient is taken at topology-update steps
     only)."""
@@ -244,7 +245,7 @@ class TrainConfig:
     actor_topology_stop: float = 1.0
     """The actor's topology freezes at this fraction of the critics' freezing step (its drop
     fraction anneals to 0 by then with --decay cosine)."""
-    decay: Annotated[Literal["constant", "cosine"] | None, DEFAULT_IN_DOCSTRING] = None
+    decay: Annotated[Decay | None, DEFAULT_IN_DOCSTRING] = None
     """How the drop fraction evolves until the topology freezes (default constant; rlx2-:
     cosine)."""
     freeze_last: Annotated[int | None, DEFAULT_IN_DOCSTRING] = None
@@ -254,9 +255,7 @@ class TrainConfig:
     """prune-: fraction of the learning steps (after warm-up) at which pruning starts."""
     prune_end: float = 0.8
     """prune-: fraction of the learning steps at which the final density is reached."""
-    target_sparsity: Annotated[
-        Literal["magnitude", "online-mask", "dense"] | None, DEFAULT_IN_DOCSTRING
-    ] = None
+    target_sparsity: Annotated[TargetMode | None, DEFAULT_IN_DOCSTRING] = None
     """Keep target networks sparse by magnitude pruning (the DS-TD3 release; the default), the
     online mask (rlx2-), or not."""
     sparse_kernels: KernelChoice = "auto"
@@ -450,11 +449,15 @@ class TrainConfig:
         """Dormant-neuron recycling, if --redo-period asks for it."""
         if self.redo_period is None:
             return None
+        from dstrl.dormant import Recycling
+
         return Recycling(self.redo_period, self.dormant_threshold)
 
     def sparsity(self, net: Literal["critic", "actor"] = "critic") -> SparsityConfig | None:
         """The sparse-training configuration implied by ``algo`` and the sparsity options, for
         the critics or the actor (which may have a schedule of its own)."""
+        from dstrl.sparse.config import SparsityConfig
+
         if self.topology == "dense":
             return None
         stop = self.steps - self.frozen_steps - self.start_steps

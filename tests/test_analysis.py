@@ -1,6 +1,8 @@
 """Metrics against hand-computed values, and the report on synthetic run directories."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -296,3 +298,16 @@ def test_runs_of_one_method_on_other_evaluation_grids_are_refused(tmp_path):
     _set(tmp_path / "b", eval_every=200)
     with pytest.raises(RunError, match="td3 on Toy-v0: .* was evaluated at other steps than"):
         write_report([tmp_path], tmp_path / "report")
+
+
+def test_the_report_and_the_configuration_never_import_training():
+    """Analysis never imports training: the configuration it reads imported torch, Numba and
+    the agents (1.8 s before a report could start)."""
+    code = (
+        "import sys, dstrl.analysis.report, dstrl.config; "
+        "print(sorted(m for m in ('torch', 'numba', 'dstrl.agents.base', 'dstrl.nets') "
+        "if m in sys.modules))"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout == "[]\n"

@@ -1,7 +1,16 @@
 """Agents: losses and one update step. Sparsity is a configuration, not a subclass."""
 
-from dstrl.agents.base import ActorCritic
-from dstrl.agents.sac import SAC, SACConfig
-from dstrl.agents.td3 import TD3, TD3Config
+from dstrl.lazy import exports
 
-__all__ = ["SAC", "TD3", "ActorCritic", "SACConfig", "TD3Config"]
+# each name's module, imported when the name is first used: the configuration imports
+# dstrl.agents.settings without torch
+__getattr__, __all__ = exports(
+    __name__,
+    {
+        "ActorCritic": "base",
+        "SAC": "sac",
+        "TD3": "td3",
+        "SACConfig": "settings",
+        "TD3Config": "settings",
+    },
+)

@@ -8,7 +8,6 @@ DS-SAC appendix of Sokar et al. (IJCAI 2022). Shared machinery lives in ``dstrl.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,38 +15,13 @@ from torch import Tensor
 from torch.nn import functional
 
 from dstrl.agents.base import ActorCritic
+from dstrl.agents.settings import SACConfig
 from dstrl.dormant import Recycling
 from dstrl.optim import Adam
 from dstrl.sparse import LayerShape, forward_flops, training_flops
 from dstrl.sparse.config import SparsityConfig
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
-
-
-@dataclass(frozen=True)
-class SACConfig:
-    """SAC hyperparameters; defaults are those of the DS-SAC appendix."""
-
-    hidden_sizes: tuple[int, ...] = (256, 256)
-    """Hidden layer widths of actor and critics."""
-    learning_rate: float = 3e-4
-    """Adam step size of actor, critics and temperature."""
-    weight_decay: float = 0.0
-    """Adam's (L2) weight decay."""
-    batch_size: int = 256
-    """Transitions per gradient step and agent."""
-    gamma: float = 0.99
-    """Discount factor."""
-    tau: float = 1.0
-    """Target update coefficient: 1 copies the critics (hard update), < 1 is Polyak averaging."""
-    target_update_interval: int = 1000
-    """Gradient steps between target updates (1 with a small tau for soft updates)."""
-    alpha: float = 0.2
-    """Entropy temperature (its initial value with --sac.autotune)."""
-    autotune: bool = False
-    """Tune the temperature towards --sac.target-entropy."""
-    target_entropy: float | None = None
-    """Entropy the tuned temperature aims for (default: minus the action dimension)."""
 
 
 class SAC(ActorCritic):

@@ -6,43 +6,16 @@ The shared machinery (member axis, twin critics, sparse layers and targets) is i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from dstrl.agents.base import ActorCritic
+from dstrl.agents.settings import TD3Config
 from dstrl.dormant import Recycling
 from dstrl.nets import StackedMLP
 from dstrl.sparse import LayerShape, forward_flops, training_flops
 from dstrl.sparse.config import SparsityConfig
-
-
-@dataclass(frozen=True)
-class TD3Config:
-    """TD3 hyperparameters; defaults are those of the DS-TD3 release."""
-
-    hidden_sizes: tuple[int, ...] = (256, 256)
-    """Hidden layer widths of actor and critics."""
-    learning_rate: float = 1e-3
-    """Adam step size of actor and critics."""
-    weight_decay: float = 2e-4
-    """Adam's (L2) weight decay."""
-    batch_size: int = 100
-    """Transitions per gradient step and agent."""
-    gamma: float = 0.99
-    """Discount factor."""
-    tau: float = 0.005
-    """Polyak coefficient of the target networks."""
-    policy_noise: float = 0.2
-    """Std of the target-policy smoothing noise, as a fraction of the action half-range."""
-    noise_clip: float = 0.5
-    """Clip of the target-policy noise, as a fraction of the action half-range."""
-    policy_delay: int = 2
-    """Critic updates per actor and target update."""
-    exploration_noise: float = 0.1
-    """Std of the Gaussian exploration noise, as a fraction of the action half-range."""
 
 
 class TD3(ActorCritic):

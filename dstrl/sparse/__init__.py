@@ -6,34 +6,28 @@ Pure PyTorch; nothing here knows about reinforcement learning. Every tensor has 
 over them.
 """
 
-from dstrl.sparse.accounting import LayerShape, forward_flops, training_flops
-from dstrl.sparse.distributions import (
-    er_densities_for_global,
-    er_densities_from_lambdas,
-    er_density,
-)
-from dstrl.sparse.engine import MaskedLayers
-from dstrl.sparse.masks import nm_mask, random_mask
-from dstrl.sparse.pruning import GradualPruning
-from dstrl.sparse.schedule import TopologySchedule
-from dstrl.sparse.target import TARGET_MODES, SparseTarget
-from dstrl.sparse.topology import SET, RigL, prune_and_grow
+from dstrl.lazy import exports
 
-__all__ = [
-    "GradualPruning",
-    "LayerShape",
-    "MaskedLayers",
-    "RigL",
-    "SET",
-    "SparseTarget",
-    "TARGET_MODES",
-    "TopologySchedule",
-    "er_densities_for_global",
-    "er_densities_from_lambdas",
-    "er_density",
-    "forward_flops",
-    "nm_mask",
-    "prune_and_grow",
-    "random_mask",
-    "training_flops",
-]
+# each name's module, imported when the name is first used: the configuration imports
+# dstrl.sparse.kinds and dstrl.sparse.schedule without torch
+__getattr__, __all__ = exports(
+    __name__,
+    {
+        "LayerShape": "accounting",
+        "forward_flops": "accounting",
+        "training_flops": "accounting",
+        "er_densities_for_global": "distributions",
+        "er_densities_from_lambdas": "distributions",
+        "er_density": "distributions",
+        "MaskedLayers": "engine",
+        "nm_mask": "masks",
+        "random_mask": "masks",
+        "GradualPruning": "pruning",
+        "TopologySchedule": "schedule",
+        "TARGET_MODES": "kinds",
+        "SparseTarget": "target",
+        "SET": "topology",
+        "RigL": "topology",
+        "prune_and_grow": "topology",
+    },
+)

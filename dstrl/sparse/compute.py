@@ -12,16 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from functools import cache
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from dstrl.sparse import kernels
 from dstrl.sparse.kernels import Connections
-
-KernelChoice = Literal["auto", "masked", "sparse"]
-KERNEL_CHOICES: tuple[str, ...] = ("auto", "masked", "sparse")
+from dstrl.sparse.kinds import KERNEL_CHOICES, KernelChoice
 
 SPARSE_BELOW = 0.3
 """Density at or under which ``auto`` computes a layer by its connections. On one CPU thread the

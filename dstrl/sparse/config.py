@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
@@ -15,14 +14,11 @@ from dstrl.sparse.distributions import (
     er_densities_from_lambdas,
 )
 from dstrl.sparse.engine import MaskedLayers
+from dstrl.sparse.kinds import Distribution, DropScore, Growth, TargetMode, Topology
 from dstrl.sparse.masks import nm_mask, random_mask
 from dstrl.sparse.pruning import GradualPruning
 from dstrl.sparse.schedule import TopologySchedule
-from dstrl.sparse.target import TargetMode
-from dstrl.sparse.topology import SET, DropScore, RigL
-
-Topology = Literal["static", "set", "prune"]
-Growth = Literal["random", "gradient"]
+from dstrl.sparse.topology import SET, RigL
 
 
 @dataclass(frozen=True)
@@ -40,7 +36,7 @@ class SparsityConfig:
     topology: Topology = "set"
     lambdas: tuple[float, ...] | None = (7.0, 64.0)
     density: float | None = None
-    distribution: Literal["er", "uniform"] = "er"
+    distribution: Distribution = "er"
     """How an overall ``density`` is spread: Erdős–Rényi (ERK for fully connected layers) or
     the same density in every sparse layer."""
     sparse_output: bool = False

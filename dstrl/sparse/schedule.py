@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+
+from dstrl.sparse.kinds import Decay
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class TopologySchedule:
 
     update_period: int = 1000
     drop_fraction: float = 0.05
-    decay: Literal["constant", "cosine"] = "constant"
+    decay: Decay = "constant"
     stop_step: int | None = None
 
     def __post_init__(self) -> None:

@@ -11,7 +11,6 @@ target would gain connections. Three options:
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
 import torch
@@ -20,10 +19,8 @@ from torch import Tensor
 from dstrl.sparse.compute import LayerKernel, support_changed
 from dstrl.sparse.engine import MaskedLayers
 from dstrl.sparse.kernels import Connections
+from dstrl.sparse.kinds import TARGET_MODES, TargetMode
 from dstrl.sparse.target_cpu import prune_layers
-
-TargetMode = Literal["magnitude", "online-mask", "dense"]
-TARGET_MODES: tuple[str, ...] = ("magnitude", "online-mask", "dense")
 
 
 class _Blocks:

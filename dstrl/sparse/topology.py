@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-DropScore = Literal["signed", "magnitude"]
+from dstrl.sparse.kinds import DropScore
 
 
 def lowest(
