@@ -534,7 +534,15 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError for anything a user can fix before a run starts."""
         self._validate_population()
-        prefix = f"--{self.family}."
+        self._validate_counts()
+        self._validate_devices()
+        self._validate_sparsity()
+        self._validate_topology()
+        self._validate_replay()
+        self._validate_agent()
+
+    def _validate_counts(self) -> None:
+        """Steps, seeds, periods and sizes."""
         agent = self.agent
         positive = {
             "steps": self.steps,
@@ -556,33 +564,13 @@ class TrainConfig:
             if value < 1:
                 raise ConfigError(f"--{name} must be a positive integer, got {value}")
         check_seeds(self.seed, self.seeds)
-        if self.n_step < 1:
-            raise ConfigError(f"--n-step must be a positive integer, got {self.n_step}")
-        if not 0 <= self.n_step_start <= 1:
-            raise ConfigError(f"--n-step-start must be in [0, 1], got {self.n_step_start}")
-        if self.buffer_check_every < 1 or self.actor_update_period < 1:
-            raise ConfigError(
-                "--buffer-check-every and --actor-update-period must be positive integers"
-            )
-        if self.buffer_min_size < 0 or self.buffer_policy_distance <= 0:
-            raise ConfigError(
-                "--buffer-min-size must be ≥ 0 and --buffer-policy-distance positive, got "
-                f"{self.buffer_min_size} and {self.buffer_policy_distance}"
-            )
-        if not 0 < self.actor_topology_stop <= 1:
-            raise ConfigError(
-                f"--actor-topology-stop must be in (0, 1], got {self.actor_topology_stop}"
-            )
-        if self.redo_period is not None and self.redo_period < 1:
-            raise ConfigError(f"--redo-period must be a positive integer, got {self.redo_period}")
-        if not 0 <= self.dormant_threshold < 1:
-            raise ConfigError(
-                f"--dormant-threshold must be in [0, 1), got {self.dormant_threshold}"
-            )
         if self.start_steps < 0:
             raise ConfigError(f"--start-steps must be ≥ 0, got {self.start_steps}")
         if self.env_workers is not None and self.env_workers < 1:
             raise ConfigError(f"--env-workers must be a positive integer, got {self.env_workers}")
+
+    def _validate_devices(self) -> None:
+        """What needs a GPU, the CPU, or a warm-up to overlap with."""
         if self.overlap and self.start_steps == 0:
             raise ConfigError(
                 "--overlap's first update samples the steps before it: give --start-steps ≥ 1"
@@ -595,6 +583,9 @@ class TrainConfig:
                 f"--sparse-kernels sparse runs on the CPU only, not --device {self.device}: "
                 "use auto or masked"
             )
+
+    def _validate_sparsity(self) -> None:
+        """How sparse: λ, a density or N:M, and which layers."""
         if self.density is not None and self.lambdas is not None:
             raise ConfigError("give either --density or --lambdas, not both")
         if self.nm is not None and (self.density is not None or self.lambdas is not None):
@@ -608,21 +599,18 @@ class TrainConfig:
             raise ConfigError(f"--density must be in (0, 1], got {self.density}")
         if self.lambdas is not None and any(lam <= 0 for lam in self.lambdas):
             raise ConfigError(f"--lambdas must be positive, got {list(self.lambdas)}")
+
+    def _validate_topology(self) -> None:
+        """How the topology changes: drop, growth, freezing, pruning's schedule, recycling."""
+        agent = self.agent
         if not 0 < self.drop_fraction < 1:
             raise ConfigError(f"--drop-fraction must be in (0, 1), got {self.drop_fraction}")
         if self.freeze_last is not None and self.freeze_last < 0:
             raise ConfigError(f"--freeze-last must be ≥ 0, got {self.freeze_last}")
-        nonnegative = ["weight_decay"]
-        if isinstance(agent, TD3Config):
-            nonnegative += ["policy_noise", "noise_clip", "exploration_noise"]
-        else:
-            nonnegative += ["alpha"]
-        for name in nonnegative:
-            if getattr(agent, name) < 0:
-                flag = prefix + name.replace("_", "-")
-                raise ConfigError(f"{flag} must be ≥ 0, got {getattr(agent, name)}")
-        if isinstance(agent, SACConfig) and agent.alpha == 0 and agent.autotune:
-            raise ConfigError("--sac.autotune tunes log α: start from --sac.alpha > 0")
+        if self.actor_update_period < 1:
+            raise ConfigError(
+                f"--actor-update-period must be a positive integer, got {self.actor_update_period}"
+            )
         if (
             self.topology == "set"
             and self.freeze_last is not None
@@ -645,6 +633,16 @@ class TrainConfig:
                     f"steps, every --update-period {self.update_period}) has no room: train "
                     f"longer or lower --update-period"
                 )
+        if not 0 < self.actor_topology_stop <= 1:
+            raise ConfigError(
+                f"--actor-topology-stop must be in (0, 1], got {self.actor_topology_stop}"
+            )
+        if self.redo_period is not None and self.redo_period < 1:
+            raise ConfigError(f"--redo-period must be a positive integer, got {self.redo_period}")
+        if not 0 <= self.dormant_threshold < 1:
+            raise ConfigError(
+                f"--dormant-threshold must be in [0, 1), got {self.dormant_threshold}"
+            )
         delay = agent.policy_delay if isinstance(agent, TD3Config) else 1
         if self.grow == "gradient" and self.actor_update_period % delay:
             raise ConfigError(
@@ -652,6 +650,37 @@ class TrainConfig:
                 f"--actor-update-period ({self.actor_update_period}; default --update-period) a "
                 f"multiple of --td3.policy-delay ({delay})"
             )
+
+    def _validate_replay(self) -> None:
+        """Multi-step targets and the dynamic buffer."""
+        if self.n_step < 1:
+            raise ConfigError(f"--n-step must be a positive integer, got {self.n_step}")
+        if not 0 <= self.n_step_start <= 1:
+            raise ConfigError(f"--n-step-start must be in [0, 1], got {self.n_step_start}")
+        if self.buffer_check_every < 1:
+            raise ConfigError(
+                f"--buffer-check-every must be a positive integer, got {self.buffer_check_every}"
+            )
+        if self.buffer_min_size < 0 or self.buffer_policy_distance <= 0:
+            raise ConfigError(
+                "--buffer-min-size must be ≥ 0 and --buffer-policy-distance positive, got "
+                f"{self.buffer_min_size} and {self.buffer_policy_distance}"
+            )
+
+    def _validate_agent(self) -> None:
+        """The family's hyperparameters (--td3.*, --sac.*)."""
+        prefix, agent = f"--{self.family}.", self.agent
+        nonnegative = ["weight_decay"]
+        if isinstance(agent, TD3Config):
+            nonnegative += ["policy_noise", "noise_clip", "exploration_noise"]
+        else:
+            nonnegative += ["alpha"]
+        for name in nonnegative:
+            if getattr(agent, name) < 0:
+                flag = prefix + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be ≥ 0, got {getattr(agent, name)}")
+        if isinstance(agent, SACConfig) and agent.alpha == 0 and agent.autotune:
+            raise ConfigError("--sac.autotune tunes log α: start from --sac.alpha > 0")
         if not 0 < agent.tau <= 1:
             raise ConfigError(f"{prefix}tau must be in (0, 1], got {agent.tau}")
         if not 0 <= agent.gamma <= 1:

@@ -116,6 +116,11 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
         (["--overlap", "--start-steps", "0"], "--overlap's first update samples"),
         (["--cuda-graph"], "--cuda-graph needs --device cuda, not --device cpu"),
         (["--tf32"], "--tf32 needs --device cuda"),
+        (
+            ["--grow", "gradient", "--actor-update-period", "-1"],  # was about the policy delay
+            "--actor-update-period must be a positive integer, got -1",
+        ),
+        (["--algo", "rlx2-td3", "--buffer-check-every", "0"], "--buffer-check-every must be a"),
     ],
 )
 def test_configuration_errors(tmp_path, capsys, args, message):
