@@ -115,6 +115,36 @@ def test_grown_weights_start_at_zero_with_zero_moments_and_dropped_moments_clear
 
 
 @pytest.mark.usefixtures("kernels")
+def test_connections_rigl_drops_and_regrows_keep_their_weights_and_moments():
+    """RigL's growth ranks the just-dropped connections with the inactive ones; one regrown is
+    one never dropped (it was zeroed, and counted as changed twice over)."""
+    net, layers, optimizer, g = _network(drop_score="magnitude", grow="gradient")
+    for step in range(1, 5):
+        _train_step(net, layers, optimizer, g, step)
+    loss = net(torch.randn(net.members, 16, 8, generator=g)).square().mean()
+    optimizer.zero_grad()
+    loss.backward()
+    layers.mask_gradients(5)
+    optimizer.step()
+    rows = [w.detach().reshape(-1, w.shape[-2] * w.shape[-1]) for w in layers.weights]
+    flat = [m.reshape(r.shape) for m, r in zip(layers.masks, rows, strict=True)]
+    dropping = layers.rule.drop(rows, flat, 0.2)  # the drop of step 5's update, asked beforehand
+    weights = [w.detach().clone() for w in layers.weights]
+    moments = [optimizer.state[w]["exp_avg"].clone() for w in layers.weights]
+    before = [m.clone() for m in layers.masks]
+    replaced = layers.maybe_update(5)
+    regrown = [d.view(m.shape) & m for d, m in zip(dropping, layers.masks, strict=True)]
+    assert any(r.any() for r in regrown)
+    for i, weight in enumerate(layers.weights):
+        kept = before[i] & layers.masks[i]
+        assert torch.equal(weight[kept], weights[i][kept])
+        assert torch.equal(optimizer.state[weight]["exp_avg"][kept], moments[i][kept])
+        changed = (layers.masks[i] & ~before[i]).reshape(len(replaced[i]), -1).sum(1)
+        assert replaced[i] == changed.tolist()
+        assert sum(replaced[i]) < int(dropping[i].sum())  # fewer than the drop took
+
+
+@pytest.mark.usefixtures("kernels")
 def test_static_topology_never_changes():
     net, layers, optimizer, g = _network(topology="static")
     masks = [m.clone() for m in layers.masks]

@@ -92,10 +92,27 @@ def test_rigl_grows_where_the_dense_gradient_is_largest():
     g = torch.Generator().manual_seed(0)
     w = torch.tensor([[0.5, 0.01, 0.3, 0.0, 0.0, 0.0]])
     m = torch.tensor([[1, 1, 1, 0, 0, 0]], dtype=torch.bool)
-    grad = torch.tensor([[9.0, 9.0, 9.0, 0.1, -0.7, 0.4]])  # inactive: |0.1|, |-0.7|, |0.4|
+    grad = torch.tensor([[9.0, 0.0, 0.0, 0.1, -0.7, 0.4]])  # inactive: |0.1|, |-0.7|, |0.4|
     change = prune_and_grow([w], [m], 0.67, RigL("magnitude"), g, [grad])  # drop 2: 0.01, 0.3
     assert change.dropped[0].tolist() == [[False, True, True, False, False, False]]
     assert change.grown[0].tolist() == [[False, False, False, False, True, True]]
+
+
+def test_rigl_regrows_a_just_dropped_connection_where_its_gradient_is_largest():
+    """RigL ranks every position inactive after the drop (Evci et al., Algorithm 1); one regrown
+    stays as it was, neither dropped nor grown. SET regrows it only where nothing else is free."""
+    from dstrl.sparse.topology import RigL
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.tensor([[0.5, 0.01, 0.3, 0.0, 0.0, 0.0]])
+    m = torch.tensor([[1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    grad = torch.tensor([[0.0, 5.0, 0.0, 0.1, -0.7, 0.4]])  # the dropped 0.01 has the largest
+    change = prune_and_grow([w], [m], 0.67, RigL("magnitude"), g, [grad])  # drops 0.01, 0.3
+    assert change.masks[0].tolist() == [[True, True, False, False, True, False]]
+    assert change.dropped[0].tolist() == [[False, False, True, False, False, False]]
+    assert change.grown[0].tolist() == [[False, False, False, False, True, False]]
+    change = prune_and_grow([w], [m], 0.67, SET("magnitude"), g)
+    assert not (change.masks[0] & change.dropped[0]).any()
 
 
 def test_rigl_without_gradients_is_an_error():

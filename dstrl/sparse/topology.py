@@ -64,6 +64,10 @@ class SET:
     """With N:M masks, M: a connection dropped from a group of M consecutive inputs is regrown
     in the same group, so every group keeps its N connections."""
     needs_gradients: ClassVar[bool] = False
+    regrows_dropped: ClassVar[bool] = False
+    """Whether a just-dropped connection competes for growth with the inactive positions
+    (RigL's rule): regrown, it was never dropped and keeps its weight. Otherwise (SET as the
+    DS-TD3 release) it is regrown only where nothing else is free."""
 
     def density_after(self, step: int | None, layer: int, density: float) -> float:
         """A layer's planned density after an update at ``step``: prune-and-grow keeps it."""
@@ -114,9 +118,11 @@ class SET:
 @dataclass(frozen=True)
 class RigL(SET):
     """Rigged Lottery (Evci et al., 2020): drop as SET, grow where the dense gradient of the loss
-    is largest in magnitude. New weights still start at zero."""
+    is largest in magnitude, among every position inactive after the drop (the just-dropped
+    ones too, which then keep their weights). New weights still start at zero."""
 
     needs_gradients: ClassVar[bool] = True
+    regrows_dropped: ClassVar[bool] = True
 
     def grow_scores(
         self,
@@ -152,18 +158,22 @@ def prune_and_grow(
 
     Inputs are (rows, n) views (members flattened into rows, weights flattened into n). Growth
     prefers positions that were inactive before this update; a connection just dropped is only
-    regrown when nothing else is free. The active count of every row is unchanged; with
-    ``rule.group`` (N:M masks) so is the count of every group of that many consecutive entries.
-    ``gradients`` (same views, dense) are needed by rules that grow by gradient.
+    regrown when nothing else is free, unless ``rule.regrows_dropped``: then it competes with
+    them, and one regrown is neither dropped nor grown. The active count of every row is
+    unchanged; with ``rule.group`` (N:M masks) so is the count of every group of that many
+    consecutive entries. ``gradients`` (same views, dense) are needed by rules that grow by
+    gradient.
     """
     dropped = rule.drop(weights, masks, fraction)
     priority = rule.grow_scores(weights, masks, generator, gradients)
     # Positions inactive before the update come first; a just-dropped one only after all of
-    # them (its priority is shifted past every other); still-active ones never grow.
+    # them (its priority is shifted past every other), or, regrown by RigL's rule, beside them;
+    # still-active ones never grow.
     scores = []
     for p, m, d in zip(priority, masks, dropped, strict=True):
-        shift = (p.amax(1, keepdim=True) - p.amin(1, keepdim=True)) + 1
-        scores.append(torch.where(d, p + shift, _inf_where_not(~m, p)))
+        spread = p.amax(1, keepdim=True) - p.amin(1, keepdim=True)
+        behind = 0 if rule.regrows_dropped else spread + 1
+        scores.append(torch.where(d, p + behind, _inf_where_not(~m, p)))
     if rule.group is None:
         # a signed drop takes up to one more than the fraction (rounded once per sign)
         bound = [torch.round(fraction * m.sum(1)).long() + 1 for m in masks]
@@ -177,4 +187,9 @@ def prune_and_grow(
         )
         grown = [g.reshape(d.shape) for g, d in zip(grouped, dropped, strict=True)]
     new_masks = [(m & ~d) | g for m, d, g in zip(masks, dropped, grown, strict=True)]
+    if rule.regrows_dropped:  # a connection dropped and regrown stays as it was
+        dropped, grown = (
+            [d & ~g for d, g in zip(dropped, grown, strict=True)],
+            [g & ~d for d, g in zip(dropped, grown, strict=True)],
+        )
     return TopologyChange(new_masks, dropped, grown)
