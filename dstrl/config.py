@@ -88,6 +88,11 @@ def runs_apart(algo: str) -> bool:
     return topology_of(algo) == "prune" or algo.startswith("rlx2-")
 
 
+def family_of(algo: str) -> str:
+    """td3 or sac, from an algorithm's suffix."""
+    return algo.rsplit("-", 1)[-1]
+
+
 def topology_of(algo: str) -> str:
     """dense, static, set or prune, from an algorithm's prefix."""
     return TOPOLOGIES[algo.rsplit("-", 1)[0] if "-" in algo else ""]
@@ -396,7 +401,7 @@ class TrainConfig:
     @property
     def family(self) -> str:
         """td3 or sac."""
-        return self.methods[0].rsplit("-", 1)[-1]
+        return family_of(self.methods[0])
 
     @property
     def topology(self) -> str:
@@ -719,7 +724,7 @@ class TrainConfig:
             return
         if len(set(methods)) < len(methods):
             raise ConfigError(f"--algo names an algorithm twice: {' '.join(methods)}")
-        families = {algo.rsplit("-", 1)[-1] for algo in methods}
+        families = {family_of(algo) for algo in methods}
         if len(families) > 1:
             raise ConfigError(
                 f"--algo {' '.join(methods)} mixes the {' and '.join(sorted(families))} families; "

@@ -41,6 +41,7 @@ from dstrl.config import (
     ConfigError,
     TrainConfig,
     check_seeds,
+    family_of,
     runs_apart,
 )
 from dstrl.progress import Progress
@@ -234,7 +235,7 @@ def _populations(env: str, args: SweepArgs) -> list[Cell]:
     shared: dict[str, list[str]] = {}
     cells = []
     for algo in args.algos:
-        family = algo.rsplit("-", 1)[-1]
+        family = family_of(algo)
         if runs_apart(algo):
             cells.append(Cell(env, (algo,), args.seed, args.out / env / PACKED / algo, args.seeds))
         else:

@@ -29,6 +29,7 @@ from dstrl.analysis.runs import (
     load_runs,
     method_settings,
 )
+from dstrl.config import family_of
 
 FIGURES = ("curves", "topology", "dormant")  # written as <figure>_<task>.png
 
@@ -113,7 +114,7 @@ def _baseline(
                 return r
         methods = ", ".join(r.method for r in candidates)
         raise RunError(f"baseline {name!r} has no runs on {env}; methods there: {methods}")
-    family = method.algo.rsplit("-", 1)[-1]
+    family = family_of(method.algo)
     dense = [r for r in candidates if r.algo == family]
     if len(dense) < 2:
         return dense[0] if dense else None
