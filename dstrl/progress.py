@@ -2,9 +2,10 @@
 
 A run logs its step to ``train_metrics.csv`` every ``--log-every`` steps, so the sweep reads
 progress from there (on a Ray cluster, from the storage every node sees) without asking the
-runs. The time left is the rest of every run's steps at the rate one run has made so far,
-scheduled as the sweep schedules them: running runs first, then the others in order, each on the
-first of ``workers`` slots to come free.
+runs. The time left is the rest of every run's steps at the rate one run has made so far (the
+runs' steps gained over their running time), scheduled as the sweep schedules them: running runs
+first, each on a slot of its own, then the others in order, each on the first of ``workers``
+slots to come free.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ def finish_in(remaining: list[float], workers: int) -> float:
 
 def duration(seconds: float) -> str:
     """``2 h 05 min``, ``12 min``, ``40 s``."""
-    minutes = round(seconds / 60)
-    if seconds < 60:
+    if seconds < 59.5:  # what rounds to a minute is said in minutes
         return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
     if minutes < 60:
         return f"{minutes} min"
     return f"{minutes // 60} h {minutes % 60:02d} min"
@@ -61,8 +62,9 @@ class Progress:
     def __init__(self, runs: list[Path], steps: int, workers: int, every: float = 0) -> None:
         self.runs, self.steps, self.workers, self.every = runs, steps, workers, every
         self.began = self.said = time.monotonic()
-        self.first = {run: min(steps_done(run), steps) for run in runs}  # before the sweep
-        self.started: dict[Path, tuple[float, int]] = {}  # when, and its step then
+        # when, and the lowest step seen since: a resumed run first cuts its metrics back to
+        # its checkpoint's step
+        self.started: dict[Path, tuple[float, int]] = {}
         self.ended: dict[Path, tuple[float, bool]] = {}  # when, and whether it finished
         self.lock = threading.Lock()  # local runs start in the pool's threads
 
@@ -85,9 +87,12 @@ class Progress:
         """``progress: 41% of 3,000,000 steps, 1 h 10 min in, about 1 h 40 min left``."""
         now = time.monotonic()
         with self.lock:
-            started, ended = dict(self.started), dict(self.ended)
-        done = {run: self._done(run, ended) for run in self.runs}
-        gained = sum(max(0, done[run] - step) for run, (_, step) in started.items())
+            ended = dict(self.ended)
+            done = {run: self._done(run, ended) for run in self.runs}
+            for run, (when, step) in self.started.items():
+                self.started[run] = (when, min(step, done[run]))
+            started = dict(self.started)
+        gained = sum(done[run] - step for run, (_, step) in started.items())
         busy = sum(ended.get(run, (now,))[0] - when for run, (when, _) in started.items())
         total = self.steps * len(self.runs)
         share = sum(done.values()) / total
@@ -97,10 +102,13 @@ class Progress:
         rate = gained / busy  # steps per second of one run
         waiting = [run for run in self.runs if run not in ended]  # running ones first:
         waiting.sort(key=lambda run: run not in started)  # a stable sort keeps the order
-        left = finish_in([(self.steps - done[run]) / rate for run in waiting], self.workers)
+        running = len(started) - len(ended.keys() & started.keys())
+        # a Ray cluster may run more at once than the driver has cores
+        slots = max(self.workers, running)
+        left = finish_in([(self.steps - done[run]) / rate for run in waiting], slots)
         return f"{said}, about {duration(left)} left"
 
     def _done(self, run: Path, ended: dict[Path, tuple[float, bool]]) -> int:
         if ended.get(run, (0, False))[1]:
             return self.steps
-        return max(min(steps_done(run), self.steps), self.first[run])
+        return min(steps_done(run), self.steps)

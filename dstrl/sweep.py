@@ -271,6 +271,7 @@ def command(cell: Cell, args: SweepArgs) -> list[str] | None:
     continues it from its checkpoint (extending it to a larger ``--steps``).
     """
     options = _train_options(cell, args)
+    _refuse_shorter(cell, args)
     if _finished(cell, args, options):
         return None
     return [sys.executable, "-m", "dstrl", "train", "--steps", str(args.steps), *options]
@@ -305,6 +306,22 @@ def _extra(args: SweepArgs) -> list[str]:
         return shlex.split(args.train_args)
     except ValueError as error:  # an unclosed quote
         raise ConfigError(f"--train-args {args.train_args!r}: {error}") from error
+
+
+def _refuse_shorter(cell: Cell, args: SweepArgs) -> None:
+    """ConfigError if ``cell`` holds a stopped run of more than --steps: a resume cannot shorten
+    it, and it would fail once started."""
+    if not (cell.path / CHECKPOINT).exists() or (cell.path / "summary.json").exists():
+        return
+    try:
+        steps = json.loads((cell.path / "config.json").read_text())["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # the run says what is wrong itself
+    if isinstance(steps, int) and steps > args.steps:
+        raise ConfigError(
+            f"{cell.path} is a stopped run of {steps:,} steps, more than --steps {args.steps:,}, "
+            f"and a resume cannot shorten it: give --steps {steps}"
+        )
 
 
 def _finished(cell: Cell, args: SweepArgs, options: list[str]) -> bool:

@@ -51,3 +51,27 @@ def test_progress_lines_say_the_share_done_and_the_time_left(tmp_path, monkeypat
     now[0] += 60
     assert progress.line().startswith("progress: 43% of 30,000 steps, 2 min in, about ")
     assert Progress(runs, steps=10_000, workers=2, every=0).due() is None  # lines off
+
+
+def test_a_resumed_run_counts_from_its_checkpoint_and_running_runs_each_have_a_slot(
+    tmp_path, monkeypatch
+):
+    """A resumed run cuts its metrics back to its checkpoint: the estimate waited for it to pass
+    its old last row, then ran many times over. On a Ray cluster more runs may run at once than
+    the driver has cores: they were queued behind each other."""
+    now = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: now[0])
+    runs = [tmp_path / name for name in ("resumed", "other")]
+    metrics(runs[0], 1000, 2000, 3000)  # checkpointed at 2,000, killed at 3,000
+    progress = Progress(runs, steps=10_000, workers=1)
+    progress.start(runs[0])
+    progress.start(runs[1])
+    metrics(runs[0], 1000, 2000)  # the resume's first act
+    now[0] = 10.0
+    assert progress.line().endswith("time left not known yet")
+    metrics(runs[0], 1000, 2000, 3000)
+    metrics(runs[1], 1000)
+    now[0] = 20.0  # 1,000 + 1,000 steps in 2 x 20 run-seconds: 50 steps/s per run
+    # each on a slot of its own: 7,000 and 9,000 steps left, not 16,000 one after the other
+    assert progress.line() == "progress: 20% of 20,000 steps, 20 s in, about 3 min left"
+    assert duration(59.6) == "1 min"

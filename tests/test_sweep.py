@@ -12,7 +12,7 @@ import pytest
 
 from dstrl import cli
 from dstrl import sweep as sweep_module
-from dstrl.checkpoint import load_checkpoint
+from dstrl.checkpoint import CHECKPOINT, load_checkpoint
 from dstrl.sweep import Cell, execute
 from tests.helpers import lock_holder
 
@@ -266,6 +266,22 @@ def test_a_summary_whose_steps_are_not_a_number_is_one_line(tmp_path):
     args = sweep_module.SweepArgs(envs=("Pendulum-v1",), algos=("td3",), steps=300)
     with pytest.raises(sweep_module.ConfigError, match=r"cannot be read \(its steps are '300'\)"):
         sweep_module.command(cell, args)
+
+
+def test_a_stopped_run_longer_than_the_grid_is_one_line_before_any_run(tmp_path):
+    """It started, and failed as its resume could not shorten it ("--steps can only grow")."""
+    cell = Cell("Pendulum-v1", ("td3",), 0, tmp_path / "run")
+    cell.path.mkdir()
+    (cell.path / CHECKPOINT).write_bytes(b"")
+    (cell.path / "config.json").write_text(json.dumps({"steps": 300}))
+    args = sweep_module.SweepArgs(envs=("Pendulum-v1",), algos=("td3",), steps=200, report=False)
+    with pytest.raises(sweep_module.ConfigError) as caught:
+        sweep_module.command(cell, args)
+    assert str(caught.value) == (
+        f"{cell.path} is a stopped run of 300 steps, more than --steps 200, and a resume cannot "
+        "shorten it: give --steps 300"
+    )
+    assert sweep_module.command(cell, replace(args, steps=300)) is not None  # it resumes
 
 
 def test_a_run_killed_by_the_system_and_the_failed_runs_are_named():
