@@ -10,7 +10,7 @@ from dstrl.lazy import exports
 
 # each name's module, imported when the name is first used: the configuration imports
 # dstrl.sparse.kinds and dstrl.sparse.schedule without torch
-__getattr__, __all__ = exports(
+__getattr__, __dir__, __all__ = exports(
     __name__,
     {
         "LayerShape": "accounting",
