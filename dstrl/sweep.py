@@ -355,12 +355,18 @@ STOPPED = (130, -signal.SIGTERM, -signal.SIGINT)  # a run stopped by a signal (b
 Ended = tuple[int, str, float]  # a run's exit code, last lines of stderr, and seconds
 
 
-def execute(cmd: list[str], stopped: Callable[[], bool] = lambda: False) -> Ended | None:
+def execute(
+    cmd: list[str],
+    stopped: Callable[[], bool] = lambda: False,
+    starting: Callable[[], object] = lambda: None,
+) -> Ended | None:
     """Run one training process; (exit code, the last lines it wrote to stderr, seconds), or
-    None if the sweep was stopped before it began. Once ``stopped()`` is true (it is asked
-    every second), the process is sent SIGTERM, so that it stops at a checkpoint."""
+    None if the sweep was stopped before it began (else ``starting()`` is called first). Once
+    ``stopped()`` is true (it is asked every second), the process is sent SIGTERM, so that it
+    stops at a checkpoint."""
     if stopped():
         return None
+    starting()
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     began = time.monotonic()
     with subprocess.Popen(
@@ -475,10 +481,7 @@ def _run_local(
     ended: dict[str, list[Cell]] = defaultdict(list)
 
     def begin(cell: Cell, cmd: list[str]) -> Ended | None:
-        if stop.is_set():
-            return None
-        _started(cell, progress)
-        result = execute(cmd, stop.is_set)
+        result = execute(cmd, stop.is_set, lambda: _started(cell, progress))
         if result is not None:
             progress.end(cell.path, result[0] == 0)
         return result
@@ -552,10 +555,7 @@ def _run_ray(
         def stopped() -> bool:
             return board.is_stopped.remote().future().result()
 
-        if stopped():
-            return None
-        board.start.remote(index).future().result()
-        return execute(cmd, stopped)
+        return execute(cmd, stopped, lambda: board.start.remote(index).future().result())
 
     started: list[int] = []
 

@@ -306,7 +306,10 @@ def test_a_stopped_sweep_stops_each_run_with_sigterm_and_starts_none():
     asked = iter([False, True])
     code, error, seconds = execute([sys.executable, "-c", run], lambda: next(asked, True))
     assert code == 130 and error == "stopping" and time.monotonic() - began < 10
-    assert execute([sys.executable, "-c", run], lambda: True) is None  # never started
+    starts = []  # a run's "start" line is said only if it starts
+    assert execute([sys.executable, "-c", run], lambda: True, lambda: starts.append(1)) is None
+    assert execute([sys.executable, "-c", "pass"], starting=lambda: starts.append(2))[0] == 0
+    assert starts == [2]
 
 
 def test_a_cpu_device_by_index_is_not_packed(tmp_path):
