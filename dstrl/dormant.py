@@ -66,9 +66,11 @@ def recycle(
     become 0; Adam's moments of everything touched become 0.
     """
     recycled = 0
-    for k, units in enumerate(dormant):  # every layer's incoming first: a unit recycled in
-        if not units.any():  # layer k+1 gets fresh incoming weights from layer k's units,
-            continue  # which must end at 0 if those are recycled too
+    # every layer's incoming weights first: a unit recycled in layer k+1 gets fresh incoming
+    # weights from layer k's units too, which must end at 0 where those are recycled
+    for k, units in enumerate(dormant):
+        if not units.any():
+            continue
         recycled += int(units.sum())
         incoming, bias = net.weights[k], net.biases[k]
         bound = 1 / math.sqrt(incoming.shape[-1])
