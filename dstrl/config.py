@@ -649,7 +649,7 @@ class TrainConfig:
                 f"--dormant-threshold must be in [0, 1), got {self.dormant_threshold}"
             )
         delay = agent.policy_delay if isinstance(agent, TD3Config) else 1
-        if self.grow == "gradient" and self.actor_update_period % delay:
+        if self.topology == "set" and self.grow == "gradient" and self.actor_update_period % delay:
             raise ConfigError(
                 f"--grow gradient needs the actor's gradient at topology updates: make "
                 f"--actor-update-period ({self.actor_update_period}; default --update-period) a "

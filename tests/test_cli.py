@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dstrl.cli import main
-from dstrl.config import TrainConfig
+from dstrl.config import ConfigError, TrainConfig
 from dstrl.train import train
 
 TINY = [
@@ -328,3 +328,10 @@ def test_sigterm_outside_the_training_loop_says_so_and_exits_130(tmp_path, stage
     )
     again = dstrl(*args, "--auto-resume")
     assert "final return" in again.stdout and (out / "summary.json").exists()
+
+
+def test_growth_options_are_not_checked_where_nothing_grows():
+    """Gradual pruning never grows: --grow gradient there was refused for a policy delay."""
+    TrainConfig(algo="prune-td3", grow="gradient", actor_update_period=3).validate()
+    with pytest.raises(ConfigError, match="multiple of --td3.policy-delay"):
+        TrainConfig(algo="ds-td3", grow="gradient", actor_update_period=3).validate()
