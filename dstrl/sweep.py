@@ -460,10 +460,14 @@ def _started(cell: Cell, progress: Progress) -> None:
     progress.start(cell.path)
 
 
-def _report(cell: Cell, result: Ended | None, ended: dict[str, list[Cell]], todo: int) -> None:
-    """Say how ``cell``'s run ended (nothing if it never started), and count it in ``ended``."""
+def _report(
+    cell: Cell, result: Ended | None, ended: dict[str, list[Cell]], todo: int, progress: Progress
+) -> None:
+    """Say how ``cell``'s run ended (nothing if it never started), and count it in ``ended``
+    and for the progress lines."""
     if result is None:
         return
+    progress.end(cell.path, result[0] == 0)
     ended[_kind(result[0])].append(cell)
     print(f"[{sum(map(len, ended.values()))}/{todo}] {_outcome(cell, *result)}", flush=True)
 
@@ -481,17 +485,14 @@ def _run_local(
     ended: dict[str, list[Cell]] = defaultdict(list)
 
     def begin(cell: Cell, cmd: list[str]) -> Ended | None:
-        result = execute(cmd, stop.is_set, lambda: _started(cell, progress))
-        if result is not None:
-            progress.end(cell.path, result[0] == 0)
-        return result
+        return execute(cmd, stop.is_set, lambda: _started(cell, progress))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(begin, cell, cmd): cell for cell, cmd in todo}
 
         def report(future: Future) -> None:
             result = None if future.cancelled() else future.result()
-            _report(futures[future], result, ended, len(todo))
+            _report(futures[future], result, ended, len(todo), progress)
 
         pending = set(futures)
         try:
@@ -566,9 +567,7 @@ def _run_ray(
 
     def report(ref) -> None:
         cell, result = futures.pop(ref), ray.get(ref)
-        if result is not None:
-            progress.end(cell.path, result[0] == 0)
-        _report(cell, result, ended, len(todo))
+        _report(cell, result, ended, len(todo), progress)
 
     # Ray's own handlers: SIGTERM aborted the driver with a stack dump, its runs killed; after
     # Ctrl-C it waited for ever
