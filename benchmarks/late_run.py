@@ -48,7 +48,7 @@ def subnormal_share(tensors: list[torch.Tensor]) -> float:
 
 @contextmanager
 def subnormals_kept():
-    """dstrl as it was before: no flush-to-zero (build_agent's call is made a no-op)."""
+    """dstrl as it was before: no flush-to-zero (train's call is made a no-op)."""
     original = torch.set_flush_denormal
     original(False)
     torch.set_flush_denormal = lambda on: False

@@ -129,13 +129,6 @@ def check_new_run_dir(run_dir: Path) -> None:
 def build_agent(config: TrainConfig) -> ActorCritic:
     """Validate the configuration and construct the agents; raises ConfigError on bad input."""
     device, obs_dim, low, high = check_config(config)
-    # Subnormal floats (|x| < 1.2e-38) make CPU arithmetic many times slower, and weights that
-    # only weight decay moves shrink into them over a long run (see README, Long runs). Flush
-    # them to zero; set before torch starts its worker threads, which inherit the setting.
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(config.threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.fp32_precision = "tf32" if config.tf32 else "ieee"
     generator = torch.Generator(device).manual_seed(config.seed)
     try:
         kind = SAC if config.family == "sac" else TD3
@@ -207,11 +200,35 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     CheckpointError for bad input, RunDirError when the run directory cannot be written,
     DivergedError when every agent has diverged.
     """
-    threads = torch.get_num_threads()
-    try:
+    with torch_settings(config):
         return _train(config, stop_after)
+
+
+def flushing_subnormals() -> bool:
+    """Whether this thread's CPU arithmetic flushes subnormal floats to zero (torch can set it
+    but not read it)."""
+    return bool(torch.tensor(torch.finfo(torch.float32).tiny).mul(0.5) == 0)
+
+
+@contextmanager
+def torch_settings(config: TrainConfig):
+    """Torch's process-wide settings for a run, and the caller's given back after it: a
+    notebook's torch stayed at one thread, flushing subnormals, after a run."""
+    threads, flushing = torch.get_num_threads(), flushing_subnormals()
+    precision = torch.backends.cuda.matmul.fp32_precision
+    # Subnormal floats (|x| < 1.2e-38) make CPU arithmetic many times slower, and weights that
+    # only weight decay moves shrink into them over a long run (see README, Long runs). Flush
+    # them to zero; set before torch starts its worker threads, which inherit the setting.
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(config.threads)
+    if config.device.startswith("cuda"):
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if config.tf32 else "ieee"
+    try:
+        yield
     finally:
-        torch.set_num_threads(threads)  # the caller's, which the run's --threads replaced
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(flushing)
+        torch.backends.cuda.matmul.fp32_precision = precision
 
 
 def _train(config: TrainConfig, stop_after: int | None) -> dict | None:

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from dstrl.agents.base import ActorCritic
 from dstrl.agents.sac import SACConfig
 from dstrl.checkpoint import load_checkpoint
 from dstrl.config import ConfigError
-from dstrl.train import Trainer, train
+from dstrl.train import Trainer, flushing_subnormals, train
 from tests.helpers import RLX2_TINY, assert_same, tiny_config
 
 
@@ -216,14 +217,20 @@ def test_sac_targets_stay_as_sparse_as_the_online_critics(tmp_path, tau):
     assert losses["alpha"] == pytest.approx(0.2) and np.isfinite(losses["actor_loss"])
 
 
-def test_training_flushes_subnormal_floats(tmp_path):
-    """Weights of dead units decay into subnormals, which are slow on many CPUs: flushed."""
-    from dstrl.train import build_agent
+def test_training_flushes_subnormal_floats(tmp_path, monkeypatch):
+    """Weights of dead units decay into subnormals, which are slow on many CPUs: flushed while
+    the run trains."""
+    seen = []
+    update = ActorCritic.update
 
+    def watched(self, *args, **kwargs):
+        seen.append(flushing_subnormals())
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(ActorCritic, "update", watched)
     torch.set_flush_denormal(False)  # as a fresh process, whatever ran before in this one
-    build_agent(tiny_config(tmp_path / "unused"))
-    tiny = torch.finfo(torch.float32).tiny
-    assert (torch.full((4,), tiny) * 0.5 == 0).all()
+    train(tiny_config(tmp_path / "run", steps=200))
+    assert seen and all(seen)
 
 
 @pytest.mark.parametrize("overlap", [False, True])
@@ -350,13 +357,16 @@ def test_a_signal_stops_a_loop_of_runs_in_python(tmp_path, monkeypatch, signum, 
     assert resumed is not None and resumed["steps"] == 400
 
 
-def test_train_gives_back_the_callers_thread_count(tmp_path):
-    """A run sets torch's threads to its --threads; a notebook's torch stayed at 1 after it."""
+def test_train_gives_back_the_callers_torch_settings(tmp_path):
+    """A run sets torch's threads to its --threads and flushes subnormals; a notebook's torch
+    stayed at 1 thread, flushing, after it."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
+    torch.set_flush_denormal(False)
     try:
         train(tiny_config(tmp_path / "run", threads=1, steps=200))
         assert torch.get_num_threads() == 2
+        assert not flushing_subnormals()
     finally:
         torch.set_num_threads(before)
 
