@@ -7,7 +7,9 @@ option, a run directory, a checkpoint); 3 an agent diverged; 130 stopped by Ctrl
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from typing import Annotated
 
 import numpy as np
 import tyro
+import tyro._docstrings
 
 from dstrl.analysis.runs import RunError
 from dstrl.checkpoint import CheckpointError
@@ -30,6 +33,25 @@ from dstrl.resume import given_options, resume_config, start_or_resume
 from dstrl.rundir import RunDirError, describe
 from dstrl.signals import handling
 from dstrl.sweep import SweepArgs, run_sweep
+
+
+def _unwrapped(parse: Callable[[object], dict[str, str]]) -> Callable[[object], dict[str, str]]:
+    """tyro's field docstrings with their source line breaks joined. tyro keeps a break wherever
+    the next line does not start with a letter, which an indented docstring line never does, so
+    --help printed every option's text broken at its source lines, then wrapped again."""
+
+    def parsed(obj: object) -> dict[str, str]:
+        joined = (
+            re.sub(r"(?<!\n)\n(?!\n)", " ", inspect.cleandoc(doc)) for doc in parse(obj).values()
+        )
+        return dict(zip(parse(obj), joined, strict=True))
+
+    return parsed
+
+
+tyro._docstrings.parse_docstring_from_object = _unwrapped(
+    tyro._docstrings.parse_docstring_from_object
+)
 
 
 @dataclass

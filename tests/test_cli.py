@@ -167,6 +167,33 @@ def test_help_gives_an_algorithm_dependent_default_once(capsys):
     assert "(default: 0.05 TD3, 0.1 SAC; rlx2-*: 0.5). --drop-score" in text
 
 
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_help_wraps_each_option_as_one_paragraph(command, capsys, monkeypatch):
+    """tyro kept a docstring's source line breaks, and --help broke every long option's text at
+    them: "spread by --distribution (instead of" and "λ)." on lines of their own."""
+    monkeypatch.setenv("COLUMNS", "1000")  # wide enough for every option's text on one line
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    lines = [line.strip("│ ") for line in capsys.readouterr().out.splitlines()]
+    texts: dict[str, list[str]] = {}  # each option's text lines, under its flags
+    flags = None
+    for line, after in zip(lines, [*lines[1:], ""], strict=True):
+        rule = bool(after) and set(after) <= set("-─")  # under a group's title
+        if rule or line.startswith(("╭", "╰")) or set(line) <= set("-─"):
+            flags = None  # a group's title or its rule, then its description
+        elif line.startswith("-"):
+            flags = line
+            texts[flags] = []
+        elif flags is not None:
+            texts[flags].append(line)
+    assert len(texts) > 10
+    assert all(len(text) <= 1 for text in texts.values()), {
+        f: t for f, t in texts.items() if len(t) > 1
+    }
+    if command == "train":
+        assert "spread by --distribution (instead of λ)." in "\n".join(lines)
+
+
 def test_a_report_without_runs_says_what_to_give(capsys):
     assert main(["report"]) == 2
     assert "give the run directories to report on" in capsys.readouterr().err
