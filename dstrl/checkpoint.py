@@ -17,14 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dstrl.rundir import training_now, write_atomic
+from dstrl.errors import CheckpointError
+from dstrl.rundir import CHECKPOINT, training_now, write_atomic
 
-CHECKPOINT = "checkpoint.pt"
 PLAIN = (torch.Tensor, int, float, str, type(None))  # bool is an int
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or unsafe to load."""
 
 
 def _legacy_globals() -> dict[str, object]:

@@ -23,12 +23,9 @@ import tyro
 import tyro._docstrings
 
 from dstrl.analysis.runs import RunError
-from dstrl.checkpoint import CheckpointError
 from dstrl.config import DEFAULT_IN_DOCSTRING, ConfigError, TrainConfig
-from dstrl.data.workers import WorkerError
-from dstrl.graphs import CaptureError
+from dstrl.errors import CaptureError, CheckpointError, PolicyError, WorkerError
 from dstrl.health import DivergedError, Health, advice
-from dstrl.policy import PolicyError
 from dstrl.resume import given_options, resume_config, start_or_resume
 from dstrl.rundir import RunDirError, describe
 from dstrl.signals import handling

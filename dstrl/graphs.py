@@ -25,13 +25,10 @@ import torch
 from torch import Tensor
 
 from dstrl.agents.base import ActorCritic
+from dstrl.errors import CaptureError
 
 KEPT_GRAPHS = 8
 """Graphs kept at most, the least recently replayed dropped first (each holds its own memory)."""
-
-
-class CaptureError(RuntimeError):
-    """Capturing device work as a graph failed (an operation a graph cannot hold)."""
 
 
 class Capture(Protocol):

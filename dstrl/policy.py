@@ -23,13 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dstrl.errors import PolicyError
 from dstrl.nets import mlp
 
 FORMAT = "dstrl-policy/1"
-
-
-class PolicyError(ValueError):
-    """A file is not a dstrl policy, or a policy is used in a way it cannot be."""
 
 
 class Policy:

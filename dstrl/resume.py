@@ -11,9 +11,8 @@ import dataclasses
 import functools
 from dataclasses import replace
 
-from dstrl.checkpoint import CHECKPOINT
 from dstrl.config import ConfigError, TrainConfig, unread_settings
-from dstrl.rundir import clear_unfinished_run, exclusive, holds_run_files
+from dstrl.rundir import CHECKPOINT, clear_unfinished_run, exclusive, holds_run_files
 
 # Options a resume may change; any other option given with it must equal its saved value.
 RESUME_OVERRIDES = {

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 LOCK = ".lock"
+CHECKPOINT = "checkpoint.pt"
 
 
 class RunDirError(RuntimeError):

@@ -34,7 +34,6 @@ from typing import Annotated, Literal
 
 import tyro
 
-from dstrl.checkpoint import CHECKPOINT
 from dstrl.config import (
     DEFAULT_IN_DOCSTRING,
     Algo,
@@ -46,7 +45,7 @@ from dstrl.config import (
 )
 from dstrl.progress import Progress
 from dstrl.resume import resume_config
-from dstrl.rundir import exclusive, make_run_dir
+from dstrl.rundir import CHECKPOINT, exclusive, make_run_dir
 from dstrl.signals import handling
 
 # Options that the sweep sets itself for every run.

@@ -25,14 +25,7 @@ from dstrl.agents.base import ActorCritic
 from dstrl.agents.sac import SAC
 from dstrl.agents.td3 import TD3
 from dstrl.analysis.metrics import final_return, learning_curve_area, mean_std
-from dstrl.checkpoint import (
-    CHECKPOINT,
-    MISFITS,
-    CheckpointError,
-    load_checkpoint,
-    misfit,
-    save_checkpoint,
-)
+from dstrl.checkpoint import MISFITS, load_checkpoint, misfit, save_checkpoint
 from dstrl.config import ConfigError, TrainConfig
 from dstrl.data.envs import (
     SplitStep,
@@ -42,13 +35,14 @@ from dstrl.data.envs import (
     restore_env_states,
 )
 from dstrl.data.replay import ReplayBuffer
-from dstrl.data.workers import WorkerError
+from dstrl.errors import CaptureError, CheckpointError, WorkerError
 from dstrl.evaluation import evaluate
-from dstrl.graphs import CaptureError, GraphedActing, GraphedUpdates, capture_for
+from dstrl.graphs import GraphedActing, GraphedUpdates, capture_for
 from dstrl.health import DivergedError, Health, advice
 from dstrl.logs import CsvLog, TensorBoard
 from dstrl.resume import check_resumed
 from dstrl.rundir import (
+    CHECKPOINT,
     RunDirError,
     busy,
     describe,

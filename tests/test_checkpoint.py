@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from dstrl.checkpoint import CheckpointError, check_plain, load_checkpoint
+from dstrl.checkpoint import check_plain, load_checkpoint
 from dstrl.cli import main
+from dstrl.errors import CheckpointError
 from dstrl.train import train
 from tests.helpers import tiny_config
 

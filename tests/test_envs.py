@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from dstrl.data.envs import EnvError, check_env, env_states, make_vector_env, restore_env_states
-from dstrl.data.workers import BlockVectorEnv, WorkerError
+from dstrl.data.workers import BlockVectorEnv
+from dstrl.errors import WorkerError
 
 
 def test_check_env_reports_sizes_and_bounds():

@@ -13,7 +13,7 @@ import dstrl
 from dstrl.checkpoint import load_checkpoint
 from dstrl.cli import main
 from dstrl.config import TrainConfig
-from dstrl.policy import PolicyError
+from dstrl.errors import PolicyError
 from dstrl.train import build_agent, train
 from tests.helpers import tiny_config
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from dstrl.agents.td3 import TD3Config
-from dstrl.graphs import CaptureError, GraphedActing, GraphedUpdates, capture_for
+from dstrl.errors import CaptureError
+from dstrl.graphs import GraphedActing, GraphedUpdates, capture_for
 from dstrl.train import build_agent
 from tests.graph_emulator import EmulatedCapture
 from tests.helpers import UPDATE_KINDS, assert_same, learning_trainer

@@ -12,7 +12,8 @@ import pytest
 
 from dstrl import cli
 from dstrl import sweep as sweep_module
-from dstrl.checkpoint import CHECKPOINT, load_checkpoint
+from dstrl.checkpoint import load_checkpoint
+from dstrl.rundir import CHECKPOINT
 from dstrl.sweep import Cell, execute
 from tests.helpers import lock_holder
 

@@ -22,15 +22,13 @@ from multiprocessing.connection import Connection
 import gymnasium as gym
 import numpy as np
 
+from dstrl.errors import WorkerError
+
 EnvMaker = Callable[[], gym.Env]
 REPLY_TIMEOUT_S = 120.0
 """A worker that has not answered for this long (an environment step takes well under a
 millisecond) is hung or stopped: the run ends with an error rather than wait for ever."""
 _training_ends: weakref.WeakSet[Connection] = weakref.WeakSet()  # this process's worker pipes
-
-
-class WorkerError(RuntimeError):
-    """An environment failed in a worker process; the message carries its error."""
 
 
 class _Shared:
