@@ -11,6 +11,17 @@ from dstrl.agents.td3 import TD3Config
 from dstrl.config import TrainConfig
 from dstrl.train import Trainer, build_agent
 
+TRAINING = ("torch", "numba", "gymnasium", "dstrl.agents.base", "dstrl.nets")
+
+
+def imported_by(modules: str) -> list[str]:
+    """Which of TRAINING a fresh interpreter has imported after ``import {modules}``."""
+    code = f"import sys, {modules}; print(*(m for m in {TRAINING!r} if m in sys.modules))"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+    return imported.stdout.split()
+
+
 RLX2_TINY = dict(
     buffer_check_every=50, buffer_min_size=100, buffer_policy_distance=1e-6, n_step_start=0.3
 )

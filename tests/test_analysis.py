@@ -1,8 +1,6 @@
 """Metrics against hand-computed values, and the report on synthetic run directories."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -18,6 +16,7 @@ from dstrl.analysis.metrics import (
 from dstrl.analysis.report import write_report
 from dstrl.analysis.runs import RunError
 from dstrl.config import TrainConfig
+from tests.helpers import imported_by
 
 
 def test_final_return_and_lca_by_hand():
@@ -303,11 +302,4 @@ def test_runs_of_one_method_on_other_evaluation_grids_are_refused(tmp_path):
 def test_the_report_and_the_configuration_never_import_training():
     """Analysis never imports training: the configuration it reads imported torch, Numba and
     the agents (1.8 s before a report could start)."""
-    code = (
-        "import sys, dstrl.analysis.report, dstrl.config; "
-        "print(sorted(m for m in ('torch', 'numba', 'dstrl.agents.base', 'dstrl.nets') "
-        "if m in sys.modules))"
-    )
-    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert imported.returncode == 0, imported.stderr
-    assert imported.stdout == "[]\n"
+    assert imported_by("dstrl.analysis.report, dstrl.config") == []

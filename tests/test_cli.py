@@ -14,6 +14,7 @@ import pytest
 from dstrl.cli import main
 from dstrl.config import ConfigError, TrainConfig
 from dstrl.train import train
+from tests.helpers import imported_by
 
 TINY = [
     "--steps",
@@ -197,14 +198,7 @@ def test_help_wraps_each_option_as_one_paragraph(command, capsys, monkeypatch):
 def test_the_command_line_imports_training_only_to_train():
     """`dstrl report`, `sweep` and every --help imported torch, Numba and Gymnasium for the
     errors they catch: 2.3 s before a report could start, 0.5 s without."""
-    code = (
-        "import sys, dstrl.cli; "
-        "print(sorted(m for m in ('torch', 'numba', 'gymnasium', 'dstrl.agents.base') "
-        "if m in sys.modules))"
-    )
-    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert imported.returncode == 0, imported.stderr
-    assert imported.stdout == "[]\n"
+    assert imported_by("dstrl.cli") == []
 
 
 def test_a_report_without_runs_says_what_to_give(capsys):
