@@ -23,10 +23,14 @@ class CsvLog:
                 csv.writer(f).writerow(fields)
 
     def truncate_after(self, step: int) -> None:
-        """Forget rows logged after ``step`` (they are redone by a resumed run); atomically, so
-        a kill meanwhile loses nothing."""
+        """Forget rows logged after ``step`` (they are redone by a resumed run), and a last row
+        that a crash or a full disk cut short: it lacks its line break, and what is left of it
+        may read as an earlier step ("2750" cut to "27"). Atomically, so a kill meanwhile loses
+        nothing."""
         with self.path.open(newline="") as f:
-            rows = [row for row in csv.DictReader(f) if _step(row) <= step]
+            text = f.read()
+        complete = io.StringIO(text[: text.rfind("\n") + 1], newline="")
+        rows = [row for row in csv.DictReader(complete) if _step(row) <= step]
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, self.fields)
         writer.writeheader()
@@ -36,10 +40,22 @@ class CsvLog:
     def write(self, rows: list[dict]) -> None:
         """Append ``rows``, on disk when this returns: a checkpoint written after them must not
         outlive them in a crash."""
-        with self.path.open("a", newline="") as f:
+        with naming(self.path), self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.fields).writerows(rows)
             f.flush()
             os.fsync(f.fileno())
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError raised inside that names no file names ``path``: a failed write or fsync
+    (a full disk) names none, nor does TensorBoard's writer."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
 
 
 def _step(row: dict) -> float:
@@ -73,7 +89,7 @@ def _leave_writer_failures_to_the_writes() -> None:
 
 class TensorBoard:
     """Scalars to TensorBoard, or nothing when disabled. A write that fails is an OSError that
-    names the directory (TensorBoard's own names no file)."""
+    names the directory."""
 
     def __init__(self, directory: Path | None, resumed_at: int = 0) -> None:
         """``resumed_at``: the step a resumed run continues from; events the stopped run logged
@@ -84,12 +100,12 @@ class TensorBoard:
 
             purge = resumed_at + 1 if resumed_at else None
             _leave_writer_failures_to_the_writes()
-            with self._writing():
+            with naming(self.directory):
                 self.writer = SummaryWriter(str(directory), purge_step=purge)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is not None:
-            with self._writing():
+            with naming(self.directory):
                 for key, value in values.items():
                     self.writer.add_scalar(key, value, step)
 
@@ -99,17 +115,8 @@ class TensorBoard:
         writer, self.writer = self.writer, None
         if writer is not None:
             try:
-                with self._writing():
+                with naming(self.directory):
                     writer.flush()
             finally:
                 with suppress(OSError):  # the same failure again
                     writer.close()
-
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        try:
-            yield
-        except OSError as error:
-            if error.filename is not None or error.errno is None:
-                raise
-            raise OSError(error.errno, error.strerror, str(self.directory)) from error

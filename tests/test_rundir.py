@@ -129,10 +129,12 @@ def test_log_rows_are_on_disk_before_the_checkpoint_that_follows_them(tmp_path, 
 
 
 def test_a_log_that_cannot_be_written_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
-    def full(self, rows):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+    """A full disk's failed write names no file; the line said "cannot write No space left"."""
 
-    monkeypatch.setattr(CsvLog, "write", full)
+    def full(self, rows):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(logs.csv.DictWriter, "writerows", full)
     assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 1
     line = _one_line(capsys.readouterr().err)
     # the first log row is the evaluation at step 200, after the checkpoint of step 100

@@ -130,6 +130,19 @@ def test_a_resumed_run_keeps_the_events_logged_up_to_its_checkpoint(tmp_path):
     assert _scalar_steps(run) == expected
 
 
+def test_a_row_cut_short_by_a_crash_or_a_full_disk_is_dropped_on_resume(tmp_path):
+    """A row cut short lacks its line break; cut inside its step ("2750" to "2") it read as an
+    earlier step, survived the resume as "2,,,,", and the report refused the finished run."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(tiny_config(whole))
+    assert train(tiny_config(parts), stop_after=300) is None
+    for log in ("evaluations.csv", "train_metrics.csv"):
+        with (parts / log).open("a") as f:
+            f.write("2")
+    train(tiny_config(parts, resume=True))
+    assert _logs(parts) == _logs(whole)
+
+
 def test_extending_a_run_drops_its_off_grid_end_evaluation(tmp_path):
     train(tiny_config(tmp_path / "run", steps=300, eval_every=200))
     assert [s for s, *_ in _evaluations(tmp_path / "run")] == [200, 300]
