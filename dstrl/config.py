@@ -530,11 +530,14 @@ class TrainConfig:
         )
 
     def _prune_steps(self) -> tuple[int, int]:
-        """Pruning's first and last gradient step, on the topology-update grid."""
+        """Pruning's first and last gradient step, on the topology-update grid and within the
+        run (rounded past its last step, pruning never reached its final density)."""
         period = self.update_period
         start = round(self.prune_start * self.learning_steps / period) * period
-        end = round(self.prune_end * self.learning_steps / period) * period
-        return start, end
+        end = min(
+            round(self.prune_end * self.learning_steps / period), self.learning_steps // period
+        )
+        return start, end * period
 
     def validate(self) -> None:
         """Raise ConfigError for anything a user can fix before a run starts."""

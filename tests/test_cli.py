@@ -108,6 +108,8 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
         (["--nm", "2:4", "--density", "0.5"], "--nm fixes each layer's density"),
         (["--algo", "prune-td3", "--nm", "2:4"], "cannot be combined with gradual pruning"),
         (["--algo", "prune-td3", "--steps", "1000", "--start-steps", "900"], "has no room"),
+        # pruning's end, 0.8 of 800 learning steps, rounded onto the grid of 1,000 past the run
+        (["--algo", "prune-td3", "--steps", "1200", "--start-steps", "400"], "has no room"),
         (["--algo", "prune-sac", "--prune-start", "0.9", "--prune-end", "0.5"], "--prune-start"),
         (["--algo", "sac", "--sac.batch-size", "0"], "--sac.batch-size must be a positive"),
         (["--algo", "ds-sac", "--sac.tau", "0"], "--sac.tau must be in (0, 1]"),
