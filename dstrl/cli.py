@@ -112,12 +112,13 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
         return 130
     for method in summary["methods"].values():
         final = method["final_return"]
-        flops = method["flops"]["run_ratio"] or method["flops"]["train_ratio"]
+        flops = method["flops"]["run_ratio"]
+        flops = "no learning step" if flops is None else f"FLOPs over the run {flops:.2f}x dense"
         live = sum(value is not None for value in final["per_seed"])
         print(
             f"{method['algo']} on {config.env}: final return {final['mean']:.1f} ± "
             f"{final['std']:.1f} over {live} seed(s); params {method['params']['ratio']:.2f}x"
-            f" dense, FLOPs over the run {flops:.2f}x dense"
+            f" dense, {flops}"
         )
     agents = f"{config.members} agent{'s' if config.members > 1 else ''}"
     print(

@@ -101,6 +101,27 @@ def test_report_table_and_figures(tmp_path):
     assert len(pd.read_csv(tmp_path / "report" / "report.csv")) == 2
 
 
+def test_a_method_without_a_baseline_or_a_learning_step_shows_dashes(tmp_path):
+    """A method without a dense run on its task showed "nan | never" where other rows had a
+    baseline; a run that never left its warm-up (no FLOPs to compare) was called damaged."""
+    runs = tmp_path / "runs"
+    synthetic_run(runs / "td3", "td3", 0, [0, 10])
+    synthetic_run(runs / "ds", "ds-td3", 0, [0, 20])
+    synthetic_run(runs / "other", "ds-td3", 0, [0, 5], env="Other-v0")
+    summary = runs / "other" / "summary.json"
+    summary.write_text(
+        json.dumps(
+            dict(json.loads(summary.read_text()), flops={"run_total": 0, "dense_run_total": 0})
+        )
+    )
+    write_report([runs], tmp_path / "report")
+    rows = (tmp_path / "report" / "report.md").read_text().splitlines()
+    other = next(row for row in rows if row.startswith("| Other-v0 | ds-td3 |"))
+    assert other.endswith("| – | – | – | 1.00x | – |")
+    toy = next(row for row in rows if row.startswith("| Toy-v0 | ds-td3 |"))
+    assert toy.endswith("| td3 | 400 | 0% | 1.00x | 1.00x |")
+
+
 def test_report_names_methods_by_what_differs(tmp_path):
     synthetic_run(tmp_path / "a", "ds-td3", 0, [1, 2])
     synthetic_run(tmp_path / "b", "ds-td3", 0, [1, 3])
@@ -269,6 +290,11 @@ def test_a_damaged_train_metrics_csv_is_named(tmp_path, text):
             "summary.json",
             lambda s: {**s, "params": {**s["params"], "dense_total": 0}},
             "dense_total",
+        ),
+        (
+            "summary.json",
+            lambda s: {**s, "flops": {**s["flops"], "dense_run_total": 0}},
+            "flops.dense_run_total",
         ),
         ("summary.json", lambda s: dict(s, diverged=[{"seed": 0}]), "its diverged list"),
         ("config.json", lambda c: {k: v for k, v in c.items() if k != "env"}, "its env"),

@@ -54,9 +54,10 @@ class MethodCurves:
         return self.runs[0].config["steps"]
 
     def ratio(self, section: str, key: str, dense_key: str) -> float:
-        return float(
-            np.mean([r.summary[section][key] / r.summary[section][dense_key] for r in self.runs])
-        )
+        """The mean over runs of a count over its dense count; NaN where there is none (the
+        FLOPs of a run that never left its random warm-up)."""
+        counts = [(r.summary[section][key], r.summary[section][dense_key]) for r in self.runs]
+        return float(np.mean([count / dense if dense else np.nan for count, dense in counts]))
 
 
 def collect(runs: list[Run]) -> list[MethodCurves]:
@@ -183,27 +184,23 @@ def markdown(table: pd.DataFrame) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in table.itertuples():
-        reached = (
-            "never"
-            if row.steps_to_baseline is None or pd.isna(row.steps_to_baseline)
-            else f"{int(row.steps_to_baseline):,}"
-        )
-        if row.baseline is None:
-            reached = "–"
-        saving = (
-            "–"
-            if row.step_saving_pct is None or pd.isna(row.step_saving_pct)
-            else f"{row.step_saving_pct:.0f}%"
-        )
+        # a column holding no value for some rows holds NaN there, not None
+        baseline = row.baseline if isinstance(row.baseline, str) else None
+        reached = "–" if baseline is None else _shown(row.steps_to_baseline, "{:,.0f}", "never")
         lines.append(
             f"| {row.env} | {row.method} | {row.seeds} | {row.steps:,} "
             f"| {row.final_mean:.0f} ± {row.final_std:.0f} "
             f"| {row.final_iqm:.0f} [{row.iqm_ci_low:.0f}, {row.iqm_ci_high:.0f}] "
-            f"| {row.lca_mean:.3g} ± {row.lca_std:.2g} | {row.baseline or '–'} | {reached} "
-            f"| {saving} "
-            f"| {row.params_ratio:.2f}x | {row.run_flops_ratio:.2f}x |"
+            f"| {row.lca_mean:.3g} ± {row.lca_std:.2g} | {baseline or '–'} | {reached} "
+            f"| {_shown(row.step_saving_pct, '{:.0f}%')} "
+            f"| {_shown(row.params_ratio, '{:.2f}x')} | {_shown(row.run_flops_ratio, '{:.2f}x')} |"
         )
     return "\n".join(lines)
+
+
+def _shown(value, form: str, missing: str = "–") -> str:
+    """``value`` in ``form``, or ``missing`` where it is None or NaN."""
+    return missing if value is None or pd.isna(value) else form.format(value)
 
 
 def plot_curves(results: list[MethodCurves], env: str, path: Path) -> None:
