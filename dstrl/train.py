@@ -249,6 +249,8 @@ def _train(config: TrainConfig, stop_after: int | None) -> dict | None:
             note = config.dense_note([agent.actor.shapes, agent.critic.shapes])
             print(f"dstrl: note: {note}", file=sys.stderr, flush=True)
         trainer = Trainer(config, agent, state)  # a checkpoint that does not fit fails here
+        if state is not None and state["step"] < config.steps:  # extended: not finished now
+            (run_dir / "summary.json").unlink(missing_ok=True)
         write_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2))
         summary = trainer.run(stop_after)
     if trainer.signalled == signal.SIGINT:

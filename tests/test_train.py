@@ -12,6 +12,7 @@ import torch
 
 from dstrl.agents.base import ActorCritic
 from dstrl.agents.sac import SACConfig
+from dstrl.analysis.runs import RunError, load_runs
 from dstrl.checkpoint import load_checkpoint
 from dstrl.config import ConfigError
 from dstrl.train import Trainer, flushing_subnormals, train
@@ -128,6 +129,21 @@ def test_a_resumed_run_keeps_the_events_logged_up_to_its_checkpoint(tmp_path):
     train(tiny_config(run, tensorboard=True, resume=True))
     assert (run / "checkpoint.pt").read_bytes() == checkpoint
     assert _scalar_steps(run) == expected
+
+
+def test_an_extension_is_not_finished_until_it_ends(tmp_path):
+    """The summary of the shorter run stayed while an extension trained or after it stopped,
+    and the report took the run as finished at its new length."""
+    run = tmp_path / "run"
+    train(tiny_config(run, steps=300))
+    finished = (run / "summary.json").read_text()
+    assert train(tiny_config(run, steps=400, resume=True), stop_after=350) is None
+    assert not (run / "summary.json").exists()
+    with pytest.raises(RunError, match="is not finished"):
+        load_runs(run)
+    (run / "summary.json").write_text(finished)  # as an older dstrl left it
+    with pytest.raises(RunError, match="extended to 400 steps, and its summary.json is of 300"):
+        load_runs(run)
 
 
 def test_a_row_cut_short_by_a_crash_or_a_full_disk_is_dropped_on_resume(tmp_path):

@@ -114,6 +114,12 @@ def load_runs(path: Path) -> list[Run]:
         metrics = _read(metrics_path, pd.read_csv, advice)
     _check_config(config, path)
     _check_summary(summary, path, config["algo"])
+    if summary.get("steps") != config["steps"]:  # extended by a dstrl that kept the summary
+        raise RunError(
+            f"{path} is not finished: it was extended to {config['steps']:,} steps, and its "
+            f"summary.json is of {summary.get('steps')} steps; resume it (dstrl train --out "
+            f"{path} --resume) or leave it out"
+        )
     config = _complete(config)
     evaluations = _numeric(evaluations, path / "evaluations.csv")
     if not isinstance(config["algo"], list):
