@@ -18,7 +18,7 @@ def _stop_while_starting(signum, frame) -> None:
 
 
 def main() -> int:
-    starting = [signal.SIGINT, signal.SIGTERM]
+    starting = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1]
     previous = {signum: signal.signal(signum, _stop_while_starting) for signum in starting}
     from dstrl.cli import main as run
 

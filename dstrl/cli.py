@@ -1,8 +1,8 @@
 """`dstrl train | eval | export | report | sweep`. Errors print one line, never a traceback.
 
 Exit codes: 0 done; 1 the run directory cannot be created, locked or written; 2 bad input (an
-option, a run directory, a checkpoint); 3 an agent diverged; 130 stopped by Ctrl-C or SIGTERM
-(a checkpoint lets ``--resume`` continue).
+option, a run directory, a checkpoint); 3 an agent diverged; 130 stopped by Ctrl-C, SIGTERM or
+SIGUSR1 (a checkpoint lets ``--resume`` continue).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dstrl.errors import CaptureError, CheckpointError, PolicyError, WorkerError
 from dstrl.health import DivergedError, Health, advice
 from dstrl.resume import given_options, resume_config, start_or_resume
 from dstrl.rundir import RunDirError, describe
-from dstrl.signals import handling
+from dstrl.signals import STOPS, handling
 from dstrl.sweep import SweepArgs, run_sweep
 
 
@@ -213,16 +213,18 @@ def run_report(args: ReportArgs) -> int:
     return 0
 
 
-def _stop_by_sigterm(hint: str) -> Callable:
-    """SIGTERM (a scheduler's stop, ``kill``) outside a training loop or a sweep's runs, which
-    handle it themselves, ends the process at once with a line and exit code 130, where it used
-    to end it silently (143). It raises nothing: an exception raised while a C extension is
-    imported or calls back into Python (MuJoCo's warnings) can be swallowed or abort."""
+def _stop_by_signal(hint: str) -> Callable:
+    """SIGTERM (a scheduler's stop, ``kill``) or SIGUSR1 outside a training loop or a sweep's
+    runs, which handle them themselves, ends the process at once with a line and exit code 130,
+    where it used to end it silently (143, 138). It raises nothing: an exception raised while a
+    C extension is imported or calls back into Python (MuJoCo's warnings) can be swallowed or
+    abort."""
 
     def stop(signum, frame):
         with suppress(Exception):  # a write the signal interrupted cannot be reentered
             sys.stdout.flush()
-            print(f"dstrl: stopped by SIGTERM{hint}", file=sys.stderr, flush=True)
+            name = signal.Signals(signum).name
+            print(f"dstrl: stopped by {name}{hint}", file=sys.stderr, flush=True)
         os._exit(130)
 
     return stop
@@ -230,24 +232,26 @@ def _stop_by_sigterm(hint: str) -> Callable:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = tyro.extras.subcommand_cli_from_dict(
-        {
-            "train": TrainConfig,
-            "eval": EvalArgs,
-            "export": ExportArgs,
-            "report": ReportArgs,
-            "sweep": SweepArgs,
-        },
-        args=argv,
-        prog="dstrl",
-        description="Dynamic sparse training for deep reinforcement learning.",
-    )
-    hint = {
-        TrainConfig: "; nothing is lost: rerun the same command, with --auto-resume (not --resume)",
-        SweepArgs: "; rerun the same command to continue it",
-    }.get(type(command), "")
-    with handling([signal.SIGTERM], _stop_by_sigterm(hint)):
-        return _run(command, argv)
+    with handling(STOPS, _stop_by_signal("; nothing was done")):  # the command line is read
+        command = tyro.extras.subcommand_cli_from_dict(
+            {
+                "train": TrainConfig,
+                "eval": EvalArgs,
+                "export": ExportArgs,
+                "report": ReportArgs,
+                "sweep": SweepArgs,
+            },
+            args=argv,
+            prog="dstrl",
+            description="Dynamic sparse training for deep reinforcement learning.",
+        )
+        hint = {
+            TrainConfig: "; nothing is lost: rerun the same command, with --auto-resume (not "
+            "--resume)",
+            SweepArgs: "; rerun the same command to continue it",
+        }.get(type(command), "")
+        with handling(STOPS, _stop_by_signal(hint)):
+            return _run(command, argv)
 
 
 def _run(command: object, argv: list[str]) -> int:

@@ -8,6 +8,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+STOPS = (signal.SIGTERM, signal.SIGUSR1)
+"""Signals that ask a run to checkpoint and stop, besides Ctrl-C: a scheduler's SIGTERM before
+its kill, and SIGUSR1, which Slurm's --signal sends ahead of a job's time limit (by default it
+kills a process, with nothing saved)."""
+
 
 @contextmanager
 def handling(signums: Iterable[int], handler: Callable) -> Iterator[None]:

@@ -46,7 +46,7 @@ from dstrl.config import (
 from dstrl.progress import Progress
 from dstrl.resume import resume_config
 from dstrl.rundir import CHECKPOINT, exclusive, make_run_dir
-from dstrl.signals import handling
+from dstrl.signals import STOPS, handling
 
 # Options that the sweep sets itself for every run.
 RESERVED = {
@@ -427,7 +427,7 @@ def _sweep(args: SweepArgs, cells: list[Cell]) -> int:
     progress = Progress([cell.path for cell, _ in todo], args.steps, workers, args.progress_every)
     # while runs go on, SIGTERM to the sweep alone (kill) stops them as Ctrl-C to its whole
     # process group does, instead of leaving them to train on with nobody to wait for them
-    with handling([signal.SIGTERM], signal.default_int_handler):
+    with handling(STOPS, signal.default_int_handler):
         ended = runner(todo, workers, progress)
     if ended["failed"] or ended["stopped"]:
         print(_unfinished(ended))
@@ -570,7 +570,7 @@ def _run_ray(
 
     # Ray's own handlers: SIGTERM aborted the driver with a stack dump, its runs killed; after
     # Ctrl-C it waited for ever
-    with handling([signal.SIGINT, signal.SIGTERM], signal.default_int_handler):
+    with handling([signal.SIGINT, *STOPS], signal.default_int_handler):
         try:
             board = Board.remote()
             futures = {task.remote(i, cmd, board): cell for i, (cell, cmd) in enumerate(todo)}

@@ -54,7 +54,7 @@ from dstrl.rundir import (
     training_now,
     write_atomic,
 )
-from dstrl.signals import handling
+from dstrl.signals import STOPS, handling
 from dstrl.sparse.distributions import SparsityError
 
 EVAL_FIELDS = ["step", "member", "seed", "return", "method"]
@@ -179,9 +179,10 @@ def member_methods(config: TrainConfig) -> list[str]:
 
 @contextmanager
 def _deferred_interrupt():
-    """Turn Ctrl-C / SIGTERM into a flag, so the loop can checkpoint before it exits."""
+    """Turn Ctrl-C, SIGTERM and SIGUSR1 into a flag, so the loop can checkpoint before it
+    exits."""
     caught: list[int] = []
-    with handling([signal.SIGINT, signal.SIGTERM], lambda signum, frame: caught.append(signum)):
+    with handling([signal.SIGINT, *STOPS], lambda signum, frame: caught.append(signum)):
         yield caught
 
 
@@ -255,7 +256,7 @@ def _train(config: TrainConfig, stop_after: int | None) -> dict | None:
         summary = trainer.run(stop_after)
     if trainer.signalled == signal.SIGINT:
         raise KeyboardInterrupt
-    if trainer.signalled == signal.SIGTERM:
+    if trainer.signalled in STOPS:
         raise SystemExit(130)
     return summary
 

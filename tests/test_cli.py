@@ -314,10 +314,10 @@ def _handles(pid: int, signum: int) -> bool:
     return bool(caught >> (signum - 1) & 1)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_while_the_command_starts_is_one_line(tmp_path, signum):
-    """Ctrl-C in the seconds its modules import printed a KeyboardInterrupt traceback, and
-    SIGTERM ended it silently with 143."""
+    """Ctrl-C in the seconds its modules import printed a KeyboardInterrupt traceback, SIGTERM
+    ended it silently with 143, and SIGUSR1 with 138."""
     out = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "dstrl", "train", "--out", str(out), *TINY],
@@ -336,15 +336,22 @@ def test_a_signal_while_the_command_starts_is_one_line(tmp_path, signum):
 
 
 @pytest.mark.parametrize(
-    "stage, when", [("build_agent", "True"), ("write_atomic", "args[0].name == 'summary.json'")]
+    "stage, when",
+    [
+        ("build_agent", "True"),
+        ("write_atomic", "args[0].name == 'summary.json'"),
+        ("tyro.extras.subcommand_cli_from_dict", "True"),  # the command line is read
+    ],
 )
 def test_sigterm_outside_the_training_loop_says_so_and_exits_130(tmp_path, stage, when):
-    """While a run starts (its agent built) or ends (its summary written), SIGTERM used to end
-    it silently with 143; the same command with --auto-resume then starts or finishes it."""
+    """While a run starts (its command line read, its agent built) or ends (its summary
+    written), SIGTERM used to end it silently with 143; the same command with --auto-resume
+    then starts or finishes it."""
     out = tmp_path / "run"
     args = ["train", "--env", "Pendulum-v1", "--out", str(out), *TINY]
+    module, stage = stage.rsplit(".", 1) if "." in stage else ("dstrl.train", stage)
     term_in = (
-        "import os, signal, sys, dstrl.train as t\n"
+        f"import os, signal, sys, {module} as t\n"
         f"real = t.{stage}\n"
         "def hit(*args, **kwargs):\n"
         f"    if {when}:\n"
@@ -358,10 +365,11 @@ def test_sigterm_outside_the_training_loop_says_so_and_exits_130(tmp_path, stage
         [sys.executable, "-c", term_in], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 130, result.stderr
-    assert result.stderr.endswith(
-        "dstrl: stopped by SIGTERM; nothing is lost: rerun the same command, with --auto-resume "
-        "(not --resume)\n"
-    )
+    hint = "nothing is lost: rerun the same command, with --auto-resume (not --resume)"
+    if module == "tyro.extras":
+        hint = "nothing was done"
+        assert not out.exists()
+    assert result.stderr.endswith(f"dstrl: stopped by SIGTERM; {hint}\n")
     again = dstrl(*args, "--auto-resume")
     assert "final return" in again.stdout and (out / "summary.json").exists()
 

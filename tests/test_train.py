@@ -362,11 +362,17 @@ def test_train_runs_in_a_thread_of_its_own(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "signum, stops", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)]
+    "signum, stops",
+    [
+        (signal.SIGINT, KeyboardInterrupt),
+        (signal.SIGTERM, SystemExit),
+        (signal.SIGUSR1, SystemExit),
+    ],
 )
 def test_a_signal_stops_a_loop_of_runs_in_python(tmp_path, monkeypatch, signum, stops):
     """train() returned None on Ctrl-C or SIGTERM, so a caller's loop of runs went on to the next
-    run: now it raises after the checkpoint, as the signal would have without it."""
+    run: now it raises after the checkpoint, as the signal would have without it. SIGUSR1
+    (Slurm's warning before a job's time limit) killed the run with nothing saved."""
     log = Trainer._log
 
     def signalled(self, *args):
