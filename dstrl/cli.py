@@ -26,7 +26,12 @@ from dstrl.analysis.runs import RunError
 from dstrl.config import DEFAULT_IN_DOCSTRING, ConfigError, TrainConfig
 from dstrl.errors import CaptureError, CheckpointError, PolicyError, WorkerError
 from dstrl.health import DivergedError, Health, advice
-from dstrl.resume import given_options, resume_config, start_or_resume
+from dstrl.resume import (
+    finished_without_checkpoint,
+    given_options,
+    resume_config,
+    start_or_resume,
+)
 from dstrl.rundir import RunDirError, describe
 from dstrl.signals import STOPS, handling
 from dstrl.sweep import SweepArgs, run_sweep
@@ -101,6 +106,9 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
         config = resume_config(config, argv)
     elif config.auto_resume:
         config = start_or_resume(config, argv)
+    if config.resume and finished_without_checkpoint(config):  # a requeued job's rerun
+        print(f"{config.run_dir} has finished its {config.steps:,} steps; nothing to do")
+        return 0
     check_config(config)  # bad input is one line, with no note before it
     if not config.resume:
         check_new_run_dir(config.run_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from dataclasses import replace
 
 from dstrl.config import ConfigError, TrainConfig, unread_settings
@@ -95,6 +96,18 @@ def resume_config(parsed: TrainConfig, argv: list[str]) -> TrainConfig:
     return resumed
 
 
+def finished_without_checkpoint(config: TrainConfig) -> bool:
+    """Whether the run ``config`` resumes has finished at its --steps, its checkpoint deleted
+    since (to save space): nothing is left to do, and nothing can be."""
+    run_dir = config.run_dir
+    if (run_dir / CHECKPOINT).exists() or not (run_dir / "summary.json").exists():
+        return False
+    try:
+        return json.loads((run_dir / "summary.json").read_text())["steps"] == config.steps
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # loading the checkpoint says what is wrong
+
+
 def check_resumed(config: TrainConfig) -> None:
     """ConfigError unless ``config`` is its run's saved configuration but for
     ``RESUME_OVERRIDES`` and settings the run never reads: a resume built in Python, not by
@@ -133,10 +146,10 @@ def _names(config) -> list[str]:
 
 
 def start_or_resume(parsed: TrainConfig, argv: list[str]) -> TrainConfig:
-    """``--auto-resume``: continue the run in --out if it has a checkpoint, else start it (after
-    clearing what an attempt killed before its first checkpoint left behind)."""
+    """``--auto-resume``: continue the run in --out if it has a checkpoint or has finished, else
+    start it (after clearing what an attempt killed before its first checkpoint left behind)."""
     run_dir = parsed.run_dir
-    if (run_dir / CHECKPOINT).exists():
+    if (run_dir / CHECKPOINT).exists() or (run_dir / "summary.json").exists():
         return resume_config(parsed, argv)
     if holds_run_files(run_dir):
         with exclusive(run_dir):  # never while another process trains there

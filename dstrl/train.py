@@ -587,7 +587,9 @@ class Trainer:
         )
         started = time.perf_counter()
         try:
+            # a finished run's rerun logs nothing: an events file of its own would be empty
             events = self.run_dir / "tensorboard" if config.tensorboard else None
+            events = events if self.step < config.steps else None
             self.board = TensorBoard(events, resumed_at=self.step)
             self._loop(stop_after, started)
             self.board.close()  # the last events written, or their failure one of writing
@@ -648,7 +650,10 @@ class Trainer:
 
     def _resume_hint(self) -> str:
         if self.last_checkpoint is None:
-            return "no checkpoint had been written yet: start the run again once this is fixed"
+            return (
+                "no checkpoint had been written yet: once this is fixed, start the run again "
+                "with --auto-resume (it clears what this attempt left)"
+            )
         return (
             f"the checkpoint of step {self.last_checkpoint:,} is intact: fix this, then "
             f"continue with {self._resume_command()}"

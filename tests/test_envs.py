@@ -232,6 +232,7 @@ def test_a_training_run_whose_environment_fails_in_a_worker_ends_in_one_line(tmp
     err = capsys.readouterr().err.strip()
     assert err.startswith("dstrl: error: environment worker dstrl-envs-0-0: ValueError(")
     assert err.endswith(
-        "no checkpoint had been written yet: start the run again once this is fixed"
+        "no checkpoint had been written yet: once this is fixed, start the run again with "
+        "--auto-resume (it clears what this attempt left)"
     )
     assert err.count("\n") == 0

@@ -257,6 +257,20 @@ def test_auto_resume_starts_continues_and_restarts_a_run_that_never_checkpointed
     assert _evaluations(stopped) == _evaluations(whole)
 
 
+def test_auto_resume_of_a_finished_run_without_its_checkpoint_has_nothing_to_do(tmp_path, capsys):
+    """A checkpoint deleted to save space: a requeued job's rerun was refused as "files that are
+    not an unfinished dstrl run" with exit 1."""
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run)]) == 0
+    (run / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    for resume in ("--auto-resume", "--resume"):
+        assert main(["train", *TINY, "--out", str(run), resume]) == 0
+        assert capsys.readouterr().out == f"{run} has finished its 400 steps; nothing to do\n"
+    assert main(["train", *TINY, "--out", str(run), "--auto-resume", "--steps", "500"]) == 2
+    assert "but the run finished (summary.json)" in _one_line(capsys.readouterr().err)
+
+
 def test_auto_resume_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["train", *TINY, "--out", str(tmp_path), "--auto-resume"]) == 1

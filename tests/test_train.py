@@ -117,7 +117,8 @@ def _scalar_steps(run):
 
 def test_a_resumed_run_keeps_the_events_logged_up_to_its_checkpoint(tmp_path):
     """Events of the checkpoint's own step were logged before it: a resume keeps them (and a
-    rerun of a finished run neither drops its last events nor rewrites its checkpoint)."""
+    rerun of a finished run neither drops its last events, nor adds an events file, nor
+    rewrites its checkpoint)."""
     whole, run = tmp_path / "whole", tmp_path / "run"
     train(tiny_config(whole, tensorboard=True))
     assert train(tiny_config(run, tensorboard=True), stop_after=300) is None
@@ -126,9 +127,11 @@ def test_a_resumed_run_keeps_the_events_logged_up_to_its_checkpoint(tmp_path):
     assert expected["eval/return_mean"] == [200, 400]
     assert _scalar_steps(run) == expected
     checkpoint = (run / "checkpoint.pt").read_bytes()
+    files = sorted((run / "tensorboard").iterdir())
     train(tiny_config(run, tensorboard=True, resume=True))
     assert (run / "checkpoint.pt").read_bytes() == checkpoint
     assert _scalar_steps(run) == expected
+    assert sorted((run / "tensorboard").iterdir()) == files
 
 
 def test_an_extension_is_not_finished_until_it_ends(tmp_path):
