@@ -139,6 +139,17 @@ def unread_settings(flat: dict) -> set[str]:
     return unread
 
 
+def flat_settings(config: dict, prefix: str = "") -> dict:
+    """A configuration as JSON with its agents' settings flattened: ``td3.batch_size``."""
+    flat = {}
+    for name, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
 def _fits(value, hint) -> bool:
     """Whether ``value`` is of the annotated type ``hint`` (no bool is a number; an int is a
     float)."""
@@ -703,23 +714,38 @@ class TrainConfig:
         (``given``, as ``td3.batch_size``) that this configuration never reads, and a random
         warm-up as long as the run. Not errors: a sweep gives every run the same options, TD3's
         and SAC's alike, and a random policy's returns can be wanted."""
-        other = "sac" if self.family == "td3" else "td3"
         notes = [
-            f"--{name.replace('_', '-')} does nothing for {self.family} (its options are "
-            f"--{self.family}.*)"
-            for name in sorted(given)
-            if name.startswith(f"{other}.")
+            f"--{name.replace('_', '-')} does nothing {self._unread_because(name)}"
+            for name in sorted(given & unread_settings(flat_settings(self.to_json())))
         ]
         if "env_workers" in given and self.vector_env != "async":
             notes.append("--env-workers does nothing without --vector-env async")
-        if "distribution" in given and self.density is None:
-            notes.append("--distribution spreads --density, which is not given (λ is used)")
         if self.start_steps >= self.steps:
             notes.append(
                 f"--start-steps is {self.start_steps:,} and --steps {self.steps:,}: every action "
                 "is random and the agents never learn (lower --start-steps)"
             )
         return notes
+
+    def _unread_because(self, name: str) -> str:
+        """Why this configuration never reads the setting ``name`` (one of
+        ``unread_settings``)."""
+        algo = " ".join(self.methods)
+        if name.split(".")[0] in ("td3", "sac"):
+            return f"for {self.family} (its options are --{self.family}.*)"
+        if name == "distribution":
+            return "without --density (it spreads --density; λ is used)"
+        if name == "n_step_start":
+            return "with one-step targets (--n-step 1)"
+        if name.startswith("buffer_"):
+            return "without --replay dynamic"
+        if name in PRUNING:
+            return f"for {algo}: only prune-{self.family} prunes gradually"
+        if self.topology == "dense":
+            return f"for {algo}, whose networks are dense (sparse: static-{self.family}, ...)"
+        if self.topology == "static":
+            return f"for {algo}, whose topology never changes"
+        return f"for {algo}: gradual pruning never drops and grows (--update-period paces it)"
 
     def _validate_population(self) -> None:
         methods = self.methods

@@ -10,9 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import tyro
 
 from dstrl.cli import main
 from dstrl.config import ConfigError, TrainConfig
+from dstrl.resume import given_options
 from dstrl.train import train
 from tests.helpers import imported_by
 
@@ -149,9 +151,10 @@ def test_options_a_run_never_reads_and_a_warm_up_as_long_as_the_run_are_noted(tm
     assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY, *extra]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
     assert notes == [
+        "dstrl: note: --distribution does nothing without --density (it spreads --density; λ is "
+        "used)",
         "dstrl: note: --sac.tau does nothing for td3 (its options are --td3.*)",
         "dstrl: note: --env-workers does nothing without --vector-env async",
-        "dstrl: note: --distribution spreads --density, which is not given (λ is used)",
     ]
     assert (run / "summary.json").exists()
     short = ["train", "--env", "Pendulum-v1", "--out", str(tmp_path / "short"), *TINY]
@@ -160,6 +163,26 @@ def test_options_a_run_never_reads_and_a_warm_up_as_long_as_the_run_are_noted(tm
         "dstrl: note: --start-steps is 300 and --steps 300: every action is random and the "
         "agents never learn (lower --start-steps)"
     ) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, note",
+    [
+        (["--algo", "td3", "--density", "0.1"], "--density does nothing for td3, whose networks"),
+        (["--algo", "static-td3", "--grow", "gradient"], "--grow does nothing for static-td3, "),
+        (["--algo", "sac", "--nm", "2:4"], "--nm does nothing for sac, whose networks are dense"),
+        (["--algo", "ds-td3", "--prune-end", "0.5"], "only prune-td3 prunes gradually"),
+        (["--algo", "prune-sac", "--decay", "cosine"], "gradual pruning never drops and grows"),
+        (["--buffer-min-size", "5"], "--buffer-min-size does nothing without --replay dynamic"),
+        (["--n-step-start", "0.2"], "--n-step-start does nothing with one-step targets"),
+    ],
+)
+def test_an_option_the_method_never_reads_is_noted(argv, note):
+    """Sparsity options on a dense method (a forgotten static- prefix trained dense) and
+    growth on a static one were taken without a word."""
+    config = tyro.cli(TrainConfig, args=argv)
+    assert any(note in n for n in config.notes(given_options(argv)))
+    assert TrainConfig().notes(set()) == []
 
 
 def test_help_gives_an_algorithm_dependent_default_once(capsys):

@@ -11,7 +11,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from dstrl.config import unread_settings
+from dstrl.config import flat_settings, unread_settings
 from dstrl.rundir import training_now
 
 T = TypeVar("T")
@@ -273,7 +273,7 @@ def label_methods(runs: list[Run]) -> None:
 def method_settings(config: dict) -> dict:
     """The settings of a run (flattened, as ``td3.batch_size``) that can make its method differ
     from another run's: not the budget, bookkeeping or devices, and not what it never reads."""
-    flat = _flatten(config)
+    flat = flat_settings(config)
     return {
         k: v for k, v in flat.items() if k not in NOT_A_METHOD | {"steps"} | unread_settings(flat)
     }
@@ -295,16 +295,6 @@ def _complete(config: dict) -> dict:
     except (ConfigError, TypeError, ValueError, KeyError):
         return config  # not a configuration this version knows: compared as written
     return {**json.loads(json.dumps(complete.to_json())), **config}
-
-
-def _flatten(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _short(value) -> str:
