@@ -301,7 +301,13 @@ class Trainer:
         mixed = self.methods if len(config.methods) > 1 else None
         self.health = Health(self.seeds, advice(config.family, config.agent.learning_rate), mixed)
         self.layer_names = _layer_names(agent)
-        self.evaluations = CsvLog(run_dir / "evaluations.csv", EVAL_FIELDS)
+        evaluations = run_dir / "evaluations.csv"
+        if state is not None and state["step"] >= config.eval_every and not evaluations.exists():
+            raise CheckpointError(  # the summary and the report would disagree without a word
+                f"{evaluations} is missing, and the checkpoint of step {state['step']:,} follows "
+                "evaluations it held: put it back, or train the run afresh in another --out"
+            )
+        self.evaluations = CsvLog(evaluations, EVAL_FIELDS)
         self.metrics = CsvLog(
             run_dir / "train_metrics.csv",
             [

@@ -395,3 +395,15 @@ def test_a_stale_temporary_file_is_removed_on_resume(tmp_path):
     config = tiny_config(run, steps=400, checkpoint_every=100, resume=True)
     assert train(config, stop_after=250) is None
     assert not list(run.glob("*.tmp"))
+
+
+def test_a_resume_without_its_evaluations_csv_is_refused(tmp_path, capsys):
+    """It went on and wrote the evaluations from the checkpoint on only: its summary (from the
+    checkpoint's history) and its report (from the file) then disagreed."""
+    run = tmp_path / "run"
+    assert train(tiny_config(run, checkpoint_every=100), stop_after=300) is None
+    (run / "evaluations.csv").unlink()
+    assert main(["train", "--out", str(run), "--resume"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"{run}/evaluations.csv is missing, and the checkpoint of step 300" in line
+    assert not (run / "evaluations.csv").exists()
