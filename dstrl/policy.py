@@ -27,6 +27,7 @@ from dstrl.errors import PolicyError
 from dstrl.nets import mlp
 
 FORMAT = "dstrl-policy/1"
+HEADER_LIMIT = 100_000_000  # safetensors' own bound on a header
 
 
 class Policy:
@@ -131,6 +132,10 @@ def load_policy(path: str | Path, member: int | None = None) -> Policy:
             # rounding, so an exported policy acts to the bit as its agent did
             tensors = {name: f.get_tensor(name).clone() for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as error:
+        if _written_by_export(path):  # its header is whole: the file was cut short
+            raise PolicyError(
+                f"{path} is a damaged dstrl policy: it is cut short ({error}); export it again"
+            ) from error
         raise PolicyError(f"{path} is not a safetensors file ({error})") from error
     if header.get("format") != FORMAT:
         raise PolicyError(f"{path} is not a dstrl policy (format {header.get('format')!r})")
@@ -268,12 +273,13 @@ def _check_out(out: Path) -> None:
 
 
 def _written_by_export(path: Path) -> bool:
-    """Whether ``path`` is a policy file by its header, damaged or not (replaced by a new
-    export, as the error that names the damage advises)."""
-    from safetensors import SafetensorError, safe_open
-
+    """Whether ``path`` is a policy file by its header, damaged or cut short or not (replaced
+    by a new export, as the error that names the damage advises). The header is read as the
+    format lays it out: its length in 8 bytes, then JSON; safetensors refuses a cut file."""
     try:
-        with safe_open(path, "pt") as f:
-            return (f.metadata() or {}).get("format") == FORMAT
-    except (SafetensorError, OSError, ValueError):
+        with path.open("rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(min(length, HEADER_LIMIT)))
+        return header["__metadata__"]["format"] == FORMAT
+    except (OSError, ValueError, KeyError, TypeError):
         return False

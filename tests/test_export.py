@@ -199,3 +199,19 @@ def test_an_edited_policy_header_is_one_line(tmp_path, capsys, changes, damage):
     assert main(["eval", str(edited)]) == 2
     err = capsys.readouterr().err
     assert err == f"dstrl: error: {edited} is a damaged dstrl policy: {damage}; export it again\n"
+
+
+def test_a_policy_file_cut_short_is_refused_and_replaced_by_an_export(tmp_path, capsys):
+    """A cut file was "not a dstrl policy", which --out refused to replace."""
+    run, policy = tmp_path / "run", tmp_path / "p.safetensors"
+    train(tiny_config(run, steps=200))
+    assert main(["export", str(run), "--out", str(policy)]) == 0
+    data = policy.read_bytes()
+    policy.write_bytes(data[: 8 + int.from_bytes(data[:8], "little") + 100])
+    capsys.readouterr()
+    assert main(["eval", str(policy)]) == 2
+    err = capsys.readouterr().err
+    assert f"{policy} is a damaged dstrl policy: it is cut short (" in err
+    assert err.endswith("; export it again\n")
+    assert main(["export", str(run), "--out", str(policy)]) == 0
+    assert main(["eval", str(policy), "--episodes", "1"]) == 0
