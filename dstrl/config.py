@@ -786,7 +786,11 @@ class TrainConfig:
         try:
             return cls.from_json(json.loads(path.read_text()))
         except (ValueError, TypeError, KeyError, AttributeError) as error:
-            raise ConfigError(f"{path} is not a valid dstrl configuration ({error})") from error
+            why = f"it has no {error.args[0]!r}" if isinstance(error, KeyError) else str(error)
+            raise ConfigError(
+                f"{path} is not a valid dstrl configuration ({why}): put back the run's own, or "
+                f"delete {run_dir} to train the run afresh"
+            ) from error
 
     @classmethod
     def from_json(cls, data: dict) -> TrainConfig:
