@@ -7,9 +7,7 @@ SIGUSR1 (a checkpoint lets ``--resume`` continue).
 
 from __future__ import annotations
 
-import inspect
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable
@@ -20,12 +18,12 @@ from typing import Annotated
 
 import numpy as np
 import tyro
-import tyro._docstrings
 
 from dstrl.analysis.runs import RunError
-from dstrl.config import DEFAULT_IN_DOCSTRING, ConfigError, TrainConfig
+from dstrl.config import ConfigError, TrainConfig
 from dstrl.errors import CaptureError, CheckpointError, PolicyError, WorkerError
 from dstrl.health import DivergedError, Health, advice
+from dstrl.helptext import DEFAULT_IN_DOCSTRING, one_paragraph_docstrings
 from dstrl.resume import (
     finished_without_checkpoint,
     given_options,
@@ -36,24 +34,7 @@ from dstrl.rundir import RunDirError, describe
 from dstrl.signals import STOPS, handling
 from dstrl.sweep import SweepArgs, run_sweep
 
-
-def _unwrapped(parse: Callable[[object], dict[str, str]]) -> Callable[[object], dict[str, str]]:
-    """tyro's field docstrings with their source line breaks joined. tyro keeps a break wherever
-    the next line does not start with a letter, which an indented docstring line never does, so
-    --help printed every option's text broken at its source lines, then wrapped again."""
-
-    def parsed(obj: object) -> dict[str, str]:
-        joined = (
-            re.sub(r"(?<!\n)\n(?!\n)", " ", inspect.cleandoc(doc)) for doc in parse(obj).values()
-        )
-        return dict(zip(parse(obj), joined, strict=True))
-
-    return parsed
-
-
-tyro._docstrings.parse_docstring_from_object = _unwrapped(
-    tyro._docstrings.parse_docstring_from_object
-)
+one_paragraph_docstrings()
 
 
 @dataclass

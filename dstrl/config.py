@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-import tyro
-
 from dstrl.agents.settings import SACConfig, TD3Config
+from dstrl.helptext import DEFAULT_IN_DOCSTRING
 from dstrl.sparse.distributions import er_lambda_limit
 from dstrl.sparse.kinds import Decay, Distribution, DropScore, Growth, KernelChoice, TargetMode
 from dstrl.sparse.schedule import TopologySchedule
@@ -68,11 +67,6 @@ METHOD_DEFAULTS = dict(
 # run; the dynamic buffer checked every 10^4 steps.
 RLX2_LEARNING_STEPS = 2_975_000
 RLX2_PERIOD = 10_000
-
-
-DEFAULT_IN_DOCSTRING = tyro.conf.arg(help_behavior_hint="")
-"""Marks an option left at None and resolved per algorithm: its docstring gives the default, and
---help should not add "(default: None)"."""
 
 
 def check_seeds(first: int, seeds: int) -> None:

@@ -191,6 +191,8 @@ def test_help_gives_an_algorithm_dependent_default_once(capsys):
     text = " ".join(capsys.readouterr().out.replace("│", " ").split())  # the box unwrapped
     assert "starts (default: 25,000 TD3, 10,000 SAC). --eval-every" in text  # not "(default: None)"
     assert "(default: 0.05 TD3, 0.1 SAC; rlx2-*: 0.5). --drop-score" in text
+    assert text.endswith("aims for (default: minus the action dimension).")  # the last option
+    assert "(default: None)" not in text
 
 
 @pytest.mark.parametrize("command", ["train", "sweep"])

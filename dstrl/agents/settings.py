@@ -4,6 +4,9 @@ importing torch, so that ``dstrl report`` and the configuration stay light."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from dstrl.helptext import DEFAULT_IN_DOCSTRING
 
 
 @dataclass(frozen=True)
@@ -54,5 +57,5 @@ class SACConfig:
     """Entropy temperature (its initial value with --sac.autotune)."""
     autotune: bool = False
     """Tune the temperature towards --sac.target-entropy."""
-    target_entropy: float | None = None
+    target_entropy: Annotated[float | None, DEFAULT_IN_DOCSTRING] = None
     """Entropy the tuned temperature aims for (default: minus the action dimension)."""
