@@ -25,7 +25,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from contextlib import redirect_stderr, redirect_stdout, suppress
 from dataclasses import dataclass
 from functools import partial
@@ -482,30 +482,35 @@ def _run_local(
 ) -> dict[str, list[Cell]]:
     stop = threading.Event()  # set when the sweep is stopped (Ctrl-C, SIGTERM)
     ended: dict[str, list[Cell]] = defaultdict(list)
+    # a run's lines are said by the thread that runs it, in order: the driver said a run's end
+    # after the same thread had started the next one
+    saying = threading.Lock()
 
-    def begin(cell: Cell, cmd: list[str]) -> Ended | None:
-        return execute(cmd, stop.is_set, lambda: _started(cell, progress))
+    def begin(cell: Cell, cmd: list[str]) -> None:
+        def starting() -> None:
+            with saying:
+                _started(cell, progress)
+
+        result = execute(cmd, stop.is_set, starting)
+        with saying:
+            _report(cell, result, ended, len(todo), progress)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(begin, cell, cmd): cell for cell, cmd in todo}
-
-        def report(future: Future) -> None:
-            result = None if future.cancelled() else future.result()
-            _report(futures[future], result, ended, len(todo), progress)
-
-        pending = set(futures)
+        pending = {pool.submit(begin, cell, cmd) for cell, cmd in todo}
         try:
             while pending:
-                for future in wait(pending, timeout=1.0, return_when=FIRST_COMPLETED).done:
-                    pending.discard(future)
-                    report(future)
-                _say_progress(progress)
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # a failure of the sweep itself, not of a run
+                with saying:
+                    _say_progress(progress)
         except KeyboardInterrupt:  # stop the runs at their checkpoints, then say so
             stop.set()
             for future in pending:
                 future.cancel()
             for future in as_completed(pending):
-                report(future)
+                if not future.cancelled():
+                    future.result()
             if ended["failed"]:  # the interruption's line says nothing of them
                 print(_unfinished(ended), flush=True)
             raise

@@ -13,6 +13,7 @@ import pytest
 from dstrl import cli
 from dstrl import sweep as sweep_module
 from dstrl.checkpoint import load_checkpoint
+from dstrl.progress import Progress
 from dstrl.rundir import CHECKPOINT
 from dstrl.sweep import Cell, execute
 from tests.helpers import lock_holder
@@ -311,6 +312,23 @@ def test_a_stopped_sweep_stops_each_run_with_sigterm_and_starts_none():
     assert execute([sys.executable, "-c", run], lambda: True, lambda: starts.append(1)) is None
     assert execute([sys.executable, "-c", "pass"], starting=lambda: starts.append(2))[0] == 0
     assert starts == [2]
+
+
+def test_one_worker_says_each_runs_end_before_the_next_start(tmp_path, monkeypatch, capsys):
+    """The driver said a run's end once it woke, after the worker had started the next run:
+    two runs at once, as it read."""
+
+    def instant(cmd, stopped, starting):
+        starting()
+        return 1, "no message", 0.0
+
+    monkeypatch.setattr(sweep_module, "execute", instant)
+    cells = [Cell("Pendulum-v1", ("td3",), seed, tmp_path / f"s{seed}") for seed in range(20)]
+    progress = Progress([cell.path for cell in cells], 100, 1)
+    ended = sweep_module._run_local([(cell, []) for cell in cells], 1, progress)
+    assert len(ended["failed"]) == 20
+    said = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert said == [word for i in range(20) for word in ("start", f"[{i + 1}/20]")]
 
 
 def test_a_cpu_device_by_index_is_not_packed(tmp_path):
