@@ -81,9 +81,7 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
 
     if config.resume and config.auto_resume:
         raise ConfigError("give --resume or --auto-resume, not both")
-    if config.resume:
-        if config.out is None:
-            raise ConfigError("--resume needs --out, the run directory to continue")
+    if config.resume:  # in --out, or where the same options without it put the run
         config = resume_config(config, argv)
     elif config.auto_resume:
         config = start_or_resume(config, argv)

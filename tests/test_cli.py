@@ -261,6 +261,17 @@ def test_resume_errors(tmp_path, capsys):
     assert "holds files that are not an unfinished dstrl run (summary.json)" in err
 
 
+def test_resume_finds_a_run_where_the_same_options_put_it(tmp_path, monkeypatch, capsys):
+    """--auto-resume took the default run directory, --resume asked for --out."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--env", "Pendulum-v1", *TINY]) == 0
+    assert main(["train", "--env", "Pendulum-v1", "--resume", "--steps", "400"]) == 0
+    summary = json.loads(Path("runs/Pendulum-v1-ds-td3-s0/summary.json").read_text())
+    assert summary["steps"] == 400
+    assert main(["train", "--env", "Hopper-v5", "--resume"]) == 2
+    assert "runs/Hopper-v5-ds-td3-s0 is not a dstrl run directory" in capsys.readouterr().err
+
+
 def test_a_resume_may_change_how_sparse_layers_are_computed(tmp_path, capsys):
     """A CPU run computed by connections continues on a GPU, where only masked-dense runs."""
     run = tmp_path / "run"
