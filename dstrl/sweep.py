@@ -34,15 +34,8 @@ from typing import Annotated, Literal
 
 import tyro
 
-from dstrl.config import (
-    DEFAULT_IN_DOCSTRING,
-    Algo,
-    ConfigError,
-    TrainConfig,
-    check_seeds,
-    family_of,
-    runs_apart,
-)
+from dstrl.config import Algo, ConfigError, TrainConfig, check_seeds, family_of, runs_apart
+from dstrl.helptext import DEFAULT_IN_DOCSTRING
 from dstrl.progress import Progress
 from dstrl.resume import resume_config
 from dstrl.rundir import CHECKPOINT, exclusive, make_run_dir
