@@ -1,6 +1,7 @@
 """Metrics against hand-computed values, and the report on synthetic run directories."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -225,6 +226,15 @@ def test_a_seed_in_two_runs_of_one_method_is_refused(tmp_path):
     with pytest.raises(RunError, match=r"td3 on Toy-v0: seed 0 is in both .*packed/td3 and "):
         write_report([tmp_path], tmp_path / "report")
     assert len(write_report([tmp_path / "td3"], tmp_path / "report")) == 1
+
+
+def test_a_run_named_twice_is_one_run(tmp_path, monkeypatch):
+    """A relative and an absolute path, or a link, to one run were its seeds counted twice."""
+    synthetic_run(tmp_path / "td3", "td3", 0, [1, 2])
+    (tmp_path / "link").symlink_to(tmp_path / "td3")
+    monkeypatch.chdir(tmp_path)
+    runs = [Path("td3"), tmp_path / "td3", tmp_path / "link"]
+    assert write_report(runs, tmp_path / "report")["seeds"].tolist() == [1]
 
 
 def test_runs_of_older_versions_compare_by_the_defaults_they_used(tmp_path):

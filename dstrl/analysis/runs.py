@@ -86,7 +86,8 @@ def find_runs(paths: list[Path]) -> list[Path]:
             for c in candidates
             if (c / "evaluations.csv").exists() or (c / "checkpoint.pt").exists()
         ]
-    unique = sorted(set(found))
+    by_place = {c.resolve(): c for c in reversed(found)}  # one run however it is spelled
+    unique = sorted(by_place.values())
     if not unique:
         raise RunError(f"no dstrl runs found under {', '.join(map(str, paths))}")
     return unique
