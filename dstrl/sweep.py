@@ -157,7 +157,34 @@ def plan(args: SweepArgs) -> list[Cell]:
             for seed in range(args.seed, args.seed + args.seeds)
         ]
     _check_cells(cells, args)
+    _refuse_another_grid(cells, args)
     return cells
+
+
+def _refuse_another_grid(cells: list[Cell], args: SweepArgs) -> None:
+    """ConfigError if a run the sweep would start has other settings than the runs of its
+    algorithms already in --out: a rerun without the grid's --train-args trained new seeds with
+    dstrl train's defaults, and the report split the grid in two."""
+    from dstrl.analysis.runs import method_settings
+
+    def settings(config: TrainConfig) -> dict:
+        return method_settings(json.loads(json.dumps(config.to_json())))  # as saved
+
+    kept = [cell for cell in cells if (cell.path / "config.json").exists()]
+    grid = {cell.algos: (cell, settings(TrainConfig.load(cell.path))) for cell in kept}
+    for cell in cells:
+        if cell in kept or cell.algos not in grid:
+            continue
+        options = ["--steps", str(args.steps), *_train_options(cell, args)]
+        mine = settings(tyro.cli(TrainConfig, args=options, console_outputs=False))
+        other, theirs = grid[cell.algos]
+        differ = [k for k in sorted({*mine, *theirs} - {"env"}) if mine.get(k) != theirs.get(k)]
+        if differ:
+            shown = "; ".join(f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
+            raise ConfigError(
+                f"{cell.name} would train with other settings than {other.name} in {args.out} "
+                f"({shown}): give the grid's --train-args again, or another --out"
+            )
 
 
 def _check_train_args(args: SweepArgs) -> None:

@@ -9,13 +9,15 @@ import time
 from dataclasses import replace
 
 import pytest
+import tyro
 
 from dstrl import cli
 from dstrl import sweep as sweep_module
 from dstrl.checkpoint import load_checkpoint
+from dstrl.config import ConfigError, TrainConfig
 from dstrl.progress import Progress
 from dstrl.rundir import CHECKPOINT
-from dstrl.sweep import Cell, execute
+from dstrl.sweep import Cell, SweepArgs, execute
 from tests.helpers import lock_holder
 
 TRAIN_ARGS = (
@@ -329,6 +331,23 @@ def test_one_worker_says_each_runs_end_before_the_next_start(tmp_path, monkeypat
     assert len(ended["failed"]) == 20
     said = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert said == [word for i in range(20) for word in ("start", f"[{i + 1}/20]")]
+
+
+def test_new_runs_of_a_grid_are_refused_other_settings_than_its_runs(tmp_path):
+    """A rerun without the grid's --train-args trained the new seeds with dstrl train's
+    defaults, and the report split the grid in two."""
+    args = SweepArgs(envs=("Pendulum-v1",), algos=("td3",), seeds=1, steps=300, out=tmp_path)
+    args = replace(args, train_args=TRAIN_ARGS)
+    (kept,) = sweep_module.plan(args)
+    kept.path.mkdir(parents=True)
+    options = ["--steps", "300", *sweep_module._train_options(kept, args)]
+    config = tyro.cli(TrainConfig, args=options, console_outputs=False)
+    (kept.path / "config.json").write_text(json.dumps(config.to_json()))
+    assert len(sweep_module.plan(replace(args, seeds=2))) == 2  # the grid's options: new seeds
+    with pytest.raises(ConfigError, match="Pendulum-v1 td3 seed 1 would train with other") as e:
+        sweep_module.plan(replace(args, seeds=2, train_args=""))
+    assert "start_steps 100 there, 25000 here" in str(e.value)
+    assert str(e.value).endswith("give the grid's --train-args again, or another --out")
 
 
 def test_a_cpu_device_by_index_is_not_packed(tmp_path):
