@@ -767,8 +767,11 @@ class TrainConfig:
         return data
 
     @classmethod
-    def load(cls, run_dir: Path) -> TrainConfig:
-        """The configuration saved in ``run_dir/config.json``."""
+    def load(cls, run_dir: Path | str) -> TrainConfig:
+        """The configuration saved in ``run_dir/config.json``, with ``out`` at ``run_dir``: a
+        run copied or moved elsewhere is that run (its saved ``out`` was where it trained
+        first, and a resume of the copy trained the original)."""
+        run_dir = Path(run_dir)
         path = run_dir / "config.json"
         if not path.exists():
             if any((run_dir / name).exists() for name in ("checkpoint.pt", "summary.json")):
@@ -778,7 +781,7 @@ class TrainConfig:
                 )
             raise ConfigError(f"{run_dir} is not a dstrl run directory (no config.json)")
         try:
-            return cls.from_json(json.loads(path.read_text()))
+            return cls.from_json({**json.loads(path.read_text()), "out": str(run_dir)})
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             why = f"it has no {error.args[0]!r}" if isinstance(error, KeyError) else str(error)
             raise ConfigError(

@@ -121,8 +121,11 @@ DELETED = object()
         ({"seed": None}, "--seed must be an integer, not None"),
         ({"seeds": "two"}, "--seeds must be an integer, not 'two'"),
         ({"overlap": 1}, "--overlap must be True or False, not 1"),
-        # a field removed: the message was "('out')"
-        ({"out": DELETED}, r"config.json is not a valid dstrl configuration \(it has no 'out'\)"),
+        # a field removed: the message was "('hidden_sizes')"
+        (
+            {"td3": {"hidden_sizes": DELETED}},
+            r"config.json is not a valid dstrl configuration \(it has no 'hidden_sizes'\)",
+        ),
         ({"td3": {"hidden_sizes": [16, 16]}}, r"checkpoint.pt does not fit .* size mismatch"),
     ],
 )
@@ -131,9 +134,9 @@ def test_a_hand_edited_config_json_that_cannot_be_is_one_line(tmp_path, capsys, 
     train(tiny_config(run, steps=200, checkpoint_every=100))
     config = json.loads((run / "config.json").read_text())
     if "td3" in change:
-        change = {"td3": config["td3"] | change["td3"]}
-    config = {k: v for k, v in (config | change).items() if v is not DELETED}
-    (run / "config.json").write_text(json.dumps(config))
+        td3 = config["td3"] | change["td3"]
+        change = {"td3": {k: v for k, v in td3.items() if v is not DELETED}}
+    (run / "config.json").write_text(json.dumps(config | change))
     assert main(["train", "--out", str(run), "--resume", "--steps", "300"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1 and re.search(message, err)

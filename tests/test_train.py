@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 from dataclasses import replace
 
@@ -14,7 +15,7 @@ from dstrl.agents.base import ActorCritic
 from dstrl.agents.sac import SACConfig
 from dstrl.analysis.runs import RunError, load_runs
 from dstrl.checkpoint import load_checkpoint
-from dstrl.config import ConfigError
+from dstrl.config import ConfigError, TrainConfig
 from dstrl.train import Trainer, flushing_subnormals, train
 from tests.helpers import RLX2_TINY, assert_same, tiny_config
 
@@ -307,6 +308,18 @@ def test_environments_in_worker_processes_give_the_same_run(tmp_path, overlap):
     if overlap:
         train(tiny_config(tmp_path / "plain", **{**settings, "overlap": False}))
         assert _evaluations(tmp_path / "plain") != _evaluations(tmp_path / "sync")
+
+
+def test_a_copied_run_resumes_where_it_is_now(tmp_path):
+    """TrainConfig.load gave the path the run first trained in: resuming a copy from Python
+    extended the original."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    train(tiny_config(original, steps=300))
+    shutil.copytree(original, copy)
+    assert TrainConfig.load(str(copy)).run_dir == copy
+    train(replace(TrainConfig.load(copy), resume=True, steps=400))
+    assert json.loads((copy / "summary.json").read_text())["steps"] == 400
+    assert json.loads((original / "summary.json").read_text())["steps"] == 300
 
 
 def test_a_resume_built_in_python_must_be_the_saved_configuration(tmp_path):
