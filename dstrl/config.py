@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -188,6 +189,9 @@ def _check_fields(config, prefix: str = "--") -> None:
             raise ConfigError(
                 f"{prefix}{name.replace('_', '-')} must be {_described(hint)}, not {value!r}"
             )
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{prefix}{name.replace('_', '-')} must be finite, not {value!r}")
         if dataclasses.is_dataclass(value):
             _check_fields(value, f"{prefix}{name}.")
 
@@ -546,6 +550,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for anything a user can fix before a run starts."""
+        _check_fields(self)  # again: a field set after construction skipped its check
         self._validate_population()
         self._validate_counts()
         self._validate_devices()

@@ -195,6 +195,10 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     CheckpointError for bad input, RunDirError when the run directory cannot be written,
     DivergedError when every agent has diverged.
     """
+    if stop_after is not None and not (
+        isinstance(stop_after, int) and not isinstance(stop_after, bool) and stop_after >= 0
+    ):
+        raise ConfigError(f"stop_after must be a step (an integer, 0 or more), not {stop_after!r}")
     with torch_settings(config):
         return _train(config, stop_after)
 

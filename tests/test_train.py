@@ -13,6 +13,7 @@ import torch
 
 from dstrl.agents.base import ActorCritic
 from dstrl.agents.sac import SACConfig
+from dstrl.agents.td3 import TD3Config
 from dstrl.analysis.runs import RunError, load_runs
 from dstrl.checkpoint import load_checkpoint
 from dstrl.config import ConfigError, TrainConfig
@@ -353,16 +354,32 @@ def test_a_resume_built_in_python_must_be_the_saved_configuration(tmp_path):
         ("density", "0.1", "--density must be a number or None, not '0.1'"),
         ("lambdas", 7.0, "--lambdas must be a tuple of numbers or None, not 7.0"),
         ("td3", {"batch_size": 32}, "--td3 must be a TD3Config, not {'batch_size': 32}"),
+        # NaN trained: a NaN λ as a dense layer, a NaN noise as a divergence after the warm-up
+        ("lambdas", (float("nan"), 64.0), "--lambdas must be finite, not (nan, 64.0)"),
+        ("td3", TD3Config(exploration_noise=float("nan")), "--td3.exploration-noise must be"),
     ],
 )
-def test_a_configuration_built_in_python_is_checked_as_the_command_line_is(field, value, message):
+def test_a_configuration_built_in_python_is_checked_as_the_command_line_is(
+    tmp_path, field, value, message
+):
     """Choices trained silently as the default (grow="magic"); wrong types failed deep inside,
-    some after the run directory was made."""
-    from dstrl.config import TrainConfig
-
+    some after the run directory was made; and so did a field set after construction."""
     with pytest.raises(ConfigError) as caught:
         TrainConfig(**{field: value})
     assert str(caught.value).startswith(message)
+    config = tiny_config(tmp_path / "run")
+    setattr(config, field, value)
+    with pytest.raises(ConfigError) as caught:
+        train(config)
+    assert str(caught.value).startswith(message.split(":")[0])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("stop_after", [-5, 700.5, True])
+def test_stop_after_is_a_step(tmp_path, stop_after):
+    """-5 wrote a checkpoint of step 0, and 700.5 stopped at 701."""
+    with pytest.raises(ConfigError, match="stop_after must be a step"):
+        train(tiny_config(tmp_path / "run"), stop_after=stop_after)
 
 
 def test_train_runs_in_a_thread_of_its_own(tmp_path):
