@@ -145,11 +145,15 @@ def _names(config) -> list[str]:
     return names
 
 
-def start_or_resume(parsed: TrainConfig, argv: list[str]) -> TrainConfig:
+def start_or_resume(parsed: TrainConfig, argv: list[str] | None = None) -> TrainConfig:
     """``--auto-resume``: continue the run in --out if it has a checkpoint or has finished, else
-    start it (after clearing what an attempt killed before its first checkpoint left behind)."""
+    start it (after clearing what an attempt killed before its first checkpoint left behind).
+    From the command line (``argv``) the saved configuration is continued with the options
+    given; from Python (no ``argv``) ``parsed`` itself is, checked against it."""
     run_dir = parsed.run_dir
     if (run_dir / CHECKPOINT).exists() or (run_dir / "summary.json").exists():
+        if argv is None:
+            return replace(parsed, resume=True, auto_resume=False)
         return resume_config(parsed, argv)
     if holds_run_files(run_dir):
         with exclusive(run_dir):  # never while another process trains there

@@ -40,7 +40,7 @@ from dstrl.evaluation import evaluate
 from dstrl.graphs import GraphedActing, GraphedUpdates, capture_for
 from dstrl.health import DivergedError, Health, advice
 from dstrl.logs import CsvLog, TensorBoard
-from dstrl.resume import check_resumed
+from dstrl.resume import check_resumed, start_or_resume
 from dstrl.rundir import (
     CHECKPOINT,
     RunDirError,
@@ -231,6 +231,10 @@ def torch_settings(config: TrainConfig):
 
 
 def _train(config: TrainConfig, stop_after: int | None) -> dict | None:
+    if config.auto_resume:
+        if config.resume:
+            raise ConfigError("give resume or auto_resume, not both")
+        config = start_or_resume(config)
     if config.resume:
         check_resumed(config)  # before anything is written
     agent = build_agent(config)

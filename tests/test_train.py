@@ -311,6 +311,24 @@ def test_environments_in_worker_processes_give_the_same_run(tmp_path, overlap):
         assert _evaluations(tmp_path / "plain") != _evaluations(tmp_path / "sync")
 
 
+def test_auto_resume_from_python_starts_continues_and_restarts(tmp_path):
+    """auto_resume=True was read by the command line only: from Python a stopped run was
+    refused with "pass --auto-resume"."""
+    whole = tmp_path / "whole"
+    train(tiny_config(whole))
+    run = tmp_path / "run"
+    assert train(tiny_config(run, auto_resume=True), stop_after=300) is None  # started
+    assert train(tiny_config(run, auto_resume=True))["steps"] == 400  # continued
+    assert _logs(run) == _logs(whole)
+    killed = tmp_path / "killed"  # before its first checkpoint: cleared, started again
+    killed.mkdir()
+    (killed / "config.json").write_text("{half a conf")
+    train(tiny_config(killed, auto_resume=True))
+    assert _logs(killed) == _logs(whole)
+    with pytest.raises(ConfigError, match="give resume or auto_resume, not both"):
+        train(tiny_config(run, auto_resume=True, resume=True))
+
+
 def test_a_copied_run_resumes_where_it_is_now(tmp_path):
     """TrainConfig.load gave the path the run first trained in: resuming a copy from Python
     extended the original."""
