@@ -216,11 +216,12 @@ def _damage(policy: Policy) -> str | None:
     return None
 
 
-def export_policy(run_dir: Path, out: Path, member: int | None = None) -> Policy:
+def export_policy(run_dir: Path | str, out: Path | str, member: int | None = None) -> Policy:
     """Write the actors of the run in ``run_dir`` (all members, or ``member``) to ``out``."""
     from dstrl.rundir import write_atomic
     from dstrl.train import load_trained, member_methods, member_seeds
 
+    run_dir, out = Path(run_dir), Path(out)
     _check_out(out)
     trained = load_trained(run_dir, "cpu")  # a GPU run exports anywhere
     config, agent, step, diverged = trained.config, trained.agent, trained.step, trained.diverged

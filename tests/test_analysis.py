@@ -235,6 +235,8 @@ def test_a_run_named_twice_is_one_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runs = [Path("td3"), tmp_path / "td3", tmp_path / "link"]
     assert write_report(runs, tmp_path / "report")["seeds"].tolist() == [1]
+    # from Python, one path or several, as str or Path (str failed on .exists())
+    assert len(write_report("td3", "report")) == len(write_report(["td3", "link"], "report")) == 1
 
 
 def test_runs_of_older_versions_compare_by_the_defaults_they_used(tmp_path):

@@ -14,6 +14,7 @@ from dstrl.checkpoint import load_checkpoint
 from dstrl.cli import main
 from dstrl.config import TrainConfig
 from dstrl.errors import PolicyError
+from dstrl.policy import export_policy
 from dstrl.train import build_agent, train
 from tests.helpers import tiny_config
 
@@ -143,6 +144,7 @@ def test_export_replaces_no_file_but_an_older_policy(tmp_path, capsys):
     fresh = tmp_path / "new" / "dir" / "p.safetensors"  # its directory is made
     assert main(["export", str(run), "--out", str(fresh)]) == 0
     assert main(["export", str(run), "--out", str(fresh)]) == 0  # an older policy: replaced
+    assert export_policy(str(run), str(fresh)).members == 1  # from Python, paths as str too
 
 
 def test_a_policy_file_cannot_make_eval_import_a_module(tmp_path, capsys):

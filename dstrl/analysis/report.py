@@ -306,9 +306,14 @@ def _left_out(run: Run) -> str:
     return f"; left out, diverged: seed(s) {', '.join(map(str, run.diverged))}"
 
 
-def write_report(paths: list[Path], out: Path, baseline: str | None = None) -> pd.DataFrame:
-    """Find the runs under ``paths`` and write report.md, report.csv and figures into ``out``."""
-    runs = [run for path in find_runs(paths) for run in load_runs(path)]
+def write_report(
+    paths: list[Path | str] | Path | str, out: Path | str, baseline: str | None = None
+) -> pd.DataFrame:
+    """Find the runs under ``paths`` (one path, or several) and write report.md, report.csv and
+    figures into ``out``."""
+    paths = [paths] if isinstance(paths, Path | str) else paths
+    out = Path(out)
+    runs = [run for path in find_runs([Path(p) for p in paths]) for run in load_runs(path)]
     results = collect(runs)
     table = summary_table(results, baseline)
     out.mkdir(parents=True, exist_ok=True)
