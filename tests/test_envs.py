@@ -21,6 +21,9 @@ def test_check_env_reports_sizes_and_bounds():
 def test_unknown_env_suggests_names():
     with pytest.raises(EnvError, match="unknown environment 'HalfCheetah-v9'.*HalfCheetah-v5"):
         check_env("HalfCheetah-v9")
+    # the task itself first: four InvertedDoublePendulum versions came first, and cut it off
+    with pytest.raises(EnvError, match=r"'Pendulum-v0'. Did you mean Pendulum-v1, "):
+        check_env("Pendulum-v0")
 
 
 MUJOCO_WARNINGS = """

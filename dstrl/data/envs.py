@@ -54,9 +54,13 @@ def route_mujoco_warnings() -> None:
 def check_env(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
     """Validate ``env_id``; return (observation size, action low, action high)."""
     if env_id not in gym.registry:
-        close = [name for name in gym.registry if env_id.lower().split("-")[0] in name.lower()]
+        task = env_id.lower().split("-")[0]
+        close = [name for name in gym.registry if task in name.lower()]
+        # the task itself first, newest version first (Pendulum-v1 for pendulum-v0), then others
+        same = sorted((n for n in close if n.lower().split("-")[0] == task), reverse=True)
+        close = same + sorted(n for n in close if n not in same)
         hint = (
-            f" Did you mean {', '.join(sorted(close)[:4])}?"
+            f" Did you mean {', '.join(close[:4])}?"
             if close
             else " Give a Gymnasium id of a task with continuous actions, e.g. HalfCheetah-v5."
         )
