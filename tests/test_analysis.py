@@ -179,6 +179,9 @@ def test_each_method_is_compared_with_the_dense_runs_of_its_own_settings(tmp_pat
     table = write_report([tmp_path], tmp_path / "report").set_index("method")
     for overlap in (False, True):
         assert table.loc[f"ds-td3 (overlap={overlap})", "baseline"] == f"td3 (overlap={overlap})"
+    # named by its algorithm, as the default is: "baseline 'td3' has no runs on Toy-v0"
+    named = write_report([tmp_path], tmp_path / "report", baseline="td3").set_index("method")
+    assert named["baseline"].equals(table["baseline"])
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| ds-td3 (overlap=True) | 1 | 400 |" in report
     assert "| td3 (overlap=True) | 400 |" in report  # the baseline column, then its steps

@@ -106,29 +106,27 @@ def _refuse_repeated_seeds(env: str, method: str, group: list[Run]) -> None:
 def _baseline(
     results: list[MethodCurves], method: MethodCurves, name: str | None
 ) -> MethodCurves | None:
-    """The named method, or else the dense algorithm of ``method``'s family (td3, sac)."""
+    """The named method (a label, or an algorithm), or else the dense algorithm of ``method``'s
+    family (td3, sac); of an algorithm run with several settings, the runs of ``method``'s."""
     env = method.env
     candidates = [r for r in results if r.env == env]
-    if name is not None:
-        for r in candidates:
-            if r.method == name:
-                return r
+    algo = family_of(method.algo) if name is None else name
+    named = [r for r in candidates if r.method == name] or [r for r in candidates if r.algo == algo]
+    if not named and name is not None:
         methods = ", ".join(r.method for r in candidates)
         raise RunError(f"baseline {name!r} has no runs on {env}; methods there: {methods}")
-    family = family_of(method.algo)
-    dense = [r for r in candidates if r.algo == family]
-    if len(dense) < 2:
-        return dense[0] if dense else None
-    # dense runs of several settings: the one run as this method was (--overlap against --overlap)
-    theirs = [method_settings(r.runs[0].config) for r in dense]
+    if len(named) < 2:
+        return named[0] if named else None
+    # runs of several settings: the one run as this method was (--overlap against --overlap)
+    theirs = [method_settings(r.runs[0].config) for r in named]
     mine = method_settings(method.runs[0].config)
     varying = differing(theirs)
-    same = [r for r, own in zip(dense, theirs, strict=True) if _agree(own, mine, varying)]
+    same = [r for r, own in zip(named, theirs, strict=True) if _agree(own, mine, varying)]
     if len(same) != 1:
-        names = ", ".join(r.method for r in dense)
+        names = "; ".join(r.method for r in named)
         raise RunError(
             f"{method.method} on {env} could be compared with any of {names}; name its "
-            "baseline with --baseline"
+            "baseline with --baseline, as one of these labels"
         )
     return same[0]
 
