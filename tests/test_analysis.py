@@ -214,6 +214,12 @@ def test_report_errors(tmp_path):
     synthetic_run(tmp_path / "b", "ds-td3", 0, [1, 2], steps=800)
     with pytest.raises(RunError, match="different step budgets"):
         write_report([tmp_path], tmp_path / "report")
+    # one method's runs of two budgets: "evaluated at other steps", or with a seed in both,
+    # "seed 0 is in both ... with the same settings"
+    for seed in (0, 1):
+        synthetic_run(tmp_path / f"c{seed}", "ds-td3", seed, [1, 2], steps=400)
+        with pytest.raises(RunError, match=r"^ds-td3 on Toy-v0: its runs have different step bu"):
+            write_report([tmp_path / "b", tmp_path / f"c{seed}"], tmp_path / "report")
     (tmp_path / "b" / "summary.json").unlink()
     with pytest.raises(RunError, match="not finished"):
         write_report([tmp_path], tmp_path / "report")

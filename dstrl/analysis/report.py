@@ -68,6 +68,13 @@ def collect(runs: list[Run]) -> list[MethodCurves]:
         groups.setdefault((run.env, run.method), []).append(run)
     results = []
     for (env, method), group in sorted(groups.items()):
+        by_budget = {run.config["steps"]: run.path for run in group}
+        if len(by_budget) > 1:  # before its seeds and grid, which a budget changes too
+            listed = ", ".join(f"{steps:,} in {path}" for steps, path in sorted(by_budget.items()))
+            raise RunError(
+                f"{method} on {env}: its runs have different step budgets ({listed}); compare "
+                "like with like"
+            )
         _refuse_repeated_seeds(env, method, group)
         curves = [run.curves() for run in group]
         steps = curves[0][0]
