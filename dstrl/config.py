@@ -179,6 +179,23 @@ def _described(hint) -> str:
     return "None" if hint is type(None) else named.get(hint, f"a {hint.__name__}")
 
 
+def _plain_numbers(config) -> None:
+    """NumPy's scalars in ``config`` (a seed from np.arange, say) as Python's numbers, which the
+    checks and config.json take; the agents' settings too."""
+
+    def plain(value):
+        numpy = type(value).__module__ == "numpy" and hasattr(value, "item")
+        return value.item() if numpy else value
+
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            _plain_numbers(value)
+        else:
+            value = tuple(map(plain, value)) if isinstance(value, tuple) else plain(value)
+            object.__setattr__(config, f.name, value)  # the agents' settings are frozen
+
+
 def _check_fields(config, prefix: str = "--") -> None:
     """ConfigError naming the first field of the dataclass ``config`` whose value is not of its
     annotated type or choices (what the command line's parser checks, for configurations built
@@ -359,6 +376,7 @@ class TrainConfig:
             raise ConfigError(f"--algo: unknown algorithm {unknown[0]!r}; choose from {known}")
         if isinstance(self.out, str | os.PathLike):
             self.out = Path(self.out)
+        _plain_numbers(self)
         _check_fields(self)  # before defaults are derived from them
         self.resolve_defaults()
 
@@ -550,7 +568,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for anything a user can fix before a run starts."""
-        _check_fields(self)  # again: a field set after construction skipped its check
+        _plain_numbers(self)  # again: a field set after construction skipped its check
+        _check_fields(self)
         self._validate_population()
         self._validate_counts()
         self._validate_devices()

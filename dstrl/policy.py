@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,10 @@ class Policy:
         return self.metadata["seeds"]
 
     def member(self, index: int) -> Policy:
-        """The policy of member ``index`` alone."""
+        """The policy of member ``index`` alone (an integer, NumPy's included)."""
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise PolicyError(f"member must be an integer, not {index!r}")
+        index = int(index)
         if not 0 <= index < self.members:
             valid = "0" if self.members == 1 else f"0 to {self.members - 1}"
             raise PolicyError(
@@ -159,8 +163,6 @@ def load_policy(path: str | Path, member: int | None = None) -> Policy:
             damage = "its contents no longer match their checksum"
     if damage:
         raise PolicyError(f"{path} is a damaged dstrl policy: {damage}; export it again")
-    if member is not None and not isinstance(member, int):
-        raise PolicyError(f"member must be an integer, not {member!r}")
     return policy if member is None else policy.member(member)
 
 

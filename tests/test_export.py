@@ -45,6 +45,10 @@ def test_an_exported_policy_acts_exactly_as_the_trained_agents(tmp_path, capsys,
     # one member alone, on one observation or on a batch of them
     second = dstrl.load_policy(file, member=1)
     assert np.array_equal(second(obs[1]), agent.act(obs, explore=False)[1])
+    # a member from NumPy (np.arange, say) is a member; True is not one
+    assert np.array_equal(dstrl.load_policy(file, member=np.int64(1))(obs[1]), second(obs[1]))
+    with pytest.raises(PolicyError, match="member must be an integer, not True"):
+        policy.member(True)
     assert second(np.stack([obs[1]] * 5)).shape == (5, 3)
     # the masks travel with the weights, and the weights are zero outside them
     for i, mask in zip(agent.actor_sparse.indices, agent.actor_sparse.masks, strict=True):

@@ -393,6 +393,15 @@ def test_a_configuration_built_in_python_is_checked_as_the_command_line_is(
     assert not (tmp_path / "run").exists()
 
 
+def test_numpy_numbers_are_numbers_to_a_configuration(tmp_path):
+    """A seed from np.arange was "--seed must be an integer, not np.int64(1)"."""
+    config = tiny_config(tmp_path / "run", seed=np.arange(3)[1], density=np.float64(0.5))
+    config = replace(config, td3=TD3Config((32, 32), batch_size=np.int64(32)), lambdas=None)
+    assert type(config.seed) is int and type(config.td3.batch_size) is int
+    train(config)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
+
+
 @pytest.mark.parametrize("stop_after", [-5, 700.5, True])
 def test_stop_after_is_a_step(tmp_path, stop_after):
     """-5 wrote a checkpoint of step 0, and 700.5 stopped at 701."""
