@@ -5,7 +5,9 @@ import torch
 
 from dstrl.nets import StackedMLP
 from dstrl.sparse.config import SparsityConfig
+from dstrl.sparse.engine import MaskedLayers
 from dstrl.sparse.kernels import Connections
+from dstrl.sparse.masks import random_mask
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.target import (
     SparseTarget,
@@ -13,6 +15,7 @@ from dstrl.sparse.target import (
     prune_to_count,
     prune_to_count_tensor,
 )
+from dstrl.sparse.topology import SET
 
 
 def _compiled(target, outside):
@@ -307,3 +310,21 @@ def test_prune_to_count_with_ties_across_many_blocks(prune, seed):
         assert torch.equal(kept[row].sort(descending=True).values[:k], top)
         assert 0 < entered[row].sum() == dropped[row].sum() < k
         assert before[row][entered[row]].min() > before[row][dropped[row]].max()
+
+
+@pytest.mark.parametrize("shape", [(32, 16), (2, 3, 32, 16)])
+def test_a_sparse_target_of_a_plain_model_is_pruned_to_its_online_count(shape):
+    """The core takes weights with any leading member dimensions, none included: the targets'
+    pruning unpacked three and failed on a plain (n_out, n_in) layer at density 0.1."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(*shape))
+    mask = random_mask(1, 32, 16, 0.1, generator)[0].expand(*shape).clone()
+    layers = MaskedLayers([weight], [mask], SET(), TopologySchedule(5, 0.3), generator)
+    layers.apply_masks()
+    target = SparseTarget([weight.detach().clone()], layers, "magnitude")
+    layers.update_topology(0.3, 5)
+    target.follow()
+    with torch.no_grad():
+        target.targets[0].mul_(0.99).add_(weight, alpha=0.01)  # the online support mixes in
+    target.after_polyak()
+    assert int((target.targets[0] != 0).sum()) == int(layers.masks[0].sum())

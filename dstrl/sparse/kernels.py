@@ -52,8 +52,9 @@ class Connections:
 
     @classmethod
     def of(cls, mask: Tensor) -> Connections:
-        """The connections of a boolean mask (members, n_out, n_in)."""
-        mask = mask.detach().cpu()
+        """The connections of a boolean mask (*members, n_out, n_in): any leading member
+        dimensions, none included, as one."""
+        mask = mask.detach().cpu().reshape(-1, *mask.shape[-2:])
         return cls(*_compressed(mask), *_compressed(mask.mT), tuple(mask.shape))
 
     @cached_property
