@@ -1,8 +1,10 @@
 """Prune-and-grow on tiny tensors whose answers are worked out by hand."""
 
+import pytest
 import torch
 
-from dstrl.sparse.masks import random_mask
+from dstrl.sparse.engine import MaskedLayers
+from dstrl.sparse.masks import nm_mask, random_mask
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.topology import SET, lowest, prune_and_grow
 
@@ -123,3 +125,26 @@ def test_rigl_without_gradients_is_an_error():
     w, m = torch.ones(1, 4), torch.tensor([[1, 1, 0, 0]], dtype=torch.bool)
     with pytest.raises(ValueError, match="dense gradients are required"):
         prune_and_grow([w], [m], 0.5, RigL(), torch.Generator())
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda g: SET("abs"), "unknown drop score 'abs'"),  # dropped by the signed score
+        (lambda g: TopologySchedule(decay="bogus"), "unknown decay 'bogus'"),
+        (lambda g: random_mask(1, 4, 4, 2.0, g), r"density must be in \(0, 1\], got 2.0"),
+        (lambda g: random_mask(1, 4, 4, -0.5, g), r"density must be in \(0, 1\]"),  # kept one
+        (lambda g: nm_mask(1, 4, 4, 4, 2, g), "needs 0 < N < M, got 4:2"),
+        (
+            lambda g: MaskedLayers(
+                [torch.zeros(2, 2)], [torch.ones(2, 2, dtype=torch.bool)]
+            ).update_topology(0.1),
+            "static masks",
+        ),
+    ],
+)
+def test_the_core_refuses_choices_it_does_not_know(make, message):
+    """The core used on its own: each was accepted as another choice, or failed in an assert
+    or deep inside torch."""
+    with pytest.raises(ValueError, match=message):
+        make(torch.Generator().manual_seed(0))

@@ -210,7 +210,8 @@ class MaskedLayers:
     def update_topology(self, fraction: float, step: int | None = None) -> list[list[int]]:
         """Apply the rule to every layer at once; returns connections moved (or pruned) per layer
         and stacked row, members flattened (one dropped and regrown in place does not count)."""
-        assert self.rule is not None and self.generator is not None
+        if self.rule is None or self.generator is None:
+            raise ValueError("these layers have static masks: give a rule and a generator")
         if not self.weights:
             return []
         rows = [w.detach().reshape(-1, w.shape[-2] * w.shape[-1]) for w in self.weights]

@@ -13,3 +13,10 @@ KernelChoice = Literal["auto", "masked", "sparse"]
 
 TARGET_MODES: tuple[str, ...] = get_args(TargetMode)
 KERNEL_CHOICES: tuple[str, ...] = get_args(KernelChoice)
+
+
+def check_choice(name: str, value: object, kind: object) -> None:
+    """ValueError unless ``value`` is one of the Literal ``kind``'s choices: an unknown one
+    would otherwise take some other choice's path without a word."""
+    if value not in get_args(kind):
+        raise ValueError(f"unknown {name} {value!r}; choose one of {get_args(kind)}")

@@ -15,6 +15,8 @@ def random_mask(
 ) -> torch.Tensor:
     """Boolean mask (members, n_out, n_in), each member with the same number of active entries
     placed uniformly at random (an Erdős–Rényi graph with a fixed edge count)."""
+    if not 0 < density <= 1:
+        raise ValueError(f"a mask's density must be in (0, 1], got {density}")
     k = active_count(density, n_in, n_out)
     scores = torch.rand(members, n_out * n_in, generator=generator, device=generator.device)
     chosen = scores.topk(k, dim=-1).indices
@@ -28,6 +30,8 @@ def nm_mask(
 ) -> torch.Tensor:
     """Boolean mask (members, n_out, n_in) with exactly ``n`` active entries, at random, in every
     group of ``m`` consecutive inputs (``n_in`` must be a multiple of ``m``)."""
+    if not 0 < n < m:
+        raise ValueError(f"an N:M mask needs 0 < N < M, got {n}:{m}")
     if n_in % m:
         raise ValueError(f"an {n}:{m} mask needs a fan-in divisible by {m}, got {n_in}")
     groups = members * n_out * n_in // m

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dstrl.sparse.kinds import Decay
+from dstrl.sparse.kinds import Decay, check_choice
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class TopologySchedule:
     stop_step: int | None = None
 
     def __post_init__(self) -> None:
+        check_choice("decay", self.decay, Decay)
         if self.update_period < 1:
             raise ValueError(f"update period must be at least 1, got {self.update_period}")
         if not 0 < self.drop_fraction < 1:

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from dstrl.sparse.kinds import DropScore
+from dstrl.sparse.kinds import DropScore, check_choice
 
 
 def lowest(
@@ -65,6 +65,9 @@ class SET:
     in the same group, so every group keeps its N connections."""
     needs_gradients: ClassVar[bool] = False
     regrows_dropped: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_choice("drop score", self.drop_score, DropScore)
     """Whether a just-dropped connection competes for growth with the inactive positions
     (RigL's rule): regrown, it was never dropped and keeps its weight. Otherwise (SET as the
     DS-TD3 release) it is regrown only where nothing else is free."""
