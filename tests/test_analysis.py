@@ -26,6 +26,22 @@ def test_final_return_and_lca_by_hand():
     assert learning_curve_area(np.full(200, 5_000.0)) == 1.0  # 200 x 5000 / 1e6
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: final_return([1.0, 2.0, 3.0], last=0), "last must be at least 1"),  # all three
+        (lambda: final_return(np.ones((3, 20))), r"one seed's curve .* not an array of \(3, 20\)"),
+        (lambda: steps_to_threshold([5, 10], [1, 5, 9], 9), "2 steps for a curve of 3"),
+        (lambda: stratified_bootstrap_ci([np.ones(3)], confidence=95), "a fraction in"),
+    ],
+)
+def test_the_metrics_refuse_what_they_would_compute_wrongly(call, message):
+    """Each gave a number of something else (the whole curve, every seed pooled) or failed
+    inside NumPy."""
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
 def test_iqm_drops_the_outer_quartiles():
     assert iqm(np.array([0.0, 10.0, 20.0, 1000.0])) == 15.0  # mean of the middle two
     assert iqm(np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])) == 4.5  # mean of 3..6

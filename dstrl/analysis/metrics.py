@@ -18,8 +18,11 @@ LCA_SCALE = 1e6
 
 def final_return(returns: np.ndarray, last: int = LAST_EVALUATIONS) -> float:
     """Mean of the last ``last`` evaluation returns of one seed's curve."""
-    if len(returns) == 0:
-        raise ValueError("no evaluations")
+    returns = np.asarray(returns, dtype=float)
+    if returns.ndim != 1 or len(returns) == 0:
+        raise ValueError(f"give one seed's curve of evaluations, not an array of {returns.shape}")
+    if last < 1:
+        raise ValueError(f"last must be at least 1 evaluation, got {last}")
     return float(np.mean(returns[-last:]))
 
 
@@ -56,6 +59,8 @@ def stratified_bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic`` over all values, resampling with
     replacement *within* each group (a task's seeds), so every task keeps its share."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence is a fraction in (0, 1), e.g. 0.95; got {confidence}")
     rng = np.random.default_rng(seed)
     groups = [np.asarray(g, dtype=float) for g in groups]
     if any(len(g) == 0 for g in groups):
@@ -70,5 +75,7 @@ def stratified_bootstrap_ci(
 
 def steps_to_threshold(steps: np.ndarray, curve: np.ndarray, threshold: float) -> int | None:
     """First evaluation step at which ``curve`` reaches ``threshold``; None if it never does."""
+    if len(steps) != len(curve):
+        raise ValueError(f"{len(steps)} steps for a curve of {len(curve)} evaluations")
     reached = np.flatnonzero(np.asarray(curve) >= threshold)
     return int(np.asarray(steps)[reached[0]]) if len(reached) else None
