@@ -106,8 +106,9 @@ class Policy:
     @torch.no_grad()
     def __call__(self, obs) -> np.ndarray:
         x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
-        if x.shape[-1] != self.obs_dim:
-            raise PolicyError(f"observations must have {self.obs_dim} entries, got {x.shape[-1]}")
+        if x.dim() == 0 or x.shape[-1] != self.obs_dim:
+            got = "a number" if x.dim() == 0 else x.shape[-1]
+            raise PolicyError(f"observations must have {self.obs_dim} entries, got {got}")
         if self.members > 1 and (x.dim() < 2 or x.shape[0] != self.members):
             raise PolicyError(
                 f"this policy holds {self.members} members: give observations shaped "

@@ -49,6 +49,8 @@ def test_an_exported_policy_acts_exactly_as_the_trained_agents(tmp_path, capsys,
     assert np.array_equal(dstrl.load_policy(file, member=np.int64(1))(obs[1]), second(obs[1]))
     with pytest.raises(PolicyError, match="member must be an integer, not True"):
         policy.member(True)
+    with pytest.raises(PolicyError, match="observations must have .* entries, got a number"):
+        second(np.float32(1.0))  # an IndexError
     assert second(np.stack([obs[1]] * 5)).shape == (5, 3)
     # the masks travel with the weights, and the weights are zero outside them
     for i, mask in zip(agent.actor_sparse.indices, agent.actor_sparse.masks, strict=True):
