@@ -65,12 +65,12 @@ class SET:
     in the same group, so every group keeps its N connections."""
     needs_gradients: ClassVar[bool] = False
     regrows_dropped: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        check_choice("drop score", self.drop_score, DropScore)
     """Whether a just-dropped connection competes for growth with the inactive positions
     (RigL's rule): regrown, it was never dropped and keeps its weight. Otherwise (SET as the
     DS-TD3 release) it is regrown only where nothing else is free."""
+
+    def __post_init__(self) -> None:
+        check_choice("drop score", self.drop_score, DropScore)
 
     def density_after(self, step: int | None, layer: int, density: float) -> float:
         """A layer's planned density after an update at ``step``: prune-and-grow keeps it."""
