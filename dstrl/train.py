@@ -9,6 +9,7 @@ failures reported in one line with the last checkpoint intact, and subnormal flo
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import signal
 import sys
@@ -40,7 +41,7 @@ from dstrl.evaluation import evaluate
 from dstrl.graphs import GraphedActing, GraphedUpdates, capture_for
 from dstrl.health import DivergedError, Health, advice
 from dstrl.logs import CsvLog, TensorBoard
-from dstrl.resume import check_resumed, start_or_resume
+from dstrl.resume import check_resumed, finished_without_checkpoint, start_or_resume
 from dstrl.rundir import (
     CHECKPOINT,
     RunDirError,
@@ -195,10 +196,14 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     CheckpointError for bad input, RunDirError when the run directory cannot be written,
     DivergedError when every agent has diverged.
     """
-    if stop_after is not None and not (
-        isinstance(stop_after, int) and not isinstance(stop_after, bool) and stop_after >= 0
-    ):
-        raise ConfigError(f"stop_after must be a step (an integer, 0 or more), not {stop_after!r}")
+    if stop_after is not None:
+        integral = isinstance(stop_after, numbers.Integral) and not isinstance(stop_after, bool)
+        if not integral or stop_after < 0:
+            raise ConfigError(
+                f"stop_after must be a step (an integer, 0 or more), not {stop_after!r}"
+            )
+        stop_after = int(stop_after)
+    config.validate()  # before torch's settings take any of its values
     with torch_settings(config):
         return _train(config, stop_after)
 
@@ -214,20 +219,23 @@ def torch_settings(config: TrainConfig):
     """Torch's process-wide settings for a run, and the caller's given back after it: a
     notebook's torch stayed at one thread, flushing subnormals, after a run."""
     threads, flushing = torch.get_num_threads(), flushing_subnormals()
-    precision = torch.backends.cuda.matmul.fp32_precision
+    matmul = torch.backends.cuda.matmul
+    tf32 = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"  # torch < 2.9
+    precision = getattr(matmul, tf32)
     # Subnormal floats (|x| < 1.2e-38) make CPU arithmetic many times slower, and weights that
     # only weight decay moves shrink into them over a long run (see README, Long runs). Flush
     # them to zero; set before torch starts its worker threads, which inherit the setting.
     torch.set_flush_denormal(True)
     torch.set_num_threads(config.threads)
     if config.device.startswith("cuda"):
-        torch.backends.cuda.matmul.fp32_precision = "tf32" if config.tf32 else "ieee"
+        named = "tf32" if config.tf32 else "ieee"
+        setattr(matmul, tf32, named if tf32 == "fp32_precision" else config.tf32)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
         torch.set_flush_denormal(flushing)
-        torch.backends.cuda.matmul.fp32_precision = precision
+        setattr(matmul, tf32, precision)
 
 
 def _train(config: TrainConfig, stop_after: int | None) -> dict | None:
@@ -235,6 +243,8 @@ def _train(config: TrainConfig, stop_after: int | None) -> dict | None:
         if config.resume:
             raise ConfigError("give resume or auto_resume, not both")
         config = start_or_resume(config)
+    if config.resume and finished_without_checkpoint(config):  # nothing to do: its results
+        return json.loads((config.run_dir / "summary.json").read_text())
     if config.resume:
         check_resumed(config)  # before anything is written
     agent = build_agent(config)

@@ -327,6 +327,10 @@ def test_auto_resume_from_python_starts_continues_and_restarts(tmp_path):
     assert _logs(killed) == _logs(whole)
     with pytest.raises(ConfigError, match="give resume or auto_resume, not both"):
         train(tiny_config(run, auto_resume=True, resume=True))
+    (run / "checkpoint.pt").unlink()  # finished, its checkpoint deleted: nothing to do
+    assert train(tiny_config(run, auto_resume=True)) == json.loads(
+        (run / "summary.json").read_text()
+    )
 
 
 def test_a_copied_run_resumes_where_it_is_now(tmp_path):
@@ -402,11 +406,26 @@ def test_numpy_numbers_are_numbers_to_a_configuration(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("threads", 0, "--threads must be a positive"), ("device", None, "--device must be a str")],
+)
+def test_what_torch_is_set_from_is_checked_first(tmp_path, field, value, message):
+    """A run sets torch's threads and TF32 from its configuration before training: a thread
+    count of 0 was torch's RuntimeError, a device of None an AttributeError."""
+    config = tiny_config(tmp_path / "run")
+    setattr(config, field, value)
+    with pytest.raises(ConfigError, match=message):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("stop_after", [-5, 700.5, True])
 def test_stop_after_is_a_step(tmp_path, stop_after):
-    """-5 wrote a checkpoint of step 0, and 700.5 stopped at 701."""
+    """-5 wrote a checkpoint of step 0, and 700.5 stopped at 701; NumPy's integers are steps."""
     with pytest.raises(ConfigError, match="stop_after must be a step"):
         train(tiny_config(tmp_path / "run"), stop_after=stop_after)
+    assert train(tiny_config(tmp_path / "run"), stop_after=np.int64(200)) is None
 
 
 def test_train_runs_in_a_thread_of_its_own(tmp_path):
