@@ -183,8 +183,8 @@ def _plain_numbers(config) -> None:
     """NumPy's scalars in ``config`` (a seed from np.arange, say) as Python's numbers, which the
     checks and config.json take; the agents' settings too."""
 
-    def plain(value):
-        numpy = type(value).__module__ == "numpy" and hasattr(value, "item")
+    def plain(value):  # a scalar only: an array is left to the checks, which name its field
+        numpy = type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0
         return value.item() if numpy else value
 
     for f in dataclasses.fields(config):

@@ -398,7 +398,12 @@ def test_a_configuration_built_in_python_is_checked_as_the_command_line_is(
 
 
 def test_numpy_numbers_are_numbers_to_a_configuration(tmp_path):
-    """A seed from np.arange was "--seed must be an integer, not np.int64(1)"."""
+    """A seed from np.arange was "--seed must be an integer, not np.int64(1)"; an array is
+    still not a number, nor a tuple."""
+    with pytest.raises(ConfigError, match="--lambdas must be a tuple of numbers or None, not"):
+        TrainConfig(lambdas=np.array([1.0, 8.0]))
+    with pytest.raises(ConfigError, match="--seed must be an integer, not"):
+        TrainConfig(seed=np.array([3]))
     config = tiny_config(tmp_path / "run", seed=np.arange(3)[1], density=np.float64(0.5))
     config = replace(config, td3=TD3Config((32, 32), batch_size=np.int64(32)), lambdas=None)
     assert type(config.seed) is int and type(config.td3.batch_size) is int
