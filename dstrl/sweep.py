@@ -170,14 +170,19 @@ def _refuse_another_grid(cells: list[Cell], args: SweepArgs) -> None:
     def settings(config: TrainConfig) -> dict:
         return method_settings(json.loads(json.dumps(config.to_json())))  # as saved
 
-    kept = [cell for cell in cells if (cell.path / "config.json").exists()]
-    grid = {cell.algos: (cell, settings(TrainConfig.load(cell.path))) for cell in kept}
+    kept = {cell.algos: cell for cell in cells if (cell.path / "config.json").exists()}
     for cell in cells:
-        if cell in kept or cell.algos not in grid:
+        other = kept.get(cell.algos)
+        if other is None or (cell.path / "config.json").exists():
             continue
-        options = ["--steps", str(args.steps), *_train_options(cell, args)]
+        try:
+            saved = TrainConfig.load(other.path)
+        except ConfigError:
+            continue  # that run says what is wrong with it when it runs
+        # at the grid run's budget: defaults that follow --steps (RLx2's) are not options
+        options = ["--steps", str(saved.steps), *_train_options(cell, args)]
         mine = settings(tyro.cli(TrainConfig, args=options, console_outputs=False))
-        other, theirs = grid[cell.algos]
+        theirs = settings(saved)
         differ = [k for k in sorted({*mine, *theirs} - {"env"}) if mine.get(k) != theirs.get(k)]
         if differ:
             shown = "; ".join(f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)

@@ -336,16 +336,17 @@ def test_one_worker_says_each_runs_end_before_the_next_start(tmp_path, monkeypat
 def test_new_runs_of_a_grid_are_refused_other_settings_than_its_runs(tmp_path):
     """A rerun without the grid's --train-args trained the new seeds with dstrl train's
     defaults, and the report split the grid in two."""
-    args = SweepArgs(envs=("Pendulum-v1",), algos=("td3",), seeds=1, steps=300, out=tmp_path)
-    args = replace(args, train_args=TRAIN_ARGS)
-    (kept,) = sweep_module.plan(args)
-    kept.path.mkdir(parents=True)
-    options = ["--steps", "300", *sweep_module._train_options(kept, args)]
-    config = tyro.cli(TrainConfig, args=options, console_outputs=False)
-    (kept.path / "config.json").write_text(json.dumps(config.to_json()))
-    assert len(sweep_module.plan(replace(args, seeds=2))) == 2  # the grid's options: new seeds
+    args = SweepArgs(envs=("Pendulum-v1",), algos=("td3", "rlx2-td3"), seeds=1, steps=300)
+    args = replace(args, train_args=TRAIN_ARGS, out=tmp_path)
+    for kept in sweep_module.plan(args):
+        kept.path.mkdir(parents=True)
+        options = ["--steps", "300", *sweep_module._train_options(kept, args)]
+        config = tyro.cli(TrainConfig, args=options, console_outputs=False)
+        (kept.path / "config.json").write_text(json.dumps(config.to_json()))
+    # the grid's options: new seeds, also of a longer grid, where RLx2's defaults follow --steps
+    assert len(sweep_module.plan(replace(args, seeds=2, steps=600))) == 4
     with pytest.raises(ConfigError, match="Pendulum-v1 td3 seed 1 would train with other") as e:
-        sweep_module.plan(replace(args, seeds=2, train_args=""))
+        sweep_module.plan(replace(args, algos=("td3",), seeds=2, train_args=""))
     assert "start_steps 100 there, 25000 here" in str(e.value)
     assert str(e.value).endswith("give the grid's --train-args again, or another --out")
 
