@@ -69,6 +69,14 @@ def test_steps_to_threshold_including_never():
     assert steps_to_threshold(steps, np.array([1.0, 2.0, 3.0, 4.0]), 5.0) is None
 
 
+def test_a_flat_curve_reaches_its_own_final_return():
+    """The mean of ten equal returns can round above them: the curve 'never' reached itself."""
+    curve = np.full(20, 4350.724237877683)
+    assert final_return(curve) > curve[0]
+    assert steps_to_threshold(np.arange(20), curve, final_return(curve)) == 0
+    assert steps_to_threshold(np.arange(20), curve, np.nextafter(curve[0], np.inf) + 1e-6) is None
+
+
 def synthetic_run(path, algo, seed, curve, env="Toy-v0", steps=400, params_ratio=1.0):
     """A run directory as dstrl train writes it, with a given evaluation curve."""
     path.mkdir(parents=True)
@@ -281,7 +289,9 @@ def test_runs_of_older_versions_compare_by_the_defaults_they_used(tmp_path):
     assert table.set_index("method").loc["ds-td3 (n_step=1)", "seeds"] == 2  # old and new pooled
 
 
-@pytest.mark.parametrize("last_line", ["400,0,0,abc", "400,0,0,", "40", "400.5,0,0,2"])
+@pytest.mark.parametrize(
+    "last_line", ["400,0,0,abc", "400,0,0,", "40", "400.5,0,0,2", "400,0,0,inf", "400,0,0,-inf"]
+)
 def test_a_damaged_evaluations_csv_is_named_not_reported_as_nan(tmp_path, last_line):
     """A non-numeric return was a pandas traceback; a row cut short made the report nan ± nan."""
     run = tmp_path / "run"
@@ -292,6 +302,35 @@ def test_a_damaged_evaluations_csv_is_named_not_reported_as_nan(tmp_path, last_l
         write_report([run], tmp_path / "report")
     assert str(caught.value) == (
         f"{csv} line 3 is damaged ({last_line!r}); delete that line, or the run, and report again"
+    )
+
+
+def test_a_repeated_evaluation_is_named_not_averaged_in(tmp_path):
+    """A (member, step) row twice, by an edit, was averaged with the first into the curve."""
+    run = tmp_path / "run"
+    synthetic_run(run, "td3", 0, [1, 2])
+    csv = run / "evaluations.csv"
+    csv.write_text(csv.read_text() + "400,0,0,99999.0\n")
+    with pytest.raises(RunError) as caught:
+        write_report([run], tmp_path / "report")
+    assert str(caught.value) == (
+        f"{csv} line 4 repeats an evaluation of an earlier line ('400,0,0,99999.0'); delete that "
+        "line, or the run, and report again"
+    )
+
+
+def test_methods_evaluated_at_different_steps_are_refused(tmp_path):
+    """A finer grid halved the 'steps to the baseline' and doubled the area."""
+    synthetic_run(tmp_path / "td3", "td3", 0, [1, 2])
+    synthetic_run(tmp_path / "ds", "ds-td3", 0, [1, 2, 3, 4])
+    config = json.loads((tmp_path / "ds" / "config.json").read_text())
+    (tmp_path / "ds" / "config.json").write_text(json.dumps({**config, "eval_every": 2500}))
+    with pytest.raises(RunError) as caught:
+        write_report([tmp_path], tmp_path / "report")
+    assert str(caught.value) == (
+        "runs on Toy-v0 were evaluated at different steps (ds-td3: every 2,500, td3: every "
+        "5,000); their final returns, areas and steps to the baseline are not comparable: "
+        "rerun with one --eval-every"
     )
 
 

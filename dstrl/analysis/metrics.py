@@ -46,7 +46,8 @@ def mean_std(values: Sequence[float]) -> dict:
 
 
 def iqm(values: np.ndarray) -> float:
-    """Interquartile mean: the mean of the middle 50% of the values (25% trimmed each side)."""
+    """Interquartile mean as rliable computes it: ``int(n / 4)`` values trimmed from each side
+    (the middle 50% where n is a multiple of 4; the middle 3 of 5 seeds; the mean below 4)."""
     return float(stats.trim_mean(np.asarray(values, dtype=float), 0.25, axis=None))
 
 
@@ -58,7 +59,8 @@ def stratified_bootstrap_ci(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic`` over all values, resampling with
-    replacement *within* each group (a task's seeds), so every task keeps its share."""
+    replacement *within* each group (a task's seeds), so every task keeps its share; with one
+    group, a plain bootstrap."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence is a fraction in (0, 1), e.g. 0.95; got {confidence}")
     rng = np.random.default_rng(seed)
@@ -74,8 +76,14 @@ def stratified_bootstrap_ci(
 
 
 def steps_to_threshold(steps: np.ndarray, curve: np.ndarray, threshold: float) -> int | None:
-    """First evaluation step at which ``curve`` reaches ``threshold``; None if it never does."""
+    """First evaluation step at which ``curve`` reaches ``threshold``; None if it never does.
+
+    Reaching is up to float rounding: a curve that ends flat reaches its own final return, which
+    a mean of equal values can round to just above them."""
     if len(steps) != len(curve):
         raise ValueError(f"{len(steps)} steps for a curve of {len(curve)} evaluations")
-    reached = np.flatnonzero(np.asarray(curve) >= threshold)
+    curve = np.asarray(curve, dtype=float)
+    reached = np.flatnonzero(
+        (curve >= threshold) | np.isclose(curve, threshold, rtol=1e-12, atol=0)
+    )
     return int(np.asarray(steps)[reached[0]]) if len(reached) else None

@@ -87,13 +87,26 @@ def collect(runs: list[Run]) -> list[MethodCurves]:
         returns = np.concatenate([r for _, r in curves])
         results.append(MethodCurves(env, method, group[0].config["algo"], steps, returns, group))
     for env in {r.env for r in results}:
-        budgets = {r.method: r.budget for r in results if r.env == env}
-        if len(set(budgets.values())) > 1:
-            listed = ", ".join(f"{m}: {b:,}" for m, b in budgets.items())
-            raise RunError(
-                f"runs on {env} have different step budgets ({listed}); compare like with like"
-            )
+        _refuse_other_budgets_or_grids(env, [r for r in results if r.env == env])
     return results
+
+
+def _refuse_other_budgets_or_grids(env: str, methods: list[MethodCurves]) -> None:
+    """RunError unless the methods on ``env`` share a budget and evaluation steps: final return
+    (the last ten evaluations), the area and steps to the baseline's return depend on both."""
+    budgets = {m.method: m.budget for m in methods}
+    if len(set(budgets.values())) > 1:
+        listed = ", ".join(f"{m}: {b:,}" for m, b in budgets.items())
+        raise RunError(
+            f"runs on {env} have different step budgets ({listed}); compare like with like"
+        )
+    grids = {m.method: m.runs[0].config["eval_every"] for m in methods}
+    if any(not np.array_equal(m.steps, methods[0].steps) for m in methods):
+        listed = ", ".join(f"{m}: every {every:,}" for m, every in grids.items())
+        raise RunError(
+            f"runs on {env} were evaluated at different steps ({listed}); their final returns, "
+            "areas and steps to the baseline are not comparable: rerun with one --eval-every"
+        )
 
 
 def _refuse_repeated_seeds(env: str, method: str, group: list[Run]) -> None:

@@ -245,12 +245,15 @@ def _numeric(evaluations: pd.DataFrame, csv: Path) -> pd.DataFrame:
         raise RunError(f"{csv} has no {', '.join(missing)} column; it is not dstrl's")
     numbers = evaluations[columns].apply(pd.to_numeric, errors="coerce")
     whole = (numbers[columns[:3]].fillna(0) % 1 == 0).all(axis=1)  # step, member, seed
-    bad = numbers.isna().any(axis=1) | ~whole
-    if bad.any():
-        row = int(bad.to_numpy().nonzero()[0][0])
+    finite = np.isfinite(numbers.fillna(0).to_numpy()).all(axis=1)
+    bad = numbers.isna().any(axis=1) | ~whole | ~finite
+    repeated = numbers.duplicated(["member", "step"]) & ~bad  # an edit; it would be averaged in
+    if (bad | repeated).any():
+        row = int((bad | repeated).to_numpy().nonzero()[0][0])
         line = csv.read_text().splitlines()[row + 1]  # as written, after the header
+        what = "repeats an evaluation of an earlier line" if repeated.iloc[row] else "is damaged"
         raise RunError(
-            f"{csv} line {row + 2} is damaged ({line!r}); delete that line, or the run, and "
+            f"{csv} line {row + 2} {what} ({line!r}); delete that line, or the run, and "
             "report again"
         )
     return evaluations.assign(**{c: numbers[c] for c in columns}).astype(
