@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import dstrl.sparse.engine as engine
 import dstrl.sparse.target as sparse_target
 from dstrl.agents.sac import SAC, SACConfig
 from dstrl.agents.td3 import TD3, TD3Config
@@ -94,7 +95,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=6, help="most frequent operations shown")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    sparse_target.compiled = lambda target, outside: False  # prune as on a GPU
+    # as on a GPU: gradients masked by a multiply, targets pruned by tensor operations (the
+    # CPU's compiled kernels run outside torch's dispatch, where nothing would count them)
+    engine.compiled = lambda weight, mask: False
+    sparse_target.compiled = lambda target, outside: False
     print("operations per gradient step (TD3: kind True adds the delayed actor step and the")
     print("target updates; SAC: kind True is every step with soft target updates)")
     for algo in args.algos:
