@@ -1,59 +1,80 @@
 #!/usr/bin/env bash
-# The GPU engine's device check (#9), one command for a session's 15 minutes of device time
-# (at most about 9 minutes of running; past a deadline the rest is skipped): GPU tests, the
-# whole loop eager and with CUDA graphs, the learning check (ds-td3 x 8 seeds, 30k steps, with
-# graphs), TF32, SAC and E=129, then environment stepping on the machine's cores. Everything
-# lands in $OUT (default /tmp/device-out) as at most eight files (what the device tool brings
-# back); commit them under docs/. The device machine has torch 2.11 and Python 3.12 but not
-# gymnasium, mujoco or tyro: fetch their wheels here first (`bash ../shared/tools/device-wheels.sh
-# .whl`, then `echo /.whl/ >> .git/info/exclude`), and make the device call with carry [".whl"]:
+# The GPU engine's device check (#9), one command for a session's 15 minutes of device time:
+# GPU tests, the whole loop eager and with CUDA graphs, the learning check (ds-td3 x 8 seeds, 30k
+# steps, with graphs), TF32, SAC and E=129, then environment stepping on the machine's cores.
+# Every step's time limit is cut to what is left of BUDGET_S (default 520 s; a stuck step is
+# killed 10 s after its limit), so that with the wheels' installation the whole call ends inside
+# the device tool's 600 s, and a step that runs out still leaves what it wrote (its exit
+# status in loop.txt is then 124, or 137 once killed). Everything lands
+# in $OUT (default /tmp/device-out) as five files (the device tool brings back at most eight):
+# gpu.txt (the card, the GPU tests), loop.txt (every step's output), loop.jsonl (one JSON line
+# per loop run), learn-evaluations.csv and learn-summary.json; commit them under docs/. The
+# device machine has torch 2.11 and Python 3.12 but not gymnasium, mujoco or tyro: fetch their
+# wheels here first (`bash ../shared/tools/device-wheels.sh .whl`, then `echo /.whl/ >>
+# .git/info/exclude`), and make the device call with carry [".whl"] and timeout_s 600:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
-#     && export PYTHONPATH=/tmp/site:$PWD && bash benchmarks/device_session.sh
+#     && export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD && bash benchmarks/device_session.sh
 # A dry run of the script itself on a CPU (the graph runs are refused there):
-#   DEVICE=cpu STEPS=50 BUDGET_S=60 OUT=/tmp/dry bash benchmarks/device_session.sh
+#   DEVICE=cpu STEPS=20 BUDGET_S=40 OUT=/tmp/dry PYTHON=.venv/bin/python bash benchmarks/device_session.sh
 set -uo pipefail
 out=${OUT:-/tmp/device-out}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-deadline=$((SECONDS + ${BUDGET_S:-540}))
+deadline=$((SECONDS + ${BUDGET_S:-520}))
 device=${DEVICE:-cuda}
 steps=${STEPS:-1000}
+limit() { # a step's time limit: at most $1 seconds, and no later than the deadline
+  local left=$((deadline - SECONDS))
+  echo $((left < $1 ? left : $1))
+}
+started() { # whether a step named $1 may start (15 s left at least); a line in loop.txt if not
+  if (($(limit 15) < 15)); then
+    echo "$1: skipped at the deadline" >>"$out/loop.txt"
+    return 1
+  fi
+}
 nvidia-smi --query-gpu=name,driver_version --format=csv >"$out/gpu.txt" 2>&1
 $py -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" >>"$out/gpu.txt" 2>&1
-timeout 200 $py -m pytest -q -m gpu -p no:cacheprovider tests/test_graphs.py \
-  tests/test_host_reads.py >"$out/pytest-gpu.txt" 2>&1
-run_loop() {  # name, then loop.py's arguments; skipped past the deadline
+timeout -k 10 "$(limit 200)" $py -m pytest -q -m gpu -p no:cacheprovider tests/test_graphs.py \
+  tests/test_host_reads.py >>"$out/gpu.txt" 2>&1
+echo "pytest: exit $?" >>"$out/gpu.txt"
+run_loop() { # name, then loop.py's arguments
   local name=$1
   shift
-  if ((SECONDS > deadline)); then
-    echo "$name: skipped at the deadline" >>"$out/loop.txt"
-    return
+  started "$name" || return
+  echo "== $name" >>"$out/loop.txt"
+  timeout -k 10 "$(limit 120)" $py benchmarks/loop.py --device "$device" --steps "$steps" \
+    --json "$out/$name.json" "$@" >>"$out/loop.txt" 2>&1
+  echo "$name: exit $?" >>"$out/loop.txt"
+  if [ -f "$out/$name.json" ]; then # loop.py writes its record as one line
+    printf '{"name": "%s", "run": %s}\n' "$name" "$(cat "$out/$name.json")" >>"$out/loop.jsonl"
+    rm "$out/$name.json"
   fi
-  timeout 120 $py benchmarks/loop.py --device "$device" --steps "$steps" --json "$out/$name.json" "$@" \
-    >>"$out/loop.txt" 2>&1
-  [ -f "$out/$name.json" ] && { echo "{\"name\": \"$name\", \"run\":"; cat "$out/$name.json"; echo "}"; } \
-    >>"$out/loop.jsonl" && rm "$out/$name.json"
 }
 mixed=(--algo td3 static-td3 ds-td3)
 run_loop e1-eager --algo ds-td3 --seeds 1 --overlap
 run_loop e1-graph --algo ds-td3 --seeds 1 --overlap --cuda-graph
 run_loop e33-eager "${mixed[@]}" --seeds 11 --vector-env async --overlap
 run_loop e33-graph "${mixed[@]}" --seeds 11 --vector-env async --overlap --cuda-graph
-if ((SECONDS < deadline)); then  # the learning check, against the CPU run in docs/learn30k/
+if started learn; then # the learning check, against the CPU run in docs/learn30k/
+  echo "== learn" >>"$out/loop.txt"
   learn=$(mktemp -d)
-  timeout 240 $py -m dstrl.cli train --algo ds-td3 --seeds 8 --env HalfCheetah-v5 --steps 30000 \
-    --start-steps 5000 --eval-every 5000 --device "$device" --cuda-graph --no-progress \
-    --no-tensorboard \
-    --out "$learn/run" >>"$out/loop.txt" 2>&1
-  cp "$learn/run/evaluations.csv" "$out/learn-evaluations.csv"
-  cp "$learn/run/summary.json" "$out/learn-summary.json"
+  timeout -k 10 "$(limit 300)" $py -m dstrl.cli train --algo ds-td3 --seeds 8 \
+    --env HalfCheetah-v5 --steps 30000 --start-steps 5000 --eval-every 5000 --device "$device" \
+    --cuda-graph --no-progress --no-tensorboard --out "$learn/run" >>"$out/loop.txt" 2>&1
+  echo "learn: exit $?" >>"$out/loop.txt"
+  # what it evaluated, even if it ran out of time (the summary only if it finished)
+  cp "$learn/run/evaluations.csv" "$out/learn-evaluations.csv" 2>>"$out/loop.txt"
+  cp "$learn/run/summary.json" "$out/learn-summary.json" 2>>"$out/loop.txt"
 fi
 run_loop e33-graph-tf32 "${mixed[@]}" --seeds 11 --vector-env async --overlap --cuda-graph --tf32
 run_loop e32-sac-graph --algo sac ds-sac --seeds 16 --vector-env async --overlap --cuda-graph
 run_loop e129-graph "${mixed[@]}" --seeds 43 --vector-env async --overlap --cuda-graph
-if ((SECONDS < deadline)); then
-  timeout 100 $py benchmarks/envs.py --envs 32 128 --workers 15 --steps 500 --repeats 1 \
-    --json "$out/envs.json" >"$out/envs.txt" 2>&1
+if started envs; then
+  echo "== envs" >>"$out/loop.txt"
+  timeout -k 10 "$(limit 100)" $py benchmarks/envs.py --envs 32 128 --workers 15 --steps 500 \
+    --repeats 1 >>"$out/loop.txt" 2>&1
+  echo "envs: exit $?" >>"$out/loop.txt"
 fi
 tail -n 3 "$out"/*.txt

@@ -44,6 +44,15 @@ STAGES = [  # (stage, class, method)
 
 
 def run(args: argparse.Namespace, out: Path) -> dict:
+    """One unmeasured run: its lockstep rate, and with ``--cuda-graph`` how many of its updates
+    were replayed from graphs (a run that mostly ran eagerly would look like a slow graph run)."""
+    graphed: list[GraphedUpdates] = []
+    init = GraphedUpdates.__init__
+
+    def remembered(self, *a, **k) -> None:
+        init(self, *a, **k)
+        graphed.append(self)
+
     config = TrainConfig(
         algo=tuple(args.algo) if len(args.algo) > 1 else args.algo[0],
         env=args.env,
@@ -63,11 +72,24 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         progress=False,
         tensorboard=False,
     )
-    summary = train(config)
+    GraphedUpdates.__init__ = remembered
+    try:
+        summary = train(config)
+    finally:
+        GraphedUpdates.__init__ = init
     assert summary is not None
     # the summary counts agent-steps: every member's steps
     agent_rate = summary["learning_steps_per_second"]
-    return {"members": config.members, "lockstep_per_second": agent_rate / config.members}
+    graphs = {
+        "updates": sum(g.agent.updates for g in graphed),
+        "replays": sum(g.replays for g in graphed),
+        "captures": sum(g.captures for g in graphed),
+    }
+    return {
+        "members": config.members,
+        "lockstep_per_second": agent_rate / config.members,
+        "graphs": graphs if graphed else None,
+    }
 
 
 def timed(args: argparse.Namespace, out: Path) -> tuple[dict, dict[str, float]]:
@@ -138,10 +160,17 @@ def main() -> None:
         print(f"    {name:<13} {value * 1e3:8.3f} ms  {value / measured:5.1%}")
     hours = GRID_AGENT_STEPS / agent_rate / 3600
     print(f"  the paper's grid (125M agent-steps) at this rate: {hours:,.1f} hours")
+    graphs = plain["graphs"]
+    if graphs is not None:
+        print(
+            f"  CUDA graphs: {graphs['replays']:,} of {graphs['updates']:,} updates replayed, "
+            f"{graphs['captures']} captured"
+        )
     if args.json:
         record = dict(vars(args), json=None, agent_steps_per_second=agent_rate, grid_hours=hours)
         record["split_ms"] = {k: v * 1e3 for k, v in per_step.items()}
-        args.json.write_text(json.dumps(record, indent=1))
+        record["graphs"] = graphs
+        args.json.write_text(json.dumps(record))  # one line: device_session.sh appends JSON lines
 
 
 if __name__ == "__main__":

@@ -105,6 +105,7 @@ class GraphedUpdates:
         self.graphs: dict[Hashable, Callable[[], None]] = {}  # least recently replayed first
         self.inputs: list[Tensor] = []  # static batch tensors, shared by every graph
         self.captures = 0
+        self.replays = 0  # updates replayed from a graph, out of agent.updates
 
     def __call__(
         self,
@@ -136,6 +137,7 @@ class GraphedUpdates:
             for static, value in zip(self.inputs, batch, strict=False):
                 static.copy_(value)
             replay()
+            self.replays += 1
         agent.restructure(obs, action)
 
     def _capture(self, batch: list[Tensor], discount: Tensor | float | None) -> Callable[[], None]:

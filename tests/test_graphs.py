@@ -227,6 +227,7 @@ def test_in_lockstep_every_replayed_update_equals_the_eager_one(tmp_path, as_off
     lockstep = Lockstep(trainer, EmulatedCapture(trainer.agent.generator))
     _train(trainer, 110)  # two topology updates
     assert lockstep.graphed.captures >= 2
+    assert lockstep.graphed.replays >= 100  # eager: the warm-up, and each kind's first step
     assert lockstep.acting.replay is not None
 
 
@@ -261,3 +262,4 @@ def test_on_a_gpu_every_replayed_update_equals_the_eager_one(tmp_path, algo, set
     lockstep = Lockstep(trainer, capture_for(trainer.agent), rtol=1e-5, atol=1e-6)
     _train(trainer, 300)
     assert lockstep.graphed.captures >= 2
+    assert lockstep.graphed.replays >= 280  # 284-297 of the 300 on the CPU's emulated graphs
