@@ -102,10 +102,14 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
         flops = method["flops"]["run_ratio"]
         flops = "no learning step" if flops is None else f"FLOPs over the run {flops:.2f}x dense"
         live = sum(value is not None for value in final["per_seed"])
+        returns = (
+            "every agent diverged"
+            if final["mean"] is None
+            else f"final return {final['mean']:.1f} ± {final['std']:.1f} over {live} seed(s)"
+        )
         print(
-            f"{method['algo']} on {config.env}: final return {final['mean']:.1f} ± "
-            f"{final['std']:.1f} over {live} seed(s); params {method['params']['ratio']:.2f}x"
-            f" dense, {flops}"
+            f"{method['algo']} on {config.env}: {returns}; params "
+            f"{method['params']['ratio']:.2f}x dense, {flops}"
         )
     agents = f"{config.members} agent{'s' if config.members > 1 else ''}"
     print(

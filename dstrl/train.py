@@ -534,8 +534,9 @@ class Trainer:
         for i, algo in enumerate(self._mixed()):  # a mixed population: each method's own
             block = self._block(i)
             ok = live[block]
-            values = {k: v[block][ok].mean() for k, v in per_member.items() if ok.any()}
-            values.update(flops=self.flops[i], replay_size=self.buffer.sizes[block].mean())
+            own = {**per_member, "replay_size": self.buffer.sizes} if ok.any() else {}
+            values = {k: v[block][ok].mean() for k, v in own.items()}  # over its live agents
+            values.update(flops=self.flops[i])
             values.update(connections_changed=self.changed[i])
             values.update(zip(self.layer_names, self.agent.layer_densities(block), strict=True))
             row.update({f"{k}@{algo}": float(v) for k, v in values.items()})
@@ -703,10 +704,18 @@ class Trainer:
                 else None
             ),
         }
-        methods = {algo: self._method_summary(i) | shared for i, algo in enumerate(config.methods)}
+        methods = {
+            algo: self._method_summary(i) | shared | {"diverged": self._diverged(i)}
+            for i, algo in enumerate(config.methods)
+        }
         if len(methods) == 1:
             return next(iter(methods.values())) | {"methods": methods}
         return {"algo": list(config.methods), "seeds": self.seeds, **shared, "methods": methods}
+
+    def _diverged(self, index: int) -> list[dict]:
+        """The diverged agents of the ``index``-th algorithm."""
+        block = range(len(self.seeds))[self._block(index)]
+        return [event for event in self.health.state_dict() if event["member"] in block]
 
     def _method_summary(self, index: int) -> dict:
         """Returns, parameters and FLOPs of the agents of the ``index``-th algorithm."""
@@ -784,8 +793,10 @@ class Trainer:
 
 
 def _over_live(values: list[float | None]) -> dict:
-    """``mean_std`` over the members that did not diverge; ``per_seed`` keeps None for those."""
-    summary = mean_std([v for v in values if v is not None])
+    """``mean_std`` over the members that did not diverge; ``per_seed`` keeps None for those,
+    and mean and std are None where every member did (one method of a mixed population)."""
+    live = [v for v in values if v is not None]
+    summary = mean_std(live) if live else {"mean": None, "std": None}
     summary["per_seed"] = values
     return summary
 

@@ -115,6 +115,44 @@ def test_a_partly_diverged_run_finishes_and_exits_3(tmp_path, capsys):
     assert not (tmp_path / "p.safetensors").exists()
 
 
+def test_a_method_whose_every_agent_diverged_is_named_and_the_others_reported(tmp_path, capsys):
+    """In a mixed population the other methods go on: the summary held NaN (not JSON) for the
+    diverged method, with numpy's warnings, and no report could be made of the others."""
+    out = tmp_path / "run"
+    args = ["train", "--env", "Pendulum-v1", "--algo", "td3", "ds-td3", "--seeds", "2"]
+    args += ["--steps", "400", "--start-steps", "100", "--eval-every", "200"]
+    args += ["--eval-episodes", "1", "--checkpoint-every", "200", "--td3.hidden-sizes", "32", "32"]
+    args += ["--lambdas", "1", "8", "--log-every", "100", "--no-progress", "--no-tensorboard"]
+    args += ["--out", str(out)]
+    assert main([*args, "--steps", "200"]) == 0
+    _poison(out, member=2)
+    _poison(out, member=3)  # both ds-td3 agents
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 3
+    captured = capsys.readouterr()
+    assert "ds-td3 on Pendulum-v1: every agent diverged; params" in captured.out
+    assert "td3 on Pendulum-v1: final return" in captured.out
+    assert captured.err.splitlines()[-1].startswith("dstrl: error: 2 of 4 agents diverged")
+    assert "Warning" not in captured.err  # numpy's, of the means of no agent
+
+    def refuse(constant):
+        raise AssertionError(f"summary.json holds {constant}")
+
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=refuse)
+    methods = summary["methods"]
+    assert methods["ds-td3"]["final_return"] == {"mean": None, "std": None, "per_seed": [None] * 2}
+    assert [e["member"] for e in methods["ds-td3"]["diverged"]] == [2, 3]
+    assert methods["td3"]["diverged"] == [] and methods["td3"]["final_return"]["mean"] is not None
+    assert [e["member"] for e in summary["diverged"]] == [2, 3]
+    last = _rows(out, "train_metrics.csv")[-1]  # each method's columns are over its live agents
+    assert last["replay_size@ds-td3"] == last["critic_loss@ds-td3"] == ""
+    assert float(last["replay_size@td3"]) == 400
+    table = write_report([out], tmp_path / "report")
+    assert table["method"].tolist() == ["td3"]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "(ds-td3); left out, every agent diverged: seed(s) 0, 1" in report
+
+
 def test_a_halted_agent_holds_still_at_zero_and_keeps_its_masks(tmp_path):
     halted, twin = (
         build_agent(tiny_config(tmp_path / "x", seeds=2, update_period=5)) for _ in "ab"

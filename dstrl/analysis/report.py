@@ -63,8 +63,13 @@ class MethodCurves:
 def collect(runs: list[Run]) -> list[MethodCurves]:
     """Pool the seeds of every (task, method); evaluation grids and budgets must agree."""
     label_methods(runs)
+    if all(run.all_diverged for run in runs):
+        raise RunError(
+            f"every agent of {', '.join(sorted({str(r.path) for r in runs}))} diverged: nothing "
+            "to report"
+        )
     groups: dict[tuple[str, str], list[Run]] = {}
-    for run in runs:
+    for run in (run for run in runs if not run.all_diverged):
         groups.setdefault((run.env, run.method), []).append(run)
     results = []
     for (env, method), group in sorted(groups.items()):
@@ -321,7 +326,8 @@ def plot_dormant(results: list[MethodCurves], env: str, path: Path) -> bool:
 def _left_out(run: Run) -> str:
     if not run.diverged:
         return ""
-    return f"; left out, diverged: seed(s) {', '.join(map(str, run.diverged))}"
+    every = "every agent " if run.all_diverged else ""
+    return f"; left out, {every}diverged: seed(s) {', '.join(map(str, run.diverged))}"
 
 
 def write_report(

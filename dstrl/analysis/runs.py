@@ -64,6 +64,12 @@ class Run:
     diverged: list[int] = field(default_factory=list)  # seeds left out: they diverged
 
     @property
+    def all_diverged(self) -> bool:
+        """Whether every agent diverged (a method of a mixed population, which went on): the
+        report leaves the run out and names it."""
+        return self.evaluations.empty
+
+    @property
     def env(self) -> str:
         return self.config["env"]
 
@@ -165,8 +171,9 @@ def _method_metrics(metrics: pd.DataFrame | None, algo: str) -> pd.DataFrame | N
 def _run(path, config, summary, evaluations, metrics, diverged=None) -> Run:
     # agents halted by divergence have a cut curve: they are left out, and the report says so
     events = summary.get("diverged", []) if diverged is None else diverged
+    members = set(evaluations["member"])
     evaluations = evaluations[~evaluations["member"].isin([e["member"] for e in events])]
-    if evaluations.empty:
+    if evaluations.empty and not (members and members <= {e["member"] for e in events}):
         raise RunError(f"{path}/evaluations.csv has no evaluations of an agent that finished")
     seeds = sorted(event["seed"] for event in events)
     return Run(path, config, summary, evaluations, metrics, diverged=seeds)
