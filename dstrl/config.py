@@ -651,7 +651,7 @@ class TrainConfig:
         if (
             self.topology == "set"
             and self.freeze_last is not None
-            and self.learning_steps <= self.freeze_last
+            and 0 < self.learning_steps <= self.freeze_last  # no learning at all: a note
         ):
             raise ConfigError(
                 f"--freeze-last {self.frozen_steps} leaves no learning step before the topology "
@@ -751,7 +751,7 @@ class TrainConfig:
         algo = " ".join(self.methods)
         if name.split(".")[0] in ("td3", "sac"):
             return f"for {self.family} (its options are --{self.family}.*)"
-        if name == "distribution":
+        if name == "distribution" and self.density is None:
             return "without --density (it spreads --density; λ is used)"
         if name == "n_step_start":
             return "with one-step targets (--n-step 1)"

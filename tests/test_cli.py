@@ -163,12 +163,22 @@ def test_options_a_run_never_reads_and_a_warm_up_as_long_as_the_run_are_noted(tm
         "dstrl: note: --start-steps is 300 and --steps 300: every action is random and the "
         "agents never learn (lower --start-steps)"
     ) in capsys.readouterr().err
+    # RLx2, whose topology never freezes early, was refused: "--freeze-last 0 ... lower it"
+    rlx2 = ["train", "--env", "Pendulum-v1", "--out", str(tmp_path / "rlx2"), *TINY]
+    rlx2 += ["--algo", "rlx2-td3", "--start-steps", "300"]
+    assert main(rlx2) == 0
+    assert "every action is random and the agents never learn" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     "argv, note",
     [
         (["--algo", "td3", "--density", "0.1"], "--density does nothing for td3, whose networks"),
+        # not "without --density", which was given (td3 reads neither)
+        (
+            ["--algo", "td3", "--density", "0.1", "--distribution", "uniform"],
+            "--distribution does nothing for td3, whose networks are dense",
+        ),
         (["--algo", "static-td3", "--grow", "gradient"], "--grow does nothing for static-td3, "),
         (["--algo", "sac", "--nm", "2:4"], "--nm does nothing for sac, whose networks are dense"),
         (["--algo", "ds-td3", "--prune-end", "0.5"], "only prune-td3 prunes gradually"),
