@@ -5,7 +5,8 @@ progress from there (on a Ray cluster, from the storage every node sees) without
 runs. The time left is the rest of every run's steps at the rate one run has made so far (the
 runs' steps gained over their running time), scheduled as the sweep schedules them: running runs
 first, each on a slot of its own, then the others in order, each on the first of ``workers``
-slots to come free.
+slots to come free. Steps are agent-steps: a packed population of six agents counts six for
+each of its steps, and is expected to take six times as long as one agent's run.
 """
 
 from __future__ import annotations
@@ -59,8 +60,16 @@ def duration(seconds: float) -> str:
 class Progress:
     """The runs of a sweep as they start and end; ``line()`` says how far they have come."""
 
-    def __init__(self, runs: list[Path], steps: int, workers: int, every: float = 0) -> None:
+    def __init__(
+        self,
+        runs: list[Path],
+        steps: int,
+        workers: int,
+        every: float = 0,
+        agents: list[int] | None = None,
+    ) -> None:
         self.runs, self.steps, self.workers, self.every = runs, steps, workers, every
+        self.agents = dict(zip(runs, agents or [1] * len(runs), strict=True))  # each run's
         self.began = self.said = time.monotonic()
         # when, and the lowest step seen since: a resumed run first cuts its metrics back to
         # its checkpoint's step
@@ -92,20 +101,21 @@ class Progress:
             for run, (when, step) in self.started.items():
                 self.started[run] = (when, min(step, done[run]))
             started = dict(self.started)
-        gained = sum(done[run] - step for run, (_, step) in started.items())
+        agents = self.agents
+        gained = sum(agents[run] * (done[run] - step) for run, (_, step) in started.items())
         busy = sum(ended.get(run, (now,))[0] - when for run, (when, _) in started.items())
-        total = self.steps * len(self.runs)
-        share = sum(done.values()) / total
+        total = self.steps * sum(agents.values())
+        share = sum(agents[run] * done[run] for run in self.runs) / total
         said = f"progress: {share:.0%} of {total:,} steps, {duration(now - self.began)} in"
         if gained <= 0 or busy <= 0:
             return f"{said}, time left not known yet"
-        rate = gained / busy  # steps per second of one run
+        rate = gained / busy  # agent-steps per second of one run
         waiting = [run for run in self.runs if run not in ended]  # running ones first:
         waiting.sort(key=lambda run: run not in started)  # a stable sort keeps the order
         running = len(started) - len(ended.keys() & started.keys())
         # a Ray cluster may run more at once than the driver has cores
         slots = max(self.workers, running)
-        left = finish_in([(self.steps - done[run]) / rate for run in waiting], slots)
+        left = finish_in([agents[run] * (self.steps - done[run]) / rate for run in waiting], slots)
         return f"{said}, about {duration(left)} left"
 
     def _done(self, run: Path, ended: dict[Path, tuple[float, bool]]) -> int:

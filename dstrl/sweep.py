@@ -146,9 +146,7 @@ def plan(args: SweepArgs) -> list[Cell]:
     for env in args.envs:
         _refuse_other_layout(args.out / env, args.algos, packed)
     if packed:
-        cells = [cell for env in args.envs for cell in _populations(env, args)]
-        for cell in cells:
-            _refuse_other_members(cell)
+        cells = [_saved_members(cell) for env in args.envs for cell in _populations(env, args)]
     else:
         cells = [
             Cell(env, (algo,), seed, args.out / env / algo / f"seed{seed}")
@@ -270,22 +268,25 @@ def _populations(env: str, args: SweepArgs) -> list[Cell]:
     return cells
 
 
-def _refuse_other_members(cell: Cell) -> None:
-    """ConfigError if the population in ``cell.path`` has other members than ``cell`` asks for
-    (other algorithms or seeds): a population cannot change them, so a resume's advice (give
-    the saved values or leave them out) could not be followed."""
+def _saved_members(cell: Cell) -> Cell:
+    """``cell`` with its algorithms in the order of the population already in ``cell.path``
+    (--algos given in another order name the same members); a ConfigError if that population
+    has other members (other algorithms or seeds): a population cannot change them, so a
+    resume's advice (give the saved values or leave them out) could not be followed."""
     try:
         saved = json.loads((cell.path / "config.json").read_text())
         algos = saved["algo"] if isinstance(saved["algo"], list) else [saved["algo"]]
         members = Cell(cell.env, tuple(algos), saved["seed"], cell.path, saved["seeds"])
     except (OSError, ValueError, KeyError, TypeError):
-        return  # none yet, or damaged: the run says so itself
-    if (members.algos, members.seed, members.seeds) != (cell.algos, cell.seed, cell.seeds):
+        return cell  # none yet, or damaged: the run says so itself
+    own = (sorted(map(str, members.algos)), members.seed, members.seeds)
+    if own != (sorted(cell.algos), cell.seed, cell.seeds):
         raise ConfigError(
             f"{cell.path} trains {members.name.removeprefix(cell.env + ' ')} as one population, "
             f"which cannot change its members to {cell.name.removeprefix(cell.env + ' ')}: sweep "
             "other algorithms or seeds into another --out"
         )
+    return members
 
 
 def command(cell: Cell, args: SweepArgs) -> list[str] | None:
@@ -449,7 +450,8 @@ def _sweep(args: SweepArgs, cells: list[Cell]) -> int:
         f"{len(todo)} of {len(cells)} runs to do, {workers} at a time ({args.backend})", flush=True
     )
     runner = partial(_run_ray, address=args.address) if args.backend == "ray" else _run_local
-    progress = Progress([cell.path for cell, _ in todo], args.steps, workers, args.progress_every)
+    runs, agents = [cell.path for cell, _ in todo], [len(c.algos) * c.seeds for c, _ in todo]
+    progress = Progress(runs, args.steps, workers, args.progress_every, agents)
     # while runs go on, SIGTERM to the sweep alone (kill) stops them as Ctrl-C to its whole
     # process group does, instead of leaving them to train on with nobody to wait for them
     with handling(STOPS, signal.default_int_handler):

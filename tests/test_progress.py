@@ -75,3 +75,18 @@ def test_a_resumed_run_counts_from_its_checkpoint_and_running_runs_each_have_a_s
     # each on a slot of its own: 7,000 and 9,000 steps left, not 16,000 one after the other
     assert progress.line() == "progress: 20% of 20,000 steps, 20 s in, about 3 min left"
     assert duration(59.6) == "1 min"
+
+
+def test_a_packed_population_counts_each_of_its_agents(tmp_path, monkeypatch):
+    """A sweep of a 2-agent and a 6-agent population said 50% when the small one had finished,
+    of a grid counted in population-steps (2,000, not 8,000)."""
+    now = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: now[0])
+    runs = [tmp_path / name for name in ("prune-td3", "td3")]
+    progress = Progress(runs, steps=1_000, workers=1, agents=[2, 6])
+    progress.start(runs[0])
+    metrics(runs[0], 1000)
+    now[0] = 10.0  # 2 agents x 1,000 steps in 10 s: 200 agent-steps/s
+    progress.end(runs[0], finished=True)
+    # the 6-agent population: 6,000 agent-steps at 200 per second
+    assert progress.line() == "progress: 25% of 8,000 steps, 10 s in, about 30 s left"

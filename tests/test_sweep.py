@@ -403,6 +403,12 @@ def test_a_population_cannot_take_other_members(tmp_path):
         "members to td3 ds-td3 seeds 0-2: sweep other algorithms or seeds into another --out"
     )
     assert len(sweep_module.plan(replace(args, seeds=2))) == 1
+    # the same members named in another order: the population as it is, not a refusal
+    reordered = replace(args, seeds=2, algos=("ds-td3", "td3"))
+    (cell,) = sweep_module.plan(reordered)
+    assert cell.algos == ("td3", "ds-td3")
+    train = sweep_module.command(cell, reordered)
+    assert train[train.index("--algo") + 1 : train.index("--algo") + 3] == ["td3", "ds-td3"]
 
 
 def test_the_report_of_a_sweep_is_of_its_own_grid(tmp_path):
