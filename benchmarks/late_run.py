@@ -27,6 +27,7 @@ import statistics
 import tempfile
 import time
 from contextlib import contextmanager
+from importlib.util import find_spec
 from pathlib import Path
 
 import pandas as pd
@@ -150,6 +151,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.start_steps + args.steps < args.at:
         parser.error("need --start-steps + --steps < --at")
+    if not args.no_sb3 and find_spec("stable_baselines3") is None:
+        parser.error(
+            "Stable-Baselines3 is not installed: pip install -e '.[bench]', or pass --no-sb3"
+        )
     torch.set_num_threads(1)
     results = {
         "dstrl (subnormals flushed)": dstrl_run(args, flush=True),

@@ -43,7 +43,11 @@ def make_model(algo: str, env_id: str, seed: int, soft: bool, start_steps: int |
         verbose=0,
     )
     if algo == "td3":  # dstrl's td3 defaults (the DS-TD3 release's settings)
+        from dstrl.agents.td3 import TD3Config
+
         n = env.action_space.shape[0]
+        decay = dict(weight_decay=TD3Config().weight_decay)  # Adam's L2, as the release's
+        common["policy_kwargs"] = dict(net_arch=[256, 256], optimizer_kwargs=decay)
         return TD3(
             "MlpPolicy",
             env,

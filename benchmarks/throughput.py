@@ -43,6 +43,7 @@ from dstrl.train import train
 
 ENV = "HalfCheetah-v5"
 WARMUP = 1_000
+DECAY = dict(weight_decay=TD3Config().weight_decay)  # dstrl's TD3 Adam (the release's L2)
 # speed-ups over the family's dense algorithm (over SB3's for dstrl's dense ones) that the
 # issues "DS-TD3 end to end" and "Real sparse speed on the CPU" ask for
 TARGETS = {"td3": 1.2, "ds-td3": 0.97, "ds-td3@0.1": 1.5, "ds-td3@0.05": 2.0, "ds-sac@0.1": 1.5}
@@ -79,6 +80,13 @@ def dstrl_steps_per_second(contender: str, batch: int, steps: int) -> float:
     return summary["learning_steps_per_second"]
 
 
+def has_sb3() -> bool:
+    """Whether Stable-Baselines3 is installed (checked before anything is measured)."""
+    from importlib.util import find_spec
+
+    return find_spec("stable_baselines3") is not None
+
+
 def sb3_steps_per_second(family: str, batch: int, steps: int) -> float:
     """SB3 TD3 or SAC with dstrl's defaults for that family (network, optimiser, targets)."""
     import gymnasium as gym
@@ -109,7 +117,7 @@ def sb3_steps_per_second(family: str, batch: int, steps: int) -> float:
             tau=0.005,
             policy_delay=2,
             action_noise=NormalActionNoise(np.zeros(n), 0.1 * np.ones(n)),
-            **common,
+            **{**common, "policy_kwargs": dict(net_arch=[256, 256], optimizer_kwargs=DECAY)},
         )
     else:  # the DS-SAC appendix: fixed temperature, hard target copy every 1000 steps
         model = SAC(
@@ -154,6 +162,11 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     args = parser.parse_args()
+    if any(name.startswith("sb3-") for name in args.contenders) and not has_sb3():
+        parser.error(
+            "the sb3-* contenders need Stable-Baselines3: pip install -e '.[bench]' (make bench "
+            "does), or leave them out of --contenders"
+        )
     torch.set_num_threads(1)
     dense = {"td3", "sac"}
     contenders = []
