@@ -66,8 +66,9 @@ class SET:
     needs_gradients: ClassVar[bool] = False
     regrows_dropped: ClassVar[bool] = False
     """Whether a just-dropped connection competes for growth with the inactive positions
-    (RigL's rule): regrown, it was never dropped and keeps its weight. Otherwise (SET as the
-    DS-TD3 release) it is regrown only where nothing else is free."""
+    (RigL's rule): regrown, it was never dropped and keeps its weight. Otherwise (dstrl's SET)
+    it is regrown only where nothing else is free; the DS-TD3 release draws among all inactive
+    positions, the just-dropped included (README: "Growth avoids what was just dropped")."""
 
     def __post_init__(self) -> None:
         check_choice("drop score", self.drop_score, DropScore)
