@@ -8,6 +8,16 @@ import gymnasium as gym
 import numpy as np
 
 EVAL_SEED_OFFSET = 1_000_000
+SEED_STRIDE = 10_007  # episodes an agent's seed covers before the next agent's
+BLOCK = 1 << 48  # each further SEED_STRIDE episodes, far above every agent's first block
+
+
+def episode_seeds(seeds: list[int], episode: int) -> list[int]:
+    """The reset seed of each member's ``episode``-th evaluation episode: distinct for distinct
+    (seed, episode), also past SEED_STRIDE episodes (an evaluation every 500 of 1M steps, at
+    ten episodes), where member s's episodes ran into member s + 1's."""
+    block, within = divmod(episode, SEED_STRIDE)
+    return [EVAL_SEED_OFFSET + SEED_STRIDE * s + within + block * BLOCK for s in seeds]
 
 
 def evaluate(
@@ -26,8 +36,7 @@ def evaluate(
     members = len(seeds)
     totals = np.zeros((members, episodes))
     for k in range(episodes):
-        episode = round_index * episodes + k
-        obs, _ = env.reset(seed=[EVAL_SEED_OFFSET + 10_007 * s + episode for s in seeds])
+        obs, _ = env.reset(seed=episode_seeds(seeds, round_index * episodes + k))
         running = np.ones(members, dtype=bool)
         while running.any():
             obs, reward, terminated, truncated, _ = env.step(policy(obs))

@@ -239,3 +239,17 @@ def test_a_training_run_whose_environment_fails_in_a_worker_ends_in_one_line(tmp
         "--auto-resume (it clears what this attempt left)"
     )
     assert err.count("\n") == 0
+
+
+def test_evaluation_episodes_of_different_agents_never_share_a_reset_seed():
+    """Member s's episode 10,007 + k took member s + 1's episode k's seed: with an evaluation
+    every 500 of 1M steps at ten episodes (20,000 episodes), agents' evaluations overlapped."""
+    from dstrl.evaluation import episode_seeds
+
+    seeds = [0, 1, 2, 2**32 - 1]
+    used = {}
+    for episode in [*range(0, 30_000, 7), 10_006, 10_007, 20_014, 10**7]:
+        for seed, reset in zip(seeds, episode_seeds(seeds, episode), strict=True):
+            assert used.setdefault(reset, (seed, episode)) == (seed, episode)
+    # the first 10,007 episodes keep the seeds every earlier run was evaluated with
+    assert episode_seeds([0, 3], 10_006) == [1_000_000 + 10_006, 1_000_000 + 3 * 10_007 + 10_006]
