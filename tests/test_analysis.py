@@ -14,7 +14,7 @@ from dstrl.analysis.metrics import (
     steps_to_threshold,
     stratified_bootstrap_ci,
 )
-from dstrl.analysis.report import write_report
+from dstrl.analysis.report import _agent_mean, write_report
 from dstrl.analysis.runs import RunError
 from dstrl.config import TrainConfig
 from tests.helpers import imported_by
@@ -405,3 +405,20 @@ def test_the_report_and_the_configuration_never_import_training():
     """Analysis never imports training: the configuration it reads imported torch, Numba and
     the agents (1.8 s before a report could start)."""
     assert imported_by("dstrl.analysis.report, dstrl.config") == []
+
+
+def test_a_methods_ratios_and_dormant_shares_weigh_each_run_by_its_agents(tmp_path):
+    """A run of three seeds and a run of one were averaged as two equal halves."""
+    synthetic_run(tmp_path / "one", "ds-td3", 0, [1, 2], params_ratio=0.5)
+    three = tmp_path / "three"
+    synthetic_run(three, "ds-td3", 5, [1, 2], params_ratio=0.2)
+    rows = [(step, m, 5 + m, 1.0) for step in (200, 400) for m in range(3)]
+    pd.DataFrame(rows, columns=["step", "member", "seed", "return"]).to_csv(
+        three / "evaluations.csv", index=False
+    )
+    (row,) = write_report([tmp_path], tmp_path / "report").itertuples()
+    assert row.seeds == 4 and row.params_ratio == pytest.approx((0.5 + 3 * 0.2) / 4)
+    one = pd.DataFrame({"step": [1, 2], "dormant/actor_h1": [0.4, 0.4]})
+    others = pd.DataFrame({"step": [1, 2], "dormant/actor_h1": [0.0, None]})  # 3 agents
+    mean = _agent_mean([one, others], [1, 3])
+    assert mean["dormant/actor_h1"].tolist() == [pytest.approx(0.1), pytest.approx(0.4)]

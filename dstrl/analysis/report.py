@@ -54,10 +54,16 @@ class MethodCurves:
         return self.runs[0].config["steps"]
 
     def ratio(self, section: str, key: str, dense_key: str) -> float:
-        """The mean over runs of a count over its dense count; NaN where there is none (the
-        FLOPs of a run that never left its random warm-up)."""
+        """A count over its dense count, averaged over the agents of the runs; NaN where there
+        is none (the FLOPs of a run that never left its random warm-up)."""
         counts = [(r.summary[section][key], r.summary[section][dense_key]) for r in self.runs]
-        return float(np.mean([count / dense if dense else np.nan for count, dense in counts]))
+        ratios = [count / dense if dense else np.nan for count, dense in counts]
+        return float(np.average(ratios, weights=[agents(r) for r in self.runs]))
+
+
+def agents(run: Run) -> int:
+    """The agents a run pools: its seeds that did not diverge (of its method)."""
+    return run.evaluations["member"].nunique()
 
 
 def collect(runs: list[Run]) -> list[MethodCurves]:
@@ -254,7 +260,8 @@ def sparse_methods(results: list[MethodCurves], env: str) -> list[MethodCurves]:
 
 
 def plot_topology(results: list[MethodCurves], env: str, path: Path) -> bool:
-    """Per-layer density and connections changed over time for the sparse methods."""
+    """Per-layer density and connections changed over time for the sparse methods (of each
+    method's first run: a run's total of connections changed grows with its agents)."""
     sparse = sparse_methods(results, env)
     if not sparse:
         return False
@@ -303,7 +310,9 @@ def plot_dormant(results: list[MethodCurves], env: str, path: Path) -> bool:
     layers: set[int] = set()
     for index, r in enumerate(logged):
         color = f"C{index % 10}"
-        metrics = pd.concat([run.metrics for run in r.runs]).groupby("step").mean()
+        # each run's rows are means over its agents: weighted by them, a mean over all seeds
+        tables = [run.metrics.filter(regex=r"^(step|dormant/.*)$") for run in r.runs]
+        metrics = _agent_mean(tables, [agents(run) for run in r.runs])
         for column in (c for c in metrics.columns if c.startswith("dormant/")):
             net, layer = column.removeprefix("dormant/").split("_h")
             layers.add(int(layer))
@@ -321,6 +330,14 @@ def plot_dormant(results: list[MethodCurves], env: str, path: Path) -> bool:
     fig.tight_layout(rect=(0, 0.06 * len(logged), 1, 1))
     fig.savefig(path, dpi=120)
     return True
+
+
+def _agent_mean(tables: list[pd.DataFrame], weights: list[int]) -> pd.DataFrame:
+    """Per step, the mean of the tables' columns weighted by ``weights`` (where present)."""
+    weighted = [t.set_index("step").mul(w) for t, w in zip(tables, weights, strict=True)]
+    present = [t.set_index("step").notna().mul(w) for t, w in zip(tables, weights, strict=True)]
+    total = pd.concat(weighted).groupby("step").sum(min_count=1)
+    return total / pd.concat(present).groupby("step").sum().replace(0, np.nan)
 
 
 def _left_out(run: Run) -> str:
