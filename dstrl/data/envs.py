@@ -163,6 +163,17 @@ def _time_limits(env: gym.Env) -> list[gym.Env]:
     return found
 
 
+# What MuJoCo derives from the state in a step, which a task may read before the next one (Ant's
+# and Humanoid's rewards take the distance from the body positions of the last step): kept with
+# the state, since recomputing them from it would not give the last step's values.
+DERIVED = (
+    "xpos", "xquat", "xmat", "xipos", "ximat", "xanchor", "xaxis", "geom_xpos", "geom_xmat",
+    "site_xpos", "site_xmat", "subtree_com", "cinert", "cdof", "cvel", "cdof_dot", "cacc",
+    "cfrc_int", "cfrc_ext", "actuator_length", "actuator_velocity", "actuator_force",
+    "ten_length", "qfrc_bias", "qfrc_passive", "qfrc_actuator", "qfrc_constraint", "sensordata",
+)  # fmt: skip
+
+
 def get_env_state(env: gym.Env) -> dict:
     """Everything needed to continue ``env`` exactly, as plain data (tensors, numbers, strings):
     physics, wrapper counters, RNG."""
@@ -178,6 +189,10 @@ def get_env_state(env: gym.Env) -> dict:
         physics = np.empty(mujoco.mj_stateSize(base.model, spec))
         mujoco.mj_getState(base.model, base.data, physics, spec)
         state["mujoco"] = torch.from_numpy(physics)
+        data = base.data
+        state["mujoco_derived"] = {
+            name: torch.from_numpy(getattr(data, name).copy()) for name in DERIVED
+        }
     else:  # plain Python environments (classic control): their numeric attributes
         plain = {key: _plain(value) for key, value in vars(base).items()}
         state["attributes"] = {
@@ -208,6 +223,8 @@ def set_env_state(env: gym.Env, state: dict) -> None:
 
         physics = np.asarray(state["mujoco"], dtype=np.float64)
         mujoco.mj_setState(base.model, base.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        for name, value in state.get("mujoco_derived", {}).items():  # none in older checkpoints
+            getattr(base.data, name)[...] = np.asarray(value)
     else:
         for key, value in state["attributes"].items():
             if isinstance(value, torch.Tensor):  # back to the array or NumPy scalar it was
