@@ -794,7 +794,9 @@ class TrainConfig:
     def load(cls, run_dir: Path | str) -> TrainConfig:
         """The configuration saved in ``run_dir/config.json``, with ``out`` at ``run_dir``: a
         run copied or moved elsewhere is that run (its saved ``out`` was where it trained
-        first, and a resume of the copy trained the original)."""
+        first, and a resume of the copy trained the original); ``resume`` and ``auto_resume``
+        are off, whatever the last start said (a run resumed once came back with resume=True,
+        and auto_resume=True on it was refused as both)."""
         run_dir = Path(run_dir)
         path = run_dir / "config.json"
         if not path.exists():
@@ -805,7 +807,10 @@ class TrainConfig:
                 )
             raise ConfigError(f"{run_dir} is not a dstrl run directory (no config.json)")
         try:
-            return cls.from_json({**json.loads(path.read_text()), "out": str(run_dir)})
+            saved = json.loads(path.read_text())
+            return cls.from_json(
+                {**saved, "out": str(run_dir), "resume": False, "auto_resume": False}
+            )
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             why = f"it has no {error.args[0]!r}" if isinstance(error, KeyError) else str(error)
             raise ConfigError(

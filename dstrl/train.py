@@ -381,6 +381,9 @@ class Trainer:
             raise misfit(run_dir, error) from error
         if self.health.any:
             self.agent.halt(torch.from_numpy(self.health.halted))
+        switched = state.get("n_step_from")  # multi-step targets, once on, stay on: an
+        if switched is not None and self.agent.updates >= switched:  # extension moved the switch
+            self.n_step_from = switched
         self.last_checkpoint = self.step
         if self.step == state["steps_planned"] < config.steps and self.step % config.eval_every:
             self.history.pop()  # an extended run: its old end-of-run evaluation is off the grid
@@ -405,6 +408,7 @@ class Trainer:
                 "history": [h.tolist() for h in self.history],
                 "changed": self.changed,
                 "steps_planned": self.config.steps,
+                "n_step_from": self.n_step_from,
                 "diverged": self.health.state_dict(),
                 "policy_distance": None
                 if self.policy_distance is None

@@ -2,6 +2,7 @@
 and shrink rule, and n-step targets switched on during a run."""
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -135,3 +136,39 @@ def test_rlx2_trains_switches_to_n_step_and_shrinks_its_buffer(tmp_path, monkeyp
     assert sizes[600] < 400 and metrics["policy_distance"].dropna().gt(0).all()
     assert drawn == [1] * 250 + [3] * 250  # n-step from half of the 500 learning steps on
     assert np.isfinite(summary["final_return"]["mean"])
+
+
+def test_an_extension_keeps_multi_step_targets_on(tmp_path, monkeypatch):
+    """The switch point follows --steps: extended from 300 to 900 steps, a run that had trained
+    with 3-step targets for 100 updates went back to one-step targets for 300 more."""
+    drawn = []
+    sample = ReplayBuffer.sample
+
+    def recording(self, batch, generator, n_step=1, gamma=0.99):
+        if batch == 32:  # a training batch, not the dormant or buffer checks'
+            drawn.append(n_step)
+        return sample(self, batch, generator, n_step, gamma)
+
+    monkeypatch.setattr(ReplayBuffer, "sample", recording)
+    config = tiny_config(tmp_path, algo="td3", steps=300, n_step=3, n_step_start=0.5)
+    train(config)
+    assert drawn == [1] * 100 + [3] * 100
+    drawn.clear()
+    extended = replace(TrainConfig.load(tmp_path), resume=True, steps=900)
+    train(extended)
+    assert drawn == [3] * 600
+    # a fresh run of 900 steps switches at half its learning steps, as before
+    drawn.clear()
+    train(tiny_config(tmp_path / "long", algo="td3", steps=900, n_step=3, n_step_start=0.5))
+    assert drawn == [1] * 400 + [3] * 400
+
+
+def test_a_loaded_configuration_starts_nothing_by_itself(tmp_path):
+    """config.json keeps the flags of the start that wrote it: after one resume, load() gave
+    resume=True, and auto_resume=True on it was refused as 'resume or auto_resume, not both'."""
+    config = tiny_config(tmp_path, algo="td3", steps=300)
+    assert train(config, stop_after=150) is None
+    assert train(replace(TrainConfig.load(tmp_path), resume=True), stop_after=200) is None
+    loaded = TrainConfig.load(tmp_path)
+    assert (loaded.resume, loaded.auto_resume) == (False, False)
+    assert train(replace(loaded, auto_resume=True))["steps"] == 300
