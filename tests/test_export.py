@@ -223,3 +223,26 @@ def test_a_policy_file_cut_short_is_refused_and_replaced_by_an_export(tmp_path, 
     assert err.endswith("; export it again\n")
     assert main(["export", str(run), "--out", str(policy)]) == 0
     assert main(["eval", str(policy), "--episodes", "1"]) == 0
+
+
+def test_a_script_finds_what_it_needs_in_dstrl_itself(tmp_path):
+    """Only load_policy was there: a script imported from four modules to train and report."""
+    from dstrl.agents.settings import SACConfig, TD3Config
+    from dstrl.analysis.report import write_report
+    from dstrl.config import ConfigError, TrainConfig
+    from dstrl.policy import load_policy
+    from dstrl.train import train
+    from tests.helpers import imported_by
+
+    assert imported_by("dstrl") == []  # names imported on first use: nothing heavy
+    assert (dstrl.TrainConfig, dstrl.ConfigError, dstrl.TD3Config, dstrl.SACConfig) == (
+        TrainConfig,
+        ConfigError,
+        TD3Config,
+        SACConfig,
+    )
+    assert (dstrl.write_report, dstrl.load_policy) == (write_report, load_policy)
+    assert dstrl.train.train is train  # the module: its name is the package's
+    assert {"TrainConfig", "write_report", "load_policy"} <= set(dir(dstrl))
+    with pytest.raises(AttributeError, match="module 'dstrl' has no attribute 'trian'"):
+        dstrl.trian  # noqa: B018
