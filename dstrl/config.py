@@ -505,7 +505,11 @@ class TrainConfig:
             decay=self.decay,
             stop_step=max(stop, 0),
         )
-        lambdas = None if self.density is not None else (self.lambdas or self.default_lambdas())
+        lambdas = (
+            None
+            if self.density is not None
+            else (self.lambdas if self.lambdas is not None else self.default_lambdas())
+        )
         return SparsityConfig(
             topology=self.topology,
             lambdas=lambdas,
@@ -636,6 +640,13 @@ class TrainConfig:
             raise ConfigError(f"--density must be in (0, 1], got {self.density}")
         if self.lambdas is not None and any(lam <= 0 for lam in self.lambdas):
             raise ConfigError(f"--lambdas must be positive, got {list(self.lambdas)}")
+        wanted = 3 if self.sparse_output else 2
+        sparse = any(topology != "dense" for topology in self.topologies)
+        if sparse and self.lambdas is not None and len(self.lambdas) != wanted:
+            layers = "input, hidden, output" if self.sparse_output else "input, hidden"
+            raise ConfigError(
+                f"--lambdas takes {wanted} values ({layers}), got {len(self.lambdas)}"
+            )
 
     def _validate_topology(self) -> None:
         """How the topology changes: drop, growth, freezing, pruning's schedule, recycling."""
@@ -694,6 +705,12 @@ class TrainConfig:
             raise ConfigError(f"--n-step must be a positive integer, got {self.n_step}")
         if not 0 <= self.n_step_start <= 1:
             raise ConfigError(f"--n-step-start must be in [0, 1], got {self.n_step_start}")
+        capacity = min(self.buffer_size, self.steps)  # the replay's, per agent
+        if self.n_step > capacity:  # each update gathers n_step rows per transition
+            raise ConfigError(
+                f"--n-step {self.n_step:,} exceeds the replay's capacity of {capacity:,} "
+                "transitions (--buffer-size, at most --steps)"
+            )
         if self.buffer_check_every < 1:
             raise ConfigError(
                 f"--buffer-check-every must be a positive integer, got {self.buffer_check_every}"
@@ -743,7 +760,53 @@ class TrainConfig:
                 f"--start-steps is {self.start_steps:,} and --steps {self.steps:,}: every action "
                 "is random and the agents never learn (lower --start-steps)"
             )
+        else:
+            notes += self._never_due()
+        if self.log_every > self.steps:
+            notes.append(
+                f"--log-every {self.log_every:,} is longer than the run: train_metrics.csv gets "
+                "no row (lower --log-every)"
+            )
+        capacity = min(self.buffer_size, self.steps)
+        if self.agent.batch_size > capacity:
+            notes.append(
+                f"--{self.family}.batch-size {self.agent.batch_size:,} exceeds the replay's "
+                f"capacity of {capacity:,}: every batch repeats transitions"
+            )
         return notes
+
+    def _never_due(self) -> list[str]:
+        """What a period longer than the learning steps never does: the method trains as another
+        one (a ds-td3 whose topology never changes is static-td3) under its name."""
+        learning, agent, never = self.learning_steps, self.agent, []
+        stop = self.steps - self.frozen_steps - self.start_steps  # the topology freezes
+        if "set" in self.topologies and self.update_period >= stop:
+            never.append(
+                f"--update-period {self.update_period:,}: the topology freezes after "
+                f"{max(stop, 0):,} learning steps, before its first update, so it never "
+                "changes (lower --update-period or --freeze-last)"
+            )
+        if isinstance(agent, TD3Config) and agent.policy_delay > learning:
+            never.append(
+                f"--td3.policy-delay {agent.policy_delay:,} is longer than the {learning:,} "
+                "learning steps: the actor never trains"
+            )
+        if isinstance(agent, SACConfig) and agent.target_update_interval > learning:
+            never.append(
+                f"--sac.target-update-interval {agent.target_update_interval:,} is longer than "
+                f"the {learning:,} learning steps: the target critics never change"
+            )
+        if self.redo_period is not None and self.redo_period > learning:
+            never.append(
+                f"--redo-period {self.redo_period:,} is longer than the {learning:,} learning "
+                "steps: no unit is ever recycled"
+            )
+        if self.replay == "dynamic" and self.buffer_check_every > learning:
+            never.append(
+                f"--buffer-check-every {self.buffer_check_every:,} is longer than the "
+                f"{learning:,} learning steps: the dynamic buffer never shrinks"
+            )
+        return never
 
     def _unread_because(self, name: str) -> str:
         """Why this configuration never reads the setting ``name`` (one of

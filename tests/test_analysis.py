@@ -249,6 +249,9 @@ def test_report_errors(tmp_path):
         write_report([tmp_path], tmp_path / "report")
     with pytest.raises(RunError, match="baseline 'sac' has no runs"):
         write_report([tmp_path / "a"], tmp_path / "report", baseline="sac")
+    (tmp_path / "afile").write_text("")  # was "[Errno 17] File exists"
+    with pytest.raises(RunError, match=r"afile is a file, not a directory: choose another --out"):
+        write_report([tmp_path / "a"], tmp_path / "afile")
 
 
 def test_a_seed_in_two_runs_of_one_method_is_refused(tmp_path):

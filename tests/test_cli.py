@@ -155,6 +155,8 @@ def test_options_a_run_never_reads_and_a_warm_up_as_long_as_the_run_are_noted(tm
         "used)",
         "dstrl: note: --sac.tau does nothing for td3 (its options are --td3.*)",
         "dstrl: note: --env-workers does nothing without --vector-env async",
+        "dstrl: note: --log-every 1,000 is longer than the run: train_metrics.csv gets no row "
+        "(lower --log-every)",
     ]
     assert (run / "summary.json").exists()
     short = ["train", "--env", "Pendulum-v1", "--out", str(tmp_path / "short"), *TINY]
@@ -168,6 +170,28 @@ def test_options_a_run_never_reads_and_a_warm_up_as_long_as_the_run_are_noted(tm
     rlx2 += ["--algo", "rlx2-td3", "--start-steps", "300"]
     assert main(rlx2) == 0
     assert "every action is random and the agents never learn" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, note",
+    [
+        # the default freeze (5% of the run) and warm-up leave 1,000 learning steps
+        (["--steps", "26000"], "--update-period 1,000: the topology freezes after 0 learning "),
+        (["--steps", "26000", "--freeze-last", "0", "--update-period", "500"], None),
+        (["--steps", "25100", "--td3.policy-delay", "200"], "the actor never trains"),
+        (["--algo", "sac", "--steps", "10500"], "the target critics never change"),
+        (["--steps", "26000", "--redo-period", "5000"], "no unit is ever recycled"),
+        (["--steps", "26000", "--replay", "dynamic"], "the dynamic buffer never shrinks"),
+        (["--steps", "26000", "--td3.batch-size", "30000"], "every batch repeats transitions"),
+    ],
+)
+def test_a_schedule_that_never_comes_due_is_noted(argv, note):
+    """ds-td3 whose topology never changed was reported as ds-td3, without a word."""
+    notes = tyro.cli(TrainConfig, args=argv).notes(given_options(argv))
+    if note is None:
+        assert notes == []
+    else:
+        assert any(note in n for n in notes), notes
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,39 @@ def test_discrete_actions_are_rejected():
         check_env("CartPole-v1")
 
 
+class _Shaped(gym.Env):
+    """A task with the given spaces, for check_env."""
+
+    def __init__(self, observation_space, action_space):
+        self.observation_space, self.action_space = observation_space, action_space
+
+
+@pytest.mark.parametrize(
+    ("observation", "action", "error"),
+    [
+        ((3,), (2, 2), "needs a flat Box action space of one or more actions"),
+        ((3,), (0,), "needs a flat Box action space of one or more actions"),
+        ((3,), (), "needs a flat Box action space of one or more actions"),
+        ((0,), (2,), "has empty observations"),
+        ((3,), "huge", "span no finite float32 range"),
+    ],
+)
+def test_spaces_dstrl_cannot_train_on_are_refused_by_name(observation, action, error):
+    """A (2, 2) action was a broadcasting error in the loop, an empty observation a division by
+    zero, no action at all trained silently, and bounds of ±3e38 (a span past float32) "diverged"."""
+    if action == "huge":
+        actions = gym.spaces.Box(-3e38, 3e38, (2,), dtype=np.float32)
+    else:
+        actions = gym.spaces.Box(-1, 1, action, dtype=np.float32)
+    observations = gym.spaces.Box(-1, 1, observation, dtype=np.float32)
+    gym.register("Shaped-v0", entry_point=lambda: _Shaped(observations, actions))
+    try:
+        with pytest.raises(EnvError, match=f"^Shaped-v0.*{error}"):
+            check_env("Shaped-v0")
+    finally:
+        del gym.registry["Shaped-v0"]
+
+
 @pytest.mark.parametrize(
     ("env_id", "workers"),
     [

@@ -63,6 +63,10 @@ def test_the_actor_gets_its_own_schedule():
     ("change", "message"),
     [
         ({"n_step": 0}, "--n-step must be a positive integer"),
+        # a block of n x batch rows per update: memory ran out, or the run crawled for ever
+        ({"n_step": 401}, "--n-step 401 exceeds the replay's capacity of 400 transitions"),
+        ({"lambdas": ()}, "--lambdas takes 2 values (input, hidden), got 0"),  # not about λ=64
+        ({"lambdas": (1.0, 2.0, 3.0)}, "--lambdas takes 2 values (input, hidden), got 3"),
         ({"n_step_start": 1.5}, "--n-step-start must be in [0, 1]"),
         ({"buffer_policy_distance": 0.0}, "--buffer-policy-distance positive"),
         ({"actor_topology_stop": 0.0}, "--actor-topology-stop must be in (0, 1]"),

@@ -354,6 +354,8 @@ def write_report(
     figures into ``out``."""
     paths = [paths] if isinstance(paths, Path | str) else paths
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} is a file, not a directory: choose another --out for the report")
     runs = [run for path in find_runs([Path(p) for p in paths]) for run in load_runs(path)]
     results = collect(runs)
     table = summary_table(results, baseline)

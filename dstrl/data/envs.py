@@ -79,10 +79,23 @@ def check_env(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
             f"{env_id} has a {type(act_space).__name__} action space; dstrl's agents need a "
             "continuous (Box) action space"
         )
+    if len(act_space.shape) != 1 or act_space.shape[0] == 0:
+        raise EnvError(
+            f"{env_id} needs a flat Box action space of one or more actions, got {act_space}"
+        )
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise EnvError(f"{env_id} needs a flat Box observation space, got {obs_space}")
+    if obs_space.shape[0] == 0:
+        raise EnvError(f"{env_id} has empty observations ({obs_space}); dstrl needs at least one")
     if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
         raise EnvError(f"{env_id} has an unbounded action space; dstrl needs finite bounds")
+    with np.errstate(over="ignore"):
+        span = act_space.high.astype(np.float32) - act_space.low.astype(np.float32)
+    if not np.all(np.isfinite(span)):
+        raise EnvError(
+            f"{env_id}'s action bounds [{act_space.low}, {act_space.high}] span no finite float32 "
+            "range; dstrl scales actions to them"
+        )
     return obs_space.shape[0], act_space.low.astype(np.float32), act_space.high.astype(np.float32)
 
 
