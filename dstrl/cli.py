@@ -30,7 +30,7 @@ from dstrl.resume import (
     resume_config,
     start_or_resume,
 )
-from dstrl.rundir import RunDirError, describe
+from dstrl.rundir import CHECKPOINT, RunDirError, describe
 from dstrl.signals import STOPS, handling
 from dstrl.sweep import SweepArgs, run_sweep
 
@@ -245,6 +245,15 @@ def main(argv: list[str] | None = None) -> int:
             return _run(command, argv)
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says that memory ran out: Python's MemoryError, or torch's allocators
+    (CPU: "can't allocate memory"; CUDA: "out of memory"), without importing torch."""
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
 def _run(command: object, argv: list[str]) -> int:
     try:
         if isinstance(command, EvalArgs):
@@ -267,6 +276,24 @@ def _run(command: object, argv: list[str]) -> int:
         return 1
     except OSError as error:
         print(f"dstrl: error: {describe(error)}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as error:  # torch's OutOfMemoryError is a RuntimeError
+        if not out_of_memory(error):
+            raise
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else "MemoryError"
+        advice = ""
+        if isinstance(command, TrainConfig) and (command.run_dir / CHECKPOINT).exists():
+            advice = (
+                f": its checkpoint is intact; continue it with dstrl train --out "
+                f"{command.run_dir} --resume where there is more memory (its settings are fixed)"
+            )
+        elif isinstance(command, TrainConfig):
+            advice = (
+                ": lower what the run holds (--seeds, --buffer-size, the hidden sizes or the "
+                "batch size) and start it again, with --auto-resume (it clears what this "
+                "attempt left)"
+            )
+        print(f"dstrl: error: out of memory ({reason}){advice}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         again = "; rerun the same command to continue it" if isinstance(command, SweepArgs) else ""

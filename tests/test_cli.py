@@ -446,3 +446,29 @@ def test_growth_options_are_not_checked_where_nothing_grows():
     TrainConfig(algo="prune-td3", grow="gradient", actor_update_period=3).validate()
     with pytest.raises(ConfigError, match="multiple of --td3.policy-delay"):
         TrainConfig(algo="ds-td3", grow="gradient", actor_update_period=3).validate()
+
+
+def test_running_out_of_memory_is_one_line_that_says_what_to_lower(tmp_path, capsys, monkeypatch):
+    """A population too large for the machine was a traceback from torch's allocator."""
+    from dstrl.data.replay import ReplayBuffer
+
+    def allocate(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you "
+            "tried to allocate 6720000000 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(ReplayBuffer, "__init__", allocate)
+    run = tmp_path / "run"
+    assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY]) == 1
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if "note:" not in line]
+    assert err.startswith("dstrl: error: out of memory ([enforce fail")
+    assert err.rstrip().endswith(
+        "lower what the run holds (--seeds, --buffer-size, the hidden sizes or the batch size) "
+        "and start it again, with --auto-resume (it clears what this attempt left)"
+    )
+    monkeypatch.setattr(
+        ReplayBuffer, "__init__", lambda *a, **k: (_ for _ in ()).throw(MemoryError())
+    )
+    assert main(["train", "--env", "Pendulum-v1", "--out", str(run), *TINY, "--auto-resume"]) == 1
+    assert "dstrl: error: out of memory (MemoryError): lower" in capsys.readouterr().err

@@ -98,7 +98,8 @@ class _Shaped(gym.Env):
 )
 def test_spaces_dstrl_cannot_train_on_are_refused_by_name(observation, action, error):
     """A (2, 2) action was a broadcasting error in the loop, an empty observation a division by
-    zero, no action at all trained silently, and bounds of ±3e38 (a span past float32) "diverged"."""
+    zero, no action at all trained silently, and bounds of ±3e38 (a span past float32)
+    "diverged"."""
     if action == "huge":
         actions = gym.spaces.Box(-3e38, 3e38, (2,), dtype=np.float32)
     else:
