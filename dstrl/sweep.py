@@ -21,12 +21,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
-from contextlib import redirect_stderr, redirect_stdout, suppress
+from contextlib import ExitStack, redirect_stderr, redirect_stdout, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -103,6 +104,12 @@ class Cell:
     seed: int
     path: Path
     seeds: int = 1
+
+    @property
+    def log(self) -> Path:
+        """Everything the run's processes wrote to stderr, each attempt after its command
+        line: beside the run directory, which must hold only the run."""
+        return self.path.with_name(self.path.name + ".log")
 
     @property
     def name(self) -> str:
@@ -384,29 +391,70 @@ def execute(
     cmd: list[str],
     stopped: Callable[[], bool] = lambda: False,
     starting: Callable[[], object] = lambda: None,
+    log: Path | None = None,
+    noted: Callable[[str], object] = lambda line: None,
 ) -> Ended | None:
     """Run one training process; (exit code, the last lines it wrote to stderr, seconds), or
     None if the sweep was stopped before it began (else ``starting()`` is called first). Once
     ``stopped()`` is true (it is asked every second), the process is sent SIGTERM, so that it
-    stops at a checkpoint."""
+    stops at a checkpoint. Its stderr is appended to ``log`` (a temporary file without one),
+    after the command line, and each note it writes (``dstrl: note: ...``) is passed to
+    ``noted`` as it comes."""
     if stopped():
         return None
     starting()
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    began = time.monotonic()
-    with subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
-    ) as process:
-        while True:
-            with suppress(subprocess.TimeoutExpired):
-                _, stderr = process.communicate(timeout=1.0)
-                break
-            if stopped():
-                process.send_signal(signal.SIGTERM)
-                _, stderr = process.communicate()
-                break
-    tail = [line for line in stderr.splitlines() if line.strip()][-3:]
-    return process.returncode, " | ".join(tail), time.monotonic() - began
+    with ExitStack() as stack:
+        if log is None:
+            log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "stderr.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        with log.open("ab") as written:  # appended to, whatever the child's writes
+            written.write(f"$ {shlex.join(cmd)}\n".encode())
+            written.flush()
+            lines = _Lines(log, written.tell(), noted)
+            with subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=written, env=env
+            ) as process:
+                while True:
+                    with suppress(subprocess.TimeoutExpired):
+                        process.wait(timeout=1.0)
+                        break
+                    lines.read()
+                    if stopped():
+                        process.send_signal(signal.SIGTERM)
+                        process.wait()
+                        break
+        lines.read(end=True)
+    return process.returncode, " | ".join(lines.last), time.monotonic() - began
+
+
+class _Lines:
+    """The lines a process appends to a file, read as they come: its notes passed on, its last
+    three lines kept."""
+
+    def __init__(self, path: Path, offset: int, noted: Callable[[str], object]) -> None:
+        self.path, self.offset, self.noted = path, offset, noted
+        self.partial = b""
+        self.last: deque[str] = deque(maxlen=3)
+
+    def read(self, end: bool = False) -> None:
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            text = self.partial + f.read()
+            self.offset = f.tell()
+        *complete, self.partial = text.split(b"\n")
+        if end and self.partial:
+            complete, self.partial = [*complete, self.partial], b""
+        for raw in complete:
+            line = raw.decode(errors="replace").rstrip()
+            if line.strip():
+                self.last.append(line)
+            if line.startswith("dstrl: note: "):
+                self.noted(line.removeprefix("dstrl: note: "))
+
+
+DIVERGED = 3  # dstrl train's exit code when agents diverged
 
 
 def _outcome(cell: Cell, code: int, error: str, seconds: float) -> str:
@@ -414,18 +462,32 @@ def _outcome(cell: Cell, code: int, error: str, seconds: float) -> str:
         return f"stopped {cell.name} by a signal ({seconds:.0f} s)"
     if code < 0:  # ended by a signal it could not handle
         name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
-        cause = " (out of memory?)" if code == -signal.SIGKILL else ""
-        error = f"killed by {name}{cause}; its last checkpoint is kept" + (
+        error = f"killed by {name}{_killed(cell, code == -signal.SIGKILL)}" + (
             f" | {error}" if error else ""
         )
     if code != 0:
-        return f"FAILED {cell.name} (exit {code}): {error or 'no message'}"
+        return f"FAILED {cell.name} (exit {code}): {error or 'no message'}; its log: {cell.log}"
     summary = json.loads((cell.path / "summary.json").read_text())
+    methods = summary.get("methods", {cell.algos[0]: summary})
     finals = ", ".join(
-        f"{name} {method['final_return']['mean']:.1f}"
-        for name, method in summary.get("methods", {cell.algos[0]: summary}).items()
+        f"{name} {_mean(method['final_return']['mean'])}" for name, method in methods.items()
     )
-    return f"done {cell.name}: final return {finals} ({seconds:.0f} s)"
+    diverged = len(summary.get("diverged", []))
+    left_out = f"; {diverged} agent(s) diverged, left out of the report" if diverged else ""
+    return f"done {cell.name}: final return {finals} ({seconds:.0f} s){left_out}"
+
+
+def _mean(value: float | None) -> str:
+    return "– (every agent diverged)" if value is None else f"{value:.1f}"
+
+
+def _killed(cell: Cell, sigkill: bool) -> str:
+    """What a run killed from outside left: why it may have been, and whether a rerun continues
+    it (from its checkpoint) or starts it afresh."""
+    cause = " (out of memory?)" if sigkill else ""
+    if (cell.path / CHECKPOINT).exists():
+        return f"{cause}; its last checkpoint is kept"
+    return f"{cause}; it had written no checkpoint: a rerun starts it afresh"
 
 
 def run_sweep(args: SweepArgs) -> int:
@@ -456,7 +518,7 @@ def _sweep(args: SweepArgs, cells: list[Cell]) -> int:
     # process group does, instead of leaving them to train on with nobody to wait for them
     with handling(STOPS, signal.default_int_handler):
         ended = runner(todo, workers, progress)
-    if ended["failed"] or ended["stopped"]:
+    if ended["failed"] or ended["stopped"] or ended["diverged"]:
         print(_unfinished(ended))
         return 1
     if args.report:
@@ -469,14 +531,25 @@ def _sweep(args: SweepArgs, cells: list[Cell]) -> int:
 
 def _unfinished(ended: dict[str, list[Cell]]) -> str:
     """The sweep's last line when some runs did not finish: which, and what to do."""
-    failed, stopped = ended["failed"], ended["stopped"]
-    names = ", ".join(c.name for c in failed[:5]) + (
-        f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-    )
-    said = [f"{len(failed)} run(s) failed ({names})"] if failed else []
+    failed, stopped, diverged = (ended.get(kind, []) for kind in ("failed", "stopped", "diverged"))
+    said = [f"{len(failed)} run(s) failed ({_names(failed)})"] if failed else []
     said += [f"{len(stopped)} stopped by a signal"] if stopped else []
     fix = "fix the cause and rerun" if failed else "rerun"
-    return f"{' and '.join(said)}; {fix} the same command to continue"
+    line = f"{' and '.join(said)}; {fix} the same command to continue" if said else ""
+    if diverged:  # a rerun continues them with their saved settings: they would diverge again
+        line += "; " if line else ""
+        line += (
+            f"{len(diverged)} run(s) diverged ({_names(diverged)}): a rerun continues them with "
+            "the settings they diverged with; delete their directories to train them afresh, or "
+            "sweep other --train-args into another --out"
+        )
+    return line
+
+
+def _names(cells: list[Cell]) -> str:
+    return ", ".join(c.name for c in cells[:5]) + (
+        f" and {len(cells) - 5} more" if len(cells) > 5 else ""
+    )
 
 
 def _started(cell: Cell, progress: Progress) -> None:
@@ -493,9 +566,23 @@ def _report(
     and for the progress lines."""
     if result is None:
         return
+    # finished all the same: a signal that came as it wrote its summary, or some agents
+    # diverged (the report leaves them out; the others finished)
+    if (result[0] in STOPPED or result[0] == DIVERGED) and _complete(cell):
+        result = (0, *result[1:])
     progress.end(cell.path, result[0] == 0)
     ended[_kind(result[0])].append(cell)
     print(f"[{sum(map(len, ended.values()))}/{todo}] {_outcome(cell, *result)}", flush=True)
+
+
+def _complete(cell: Cell) -> bool:
+    """Whether ``cell``'s run wrote its summary for the steps it was asked to train."""
+    try:
+        summary = json.loads((cell.path / "summary.json").read_text())
+        config = json.loads((cell.path / "config.json").read_text())
+        return summary["steps"] == config["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _say_progress(progress: Progress) -> None:
@@ -513,12 +600,20 @@ def _run_local(
     # after the same thread had started the next one
     saying = threading.Lock()
 
+    heard: set[tuple[str, tuple[str, ...], str]] = set()  # notes said, once per (env, algos)
+
     def begin(cell: Cell, cmd: list[str]) -> None:
         def starting() -> None:
             with saying:
                 _started(cell, progress)
 
-        result = execute(cmd, stop.is_set, starting)
+        def noted(note: str) -> None:
+            with saying:
+                if (cell.env, cell.algos, note) not in heard:
+                    heard.add((cell.env, cell.algos, note))
+                    print(f"note from {cell.name}: {note}", flush=True)
+
+        result = execute(cmd, stop.is_set, starting, cell.log, noted)
         with saying:
             _report(cell, result, ended, len(todo), progress)
 
@@ -538,13 +633,15 @@ def _run_local(
             for future in as_completed(pending):
                 if not future.cancelled():
                     future.result()
-            if ended["failed"]:  # the interruption's line says nothing of them
+            if ended["failed"] or ended["diverged"]:  # the interruption's line does not say
                 print(_unfinished(ended), flush=True)
             raise
     return ended
 
 
 def _kind(code: int) -> str:
+    if code == DIVERGED:
+        return "diverged"
     return "done" if code == 0 else "stopped" if code in STOPPED else "failed"
 
 
@@ -555,10 +652,6 @@ def _run_ray(
         import ray
     except ImportError as error:
         raise ConfigError("--backend ray needs Ray: pip install -e '.[ray]'") from error
-    if address is None:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    else:
-        ray.init(address=address, log_to_driver=False)
     ended: dict[str, list[Cell]] = defaultdict(list)
 
     @ray.remote(num_cpus=0)
@@ -582,12 +675,12 @@ def _run_ray(
             return self.started[count:]
 
     @ray.remote(num_cpus=1)
-    def task(index: int, cmd: list[str], board) -> Ended | None:
+    def task(index: int, cmd: list[str], board, log: Path) -> Ended | None:
         # a future's wait: a task blocked in ray.get or ray.wait lends its CPU to another
         def stopped() -> bool:
             return board.is_stopped.remote().future().result()
 
-        return execute(cmd, stopped, lambda: board.start.remote(index).future().result())
+        return execute(cmd, stopped, lambda: board.start.remote(index).future().result(), log)
 
     started: list[int] = []
 
@@ -597,33 +690,54 @@ def _run_ray(
             _started(todo[index][0], progress)
 
     def report(ref) -> None:
-        cell, result = futures.pop(ref), ray.get(ref)
+        cell = futures.pop(ref)
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayError as error:  # its worker died, e.g. by the memory monitor
+            why = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            result = (1, f"its Ray task failed ({type(error).__name__}: {why[:200]})", 0.0)
         _report(cell, result, ended, len(todo), progress)
 
+    queued = list(enumerate(todo))  # at most --workers in flight, on a cluster too
+
+    def submit() -> None:
+        while queued and len(futures) < workers:
+            index, (cell, cmd) = queued.pop(0)
+            futures[task.remote(index, cmd, board, cell.log)] = cell
+
     # Ray's own handlers: SIGTERM aborted the driver with a stack dump, its runs killed; after
-    # Ctrl-C it waited for ever
-    with handling([signal.SIGINT, *STOPS], signal.default_int_handler):
+    # Ctrl-C it waited for ever. Ours are set before Ray starts (a signal while it started was
+    # a silent exit or a crash, its processes left running) and again after (it sets its own).
+    stops = [signal.SIGINT, *STOPS]
+    with handling(stops, signal.default_int_handler):
         try:
-            board = Board.remote()
-            futures = {task.remote(i, cmd, board): cell for i, (cell, cmd) in enumerate(todo)}
-            try:
-                while futures:
-                    # a wait with a timeout: signals reach Python only between the waits
-                    ready = ray.wait(list(futures), num_returns=1, timeout=1.0)[0]
-                    follow()
-                    for ref in ready:
+            if address is None:
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+            with handling(stops, signal.default_int_handler):
+                board = Board.remote()
+                futures: dict = {}
+                submit()
+                try:
+                    while futures:
+                        # a wait with a timeout: signals reach Python only between the waits
+                        ready = ray.wait(list(futures), num_returns=1, timeout=1.0)[0]
+                        follow()
+                        for ref in ready:
+                            report(ref)
+                        submit()
+                        _say_progress(progress)
+                except KeyboardInterrupt:  # each running task stops its run at a checkpoint
+                    ray.get(board.stop.remote())
+                    while futures:
+                        ref = ray.wait(list(futures), num_returns=1)[0][0]
+                        follow()
                         report(ref)
-                    _say_progress(progress)
-            except KeyboardInterrupt:  # each running task stops its run at a checkpoint
-                ray.get(board.stop.remote())
-                while futures:
-                    ref = ray.wait(list(futures), num_returns=1)[0][0]
-                    follow()
-                    report(ref)
-                if ended["failed"]:
-                    print(_unfinished(ended), flush=True)
-                raise
-            return ended
+                    if ended["failed"] or ended["diverged"]:
+                        print(_unfinished(ended), flush=True)
+                    raise
+                return ended
         finally:
             ray.shutdown()
 

@@ -288,10 +288,18 @@ def test_a_stopped_run_longer_than_the_grid_is_one_line_before_any_run(tmp_path)
     assert sweep_module.command(cell, replace(args, steps=300)) is not None  # it resumes
 
 
-def test_a_run_killed_by_the_system_and_the_failed_runs_are_named():
-    assert sweep_module._outcome(CELL, -signal.SIGKILL, "", 2.0) == (
+def test_a_run_killed_by_the_system_and_the_failed_runs_are_named(tmp_path):
+    """'its last checkpoint is kept' was said of a run that had written none."""
+    cell = Cell("Pendulum-v1", ("td3",), 0, tmp_path / "seed0")
+    assert sweep_module._outcome(cell, -signal.SIGKILL, "", 2.0) == (
+        "FAILED Pendulum-v1 td3 seed 0 (exit -9): killed by SIGKILL (out of memory?); it had "
+        f"written no checkpoint: a rerun starts it afresh; its log: {tmp_path / 'seed0.log'}"
+    )
+    cell.path.mkdir()
+    (cell.path / CHECKPOINT).write_bytes(b"")
+    assert sweep_module._outcome(cell, -signal.SIGKILL, "", 2.0) == (
         "FAILED Pendulum-v1 td3 seed 0 (exit -9): killed by SIGKILL (out of memory?); its last "
-        "checkpoint is kept"
+        f"checkpoint is kept; its log: {tmp_path / 'seed0.log'}"
     )
     failed = [Cell("Pendulum-v1", ("td3",), seed, None) for seed in range(7)]
     assert sweep_module._unfinished({"failed": failed, "stopped": failed[:1]}) == (
@@ -299,6 +307,56 @@ def test_a_run_killed_by_the_system_and_the_failed_runs_are_named():
         "2, Pendulum-v1 td3 seed 3, Pendulum-v1 td3 seed 4 and 2 more) and 1 stopped by a "
         "signal; fix the cause and rerun the same command to continue"
     )
+
+
+def test_how_a_run_ended_counts_what_it_wrote(tmp_path, capsys):
+    """A run whose summary was written as the signal came was 'stopped' (exit 130, no report);
+    one with some agents diverged (exit 3) was a failure, though it had finished; one whose
+    every agent diverged got the advice to rerun, which continues it into the same divergence."""
+    cell = Cell("Pendulum-v1", ("td3",), 0, tmp_path / "seed0")
+    cell.path.mkdir()
+    (cell.path / "config.json").write_text(json.dumps({"steps": 300}))
+    ended: dict = {"done": [], "stopped": [], "failed": [], "diverged": []}
+    progress = Progress([cell.path], 300, 1)
+    sweep_module._report(cell, (3, "an error", 5.0), ended, 3, progress)
+    assert ended["diverged"] == [cell]
+    assert sweep_module._unfinished(ended) == (
+        "1 run(s) diverged (Pendulum-v1 td3 seed 0): a rerun continues them with the settings "
+        "they diverged with; delete their directories to train them afresh, or sweep other "
+        "--train-args into another --out"
+    )
+    summary = {"steps": 300, "final_return": {"mean": -100.0}, "diverged": [{"member": 1}]}
+    (cell.path / "summary.json").write_text(json.dumps(summary))
+    sweep_module._report(cell, (130, "", 5.0), ended, 3, progress)
+    sweep_module._report(cell, (3, "", 5.0), ended, 3, progress)
+    assert ended["done"] == [cell, cell] and not ended["stopped"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "[2/3] done Pendulum-v1 td3 seed 0: final return td3 -100.0 (5 s); 1 agent(s) diverged, "
+        "left out of the report"
+    )
+
+
+def test_a_runs_stderr_is_kept_in_its_log_and_its_notes_are_passed_on(tmp_path):
+    """Only three lines of a failed run's stderr were shown, and kept nowhere; its notes (λ that
+    leave a sparse method dense, say) were never shown."""
+    run = "import sys, time\nprint('dstrl: note: all dense', file=sys.stderr, flush=True)\n"
+    run += (
+        "time.sleep(1.5)\nprint('Traceback\\n  line\\nKeyError: 1', file=sys.stderr)\nsys.exit(1)"
+    )
+    log, notes = tmp_path / "cell.log", []
+
+    def noted(note):
+        notes.append((note, time.monotonic() - began))
+
+    began = time.monotonic()
+    for _ in range(2):  # a rerun appends
+        code, error, _ = execute([sys.executable, "-c", run], log=log, noted=noted)
+        assert code == 1 and error == "Traceback |   line | KeyError: 1"
+    text = log.read_text()
+    assert text.count(f"$ {sys.executable} -c ") == 2 and text.count("\nKeyError: 1\n") == 2
+    assert [note for note, _ in notes] == ["all dense", "all dense"]
+    assert notes[0][1] < 1.4  # as it came, not when the run ended
 
 
 def test_a_stopped_sweep_stops_each_run_with_sigterm_and_starts_none():
@@ -320,7 +378,7 @@ def test_one_worker_says_each_runs_end_before_the_next_start(tmp_path, monkeypat
     """The driver said a run's end once it woke, after the worker had started the next run:
     two runs at once, as it read."""
 
-    def instant(cmd, stopped, starting):
+    def instant(cmd, stopped, starting, log=None, noted=None):
         starting()
         return 1, "no message", 0.0
 
