@@ -18,7 +18,9 @@ def _stop_while_starting(signum, frame) -> None:
 
 
 def main() -> int:
-    starting = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1]
+    starting = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP]
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:  # nohup: it stays ignored
+        starting.remove(signal.SIGHUP)
     previous = {signum: signal.signal(signum, _stop_while_starting) for signum in starting}
     from dstrl.cli import main as run
 

@@ -8,10 +8,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
-STOPS = (signal.SIGTERM, signal.SIGUSR1)
+STOPS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)
 """Signals that ask a run to checkpoint and stop, besides Ctrl-C: a scheduler's SIGTERM before
-its kill, and SIGUSR1, which Slurm's --signal sends ahead of a job's time limit (by default it
-kills a process, with nothing saved)."""
+its kill, SIGUSR1, which Slurm's --signal sends ahead of a job's time limit, and SIGHUP, sent
+when the terminal of an ssh session closes (by default the last two kill a process, with
+nothing saved). A SIGHUP that the process was told to ignore (``nohup``) stays ignored."""
 
 
 @contextmanager
@@ -21,7 +22,11 @@ def handling(signums: Iterable[int], handler: Callable) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, handler) for s in signums}
+    previous = {
+        s: signal.signal(s, handler)
+        for s in signums
+        if not (s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN)  # under nohup
+    }
     try:
         yield
     finally:

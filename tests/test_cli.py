@@ -381,7 +381,7 @@ def _handles(pid: int, signum: int) -> bool:
     return bool(caught >> (signum - 1) & 1)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP])
 def test_a_signal_while_the_command_starts_is_one_line(tmp_path, signum):
     """Ctrl-C in the seconds its modules import printed a KeyboardInterrupt traceback, SIGTERM
     ended it silently with 143, and SIGUSR1 with 138."""

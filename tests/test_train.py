@@ -451,6 +451,7 @@ def test_train_runs_in_a_thread_of_its_own(tmp_path):
         (signal.SIGINT, KeyboardInterrupt),
         (signal.SIGTERM, SystemExit),
         (signal.SIGUSR1, SystemExit),
+        (signal.SIGHUP, SystemExit),  # a closed ssh session's: it killed the run, nothing saved
     ],
 )
 def test_a_signal_stops_a_loop_of_runs_in_python(tmp_path, monkeypatch, signum, stops):
@@ -500,3 +501,24 @@ def test_a_sparse_method_whose_layers_are_all_dense_by_er_trains(tmp_path):
     assert summary["params"]["total"] == summary["params"]["dense_total"]
     with (tmp_path / "run" / "train_metrics.csv").open() as f:
         assert [int(r["connections_changed"]) for r in csv.DictReader(f)] == [0, 0, 0, 0]
+
+
+def test_sighup_stays_ignored_under_nohup():
+    """`nohup dstrl train ...` asks the run to outlive its terminal: SIGHUP is left ignored,
+    while without nohup it stops the run at a checkpoint as SIGTERM does."""
+    from dstrl.signals import STOPS, handling
+
+    def handler(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with handling(STOPS, handler):
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is handler
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with handling(STOPS, handler):
+            assert signal.getsignal(signal.SIGHUP) is handler
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, before)
