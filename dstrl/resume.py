@@ -74,9 +74,11 @@ def resume_config(parsed: TrainConfig, argv: list[str]) -> TrainConfig:
     run_dir = parsed.run_dir
     saved = TrainConfig.load(run_dir)
     given = given_options(argv) - NOT_SAVED
+    # what the run never reads may differ (noted, as a new run notes it): --td3.* for a SAC run
+    unread = unread_settings({name: _value(saved, name) for name in _names(saved)})
     differ = [
         name
-        for name in sorted(given - RESUME_OVERRIDES)
+        for name in sorted(given - RESUME_OVERRIDES - unread)
         if _value(parsed, name) != _value(saved, name)
     ]
     if differ:

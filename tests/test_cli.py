@@ -280,6 +280,9 @@ def test_resume_errors(tmp_path, capsys):
     assert "--algo is ds-td3 in the run, td3 here" in capsys.readouterr().err
     assert main(["train", "--out", str(run), "--resume", "--overlap"]) == 2
     assert "--overlap is off in the run, on here" in capsys.readouterr().err
+    # what the run never reads is noted, as a new run notes it, not refused as a difference
+    assert main(["train", "--out", str(run), "--resume", "--sac.batch-size", "8"]) == 0
+    assert "--sac.batch-size does nothing for td3" in capsys.readouterr().err
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert main(["train", "--out", str(run), "--resume", "--steps", "400"]) == 2
     assert "corrupt" in capsys.readouterr().err
