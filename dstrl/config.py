@@ -572,8 +572,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for anything a user can fix before a run starts."""
-        _plain_numbers(self)  # again: a field set after construction skipped its check
+        # again: a field set after construction skipped the constructor's checks and defaults
+        if isinstance(self.out, str | os.PathLike):
+            self.out = Path(self.out)
+        _plain_numbers(self)
         _check_fields(self)
+        self.resolve_defaults()  # a field set to None after construction: its default
         self._validate_population()
         self._validate_counts()
         self._validate_devices()
@@ -860,6 +864,8 @@ class TrainConfig:
         first, and a resume of the copy trained the original); ``resume`` and ``auto_resume``
         are off, whatever the last start said (a run resumed once came back with resume=True,
         and auto_resume=True on it was refused as both)."""
+        if not isinstance(run_dir, str | os.PathLike):
+            raise TypeError(f"TrainConfig.load takes a run directory, not {run_dir!r}")
         run_dir = Path(run_dir)
         path = run_dir / "config.json"
         if not path.exists():

@@ -196,6 +196,8 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict | None:
     CheckpointError for bad input, RunDirError when the run directory cannot be written,
     DivergedError when every agent has diverged.
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train() takes a TrainConfig, not {type(config).__name__}")
     if stop_after is not None:
         integral = isinstance(stop_after, numbers.Integral) and not isinstance(stop_after, bool)
         if not integral or stop_after < 0:

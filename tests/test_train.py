@@ -397,6 +397,21 @@ def test_a_configuration_built_in_python_is_checked_as_the_command_line_is(
     assert not (tmp_path / "run").exists()
 
 
+def test_a_field_set_after_construction_gets_what_the_constructor_gives(tmp_path):
+    """None for a defaulted field was a TypeError deep in the checks ('<' not supported), a str
+    out '--out must be a Path', and train() of anything but a configuration an AttributeError."""
+    config = tiny_config(tmp_path / "run", steps=200)
+    config.start_steps, config.drop_fraction, config.buffer_min_size = None, None, None
+    config.out = str(tmp_path / "elsewhere")
+    assert train(config)["steps"] == 200
+    assert (config.start_steps, config.drop_fraction, config.buffer_min_size) == (25_000, 0.05, 20)
+    assert (tmp_path / "elsewhere" / "summary.json").exists()
+    with pytest.raises(TypeError, match="^train\\(\\) takes a TrainConfig, not str$"):
+        train(str(tmp_path / "run"))
+    with pytest.raises(TypeError, match="^TrainConfig.load takes a run directory, not None$"):
+        TrainConfig.load(None)
+
+
 def test_numpy_numbers_are_numbers_to_a_configuration(tmp_path):
     """A seed from np.arange was "--seed must be an integer, not np.int64(1)"; an array is
     still not a number, nor a tuple."""
