@@ -306,6 +306,8 @@ def command(cell: Cell, args: SweepArgs) -> list[str] | None:
     _refuse_shorter(cell, args)
     if _finished(cell, args, options):
         return None
+    if (cell.path / CHECKPOINT).exists():  # stopped, or to extend: checked before any starts
+        resume_config(tyro.cli(TrainConfig, args=options, console_outputs=False), options)
     return [sys.executable, "-m", "dstrl", "train", "--steps", str(args.steps), *options]
 
 

@@ -193,6 +193,11 @@ def test_a_packed_sweep_trains_each_family_as_one_population(tmp_path):
     assert again.returncode == 2 and again.stderr.count("\n") == 1
     assert f"{summary} cannot be read" in again.stderr and "delete it" in again.stderr
     summary.unlink()
+    # a run to continue with other options: refused before it starts, as a finished one is
+    # (it started, and failed on its own; each run of a grid so, one after the other)
+    again = sweep(out, "--algos", "td3", "ds-td3", "--pack", "on", train_args=changed)
+    assert again.returncode == 2 and "runs to do" not in again.stdout
+    assert "--start-steps is 100 in the run, 50 here" in again.stderr
     again = sweep(out, "--algos", "td3", "ds-td3", "--pack", "on")
     assert again.returncode == 0 and "1 of 1 runs to do" in again.stdout, again.stderr
     assert json.loads(summary.read_text())["steps"] == 300
