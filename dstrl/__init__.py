@@ -22,3 +22,4 @@ __getattr__, __dir__, __all__ = exports(
         "load_policy": "policy",
     },
 )
+del exports

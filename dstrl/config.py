@@ -766,11 +766,6 @@ class TrainConfig:
             )
         else:
             notes += self._never_due()
-        if self.log_every > self.steps:
-            notes.append(
-                f"--log-every {self.log_every:,} is longer than the run: train_metrics.csv gets "
-                "no row (lower --log-every)"
-            )
         capacity = min(self.buffer_size, self.steps)
         if self.agent.batch_size > capacity:
             notes.append(
@@ -805,10 +800,12 @@ class TrainConfig:
                 f"--redo-period {self.redo_period:,} is longer than the {learning:,} learning "
                 "steps: no unit is ever recycled"
             )
-        if self.replay == "dynamic" and self.buffer_check_every > learning:
+        every = self.buffer_check_every  # at the environment steps it divides, once learning
+        if self.replay == "dynamic" and self.steps // every * every < self.start_steps:
             never.append(
-                f"--buffer-check-every {self.buffer_check_every:,} is longer than the "
-                f"{learning:,} learning steps: the dynamic buffer never shrinks"
+                f"--buffer-check-every {every:,}: no step from --start-steps "
+                f"{self.start_steps:,} to --steps {self.steps:,} is a multiple of it, so the "
+                "dynamic buffer never shrinks"
             )
         return never
 

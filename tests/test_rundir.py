@@ -202,6 +202,8 @@ def test_sparse_methods_train_where_er_makes_every_layer_dense(tmp_path, capsys,
     args = ["train", "--algo", algo, "--env", "Pendulum-v1", f"--{family}.hidden-sizes", "64", "64"]
     args += ["--steps", "300", "--start-steps", "100", "--eval-every", "300"]
     args += ["--eval-episodes", "1", "--no-progress", "--no-tensorboard"]
+    args += [] if algo.startswith("static") else ["--update-period", "50"]  # due in the run
+    args += ["--sac.target-update-interval", "50"] if family == "sac" else []
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
     note = _one_line(capsys.readouterr().err)
     assert note.startswith("dstrl: note:") and f"so {algo} trains dense networks" in note
