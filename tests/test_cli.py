@@ -347,10 +347,12 @@ def test_other_methods_train_and_evaluate_from_the_command_line(tmp_path, algo, 
     assert "seed 0: return" in dstrl("eval", str(out), "--episodes", "1").stdout
 
 
-def test_sigterm_to_a_run_with_environment_workers_stops_it_with_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_to_a_run_with_environment_workers_stops_it_with_a_checkpoint(tmp_path, signum):
     """A cluster's requeue signals the whole process group, workers included: the run still
     stops at a step boundary with a checkpoint (its workers answer until it is written), and
-    resumes."""
+    resumes. SIGHUP (or SIGUSR1) ended the workers, forked with the command's handler, and the
+    run with them, with no checkpoint."""
     run = tmp_path / "run"
     args = ["train", "--env", "Hopper-v5", "--vector-env", "async", "--env-workers", "2"]
     args += ["--seeds", "2", "--out", str(run), *TINY, "--steps", "100000", "--log-every", "100"]
@@ -366,7 +368,7 @@ def test_sigterm_to_a_run_with_environment_workers_stops_it_with_a_checkpoint(tm
     while not (metrics.exists() and len(metrics.read_text().splitlines()) > 3):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGTERM)
+    os.killpg(process.pid, signum)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err  # stopped by a signal, resumable
     assert "stopped at step" in out and "--resume" in out

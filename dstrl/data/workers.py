@@ -23,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 from dstrl.errors import WorkerError
+from dstrl.signals import STOPS
 
 EnvMaker = Callable[[], gym.Env]
 REPLY_TIMEOUT_S = 120.0
@@ -58,15 +59,16 @@ class _Shared:
 
 def _work(makers: list[EnvMaker], block: slice, shared: _Shared, pipe: Connection) -> None:
     """A worker: step, reset, read or write its block of environments when told to. Ctrl-C
-    and SIGTERM reach the whole process group; the training process handles them (it still
-    needs its workers to checkpoint) and ends its workers itself. A worker whose training
+    and the signals that stop a run (SIGTERM, SIGUSR1, SIGHUP) reach the whole process group;
+    the training process handles them (it still needs its workers to checkpoint) and ends its
+    workers itself. A worker whose training
     process is gone (killed, even with SIGKILL) ends at its next read, which finds the pipe
     closed: forked with the training process's ends of every worker's pipe, its own included,
     it closes them first."""
     for end in list(_training_ends):
         end.close()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in (signal.SIGINT, *STOPS):  # forked with the training process's handlers
+        signal.signal(signum, signal.SIG_IGN)
     envs = gym.vector.SyncVectorEnv(makers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     arrays = {name: a[block] for name, a in shared.arrays().items()}
     while True:
