@@ -28,7 +28,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from contextlib import ExitStack, redirect_stderr, redirect_stdout, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
@@ -154,6 +154,11 @@ def plan(args: SweepArgs) -> list[Cell]:
         _refuse_other_layout(args.out / env, args.algos, packed)
     if packed:
         cells = [_saved_members(cell) for env in args.envs for cell in _populations(env, args)]
+        # a new env's population takes the members' order of the grid's populations
+        orders = {
+            tuple(sorted(c.algos)): c.algos for c in cells if (c.path / "config.json").exists()
+        }
+        cells = [replace(c, algos=orders.get(tuple(sorted(c.algos)), c.algos)) for c in cells]
     else:
         cells = [
             Cell(env, (algo,), seed, args.out / env / algo / f"seed{seed}")
@@ -451,7 +456,7 @@ class _Lines:
         for raw in complete:
             line = raw.decode(errors="replace").rstrip()
             if line.strip():
-                self.last.append(line)
+                self.last.append(line[:500])  # shown in the sweep's line; whole in the log
             if line.startswith("dstrl: note: "):
                 self.noted(line.removeprefix("dstrl: note: "))
 
@@ -467,6 +472,8 @@ def _outcome(cell: Cell, code: int, error: str, seconds: float) -> str:
         error = f"killed by {name}{_killed(cell, code == -signal.SIGKILL)}" + (
             f" | {error}" if error else ""
         )
+    if code == DIVERGED:  # every agent (else it finished: see _report)
+        return f"diverged {cell.name} (exit {code}): {error or 'no message'}; its log: {cell.log}"
     if code != 0:
         return f"FAILED {cell.name} (exit {code}): {error or 'no message'}; its log: {cell.log}"
     summary = json.loads((cell.path / "summary.json").read_text())
@@ -677,14 +684,17 @@ def _run_ray(
             return self.started[count:]
 
     @ray.remote(num_cpus=1)
-    def task(index: int, cmd: list[str], board, log: Path) -> Ended | None:
+    def task(index: int, cmd: list[str], board, log: Path) -> tuple[Ended | None, list[str]]:
         # a future's wait: a task blocked in ray.get or ray.wait lends its CPU to another
         def stopped() -> bool:
             return board.is_stopped.remote().future().result()
 
-        return execute(cmd, stopped, lambda: board.start.remote(index).future().result(), log)
+        notes: list[str] = []  # said by the driver when the run ends
+        start = lambda: board.start.remote(index).future().result()  # noqa: E731
+        return execute(cmd, stopped, start, log, notes.append), notes
 
     started: list[int] = []
+    heard: set[tuple[str, tuple[str, ...], str]] = set()  # notes said, once per (env, algos)
 
     def follow() -> None:  # the runs that started since last asked
         for index in ray.get(board.started_since.remote(len(started))):
@@ -692,12 +702,16 @@ def _run_ray(
             _started(todo[index][0], progress)
 
     def report(ref) -> None:
-        cell = futures.pop(ref)
+        cell, notes = futures.pop(ref), []
         try:
-            result = ray.get(ref)
+            result, notes = ray.get(ref)
         except ray.exceptions.RayError as error:  # its worker died, e.g. by the memory monitor
             why = str(error).strip().splitlines()[0] if str(error).strip() else ""
             result = (1, f"its Ray task failed ({type(error).__name__}: {why[:200]})", 0.0)
+        for note in notes:
+            if (cell.env, cell.algos, note) not in heard:
+                heard.add((cell.env, cell.algos, note))
+                print(f"note from {cell.name}: {note}", flush=True)
         _report(cell, result, ended, len(todo), progress)
 
     queued = list(enumerate(todo))  # at most --workers in flight, on a cluster too

@@ -336,6 +336,9 @@ def test_how_a_run_ended_counts_what_it_wrote(tmp_path, capsys):
     sweep_module._report(cell, (3, "", 5.0), ended, 3, progress)
     assert ended["done"] == [cell, cell] and not ended["stopped"]
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (  # not FAILED, as the last line's advice is a diverged run's
+        f"[1/3] diverged Pendulum-v1 td3 seed 0 (exit 3): an error; its log: {cell.log}"
+    )
     assert lines[1] == (
         "[2/3] done Pendulum-v1 td3 seed 0: final return td3 -100.0 (5 s); 1 agent(s) diverged, "
         "left out of the report"
@@ -472,6 +475,9 @@ def test_a_population_cannot_take_other_members(tmp_path):
     assert cell.algos == ("td3", "ds-td3")
     train = sweep_module.command(cell, reordered)
     assert train[train.index("--algo") + 1 : train.index("--algo") + 3] == ["td3", "ds-td3"]
+    # a new env's population too: in the grid's order, so that its settings compare with it
+    wider = replace(reordered, envs=("Pendulum-v1", "InvertedPendulum-v5"))
+    assert [c.algos for c in sweep_module.plan(wider)] == [("td3", "ds-td3")] * 2
 
 
 def test_the_report_of_a_sweep_is_of_its_own_grid(tmp_path):
