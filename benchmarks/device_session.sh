@@ -24,9 +24,10 @@ py=${PYTHON:-python3}
 deadline=$((SECONDS + ${BUDGET_S:-520}))
 device=${DEVICE:-cuda}
 steps=${STEPS:-1000}
-limit() { # a step's time limit: at most $1 seconds, and no later than the deadline
-  local left=$((deadline - SECONDS))
-  echo $((left < $1 ? left : $1))
+limit() { # a step's time limit: at most $1 seconds, no later than the deadline, at least 1
+  local left=$((deadline - SECONDS))  # (timeout 0 would be no limit at all)
+  left=$((left < $1 ? left : $1))
+  echo $((left < 1 ? 1 : left))
 }
 started() { # whether a step named $1 may start (15 s left at least); a line in loop.txt if not
   if (($(limit 15) < 15)); then
