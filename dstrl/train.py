@@ -383,8 +383,9 @@ class Trainer:
             raise misfit(run_dir, error) from error
         if self.health.any:
             self.agent.halt(torch.from_numpy(self.health.halted))
-        switched = state.get("n_step_from")  # multi-step targets, once on, stay on: an
-        if switched is not None and self.agent.updates >= switched:  # extension moved the switch
+        # multi-step targets, once on, stay on (an extension moves the planned switch later)
+        switched = state.get("n_step_from")
+        if switched is not None and self.agent.updates >= switched:
             self.n_step_from = switched
         self.last_checkpoint = self.step
         if self.step == state["steps_planned"] < config.steps and self.step % config.eval_every:

@@ -61,10 +61,9 @@ def _work(makers: list[EnvMaker], block: slice, shared: _Shared, pipe: Connectio
     """A worker: step, reset, read or write its block of environments when told to. Ctrl-C
     and the signals that stop a run (SIGTERM, SIGUSR1, SIGHUP) reach the whole process group;
     the training process handles them (it still needs its workers to checkpoint) and ends its
-    workers itself. A worker whose training
-    process is gone (killed, even with SIGKILL) ends at its next read, which finds the pipe
-    closed: forked with the training process's ends of every worker's pipe, its own included,
-    it closes them first."""
+    workers itself. A worker whose training process is gone (killed, even with SIGKILL) ends at
+    its next read, which finds the pipe closed: forked with the training process's ends of
+    every worker's pipe, its own included, it closes them first."""
     for end in list(_training_ends):
         end.close()
     for signum in (signal.SIGINT, *STOPS):  # forked with the training process's handlers
