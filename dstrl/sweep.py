@@ -594,6 +594,13 @@ def _complete(cell: Cell) -> bool:
         return False
 
 
+def _say_note(cell: Cell, note: str, heard: set) -> None:
+    """Say a run's note, once per (env, algorithms): every seed's run says the same."""
+    if (cell.env, cell.algos, note) not in heard:
+        heard.add((cell.env, cell.algos, note))
+        print(f"note from {cell.name}: {note}", flush=True)
+
+
 def _say_progress(progress: Progress) -> None:
     line = progress.due()
     if line is not None:
@@ -618,9 +625,7 @@ def _run_local(
 
         def noted(note: str) -> None:
             with saying:
-                if (cell.env, cell.algos, note) not in heard:
-                    heard.add((cell.env, cell.algos, note))
-                    print(f"note from {cell.name}: {note}", flush=True)
+                _say_note(cell, note, heard)
 
         result = execute(cmd, stop.is_set, starting, cell.log, noted)
         with saying:
@@ -709,9 +714,7 @@ def _run_ray(
             why = str(error).strip().splitlines()[0] if str(error).strip() else ""
             result = (1, f"its Ray task failed ({type(error).__name__}: {why[:200]})", 0.0)
         for note in notes:
-            if (cell.env, cell.algos, note) not in heard:
-                heard.add((cell.env, cell.algos, note))
-                print(f"note from {cell.name}: {note}", flush=True)
+            _say_note(cell, note, heard)
         _report(cell, result, ended, len(todo), progress)
 
     queued = list(enumerate(todo))  # at most --workers in flight, on a cluster too
