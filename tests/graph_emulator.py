@@ -5,9 +5,11 @@ took and every tensor they read or wrote, and a replay runs those operations aga
 tensors (each operation's result is written back into the tensor it gave at capture, as a graph
 writes into the same addresses). Capturing runs nothing: every tensor an operation wrote and the
 random generator are put back afterwards. Reading a value back to the host during capture fails,
-as it does on a GPU. So Python state read at capture and changed later (a step counter kept on
-the host, a reassigned tensor) gives replays that differ from eager steps, which is what the
-tests look for.
+as it does on a GPU: a value or a copy to the host, and any operation whose output's size
+depends on the data (``nonzero``, boolean indexing, ``unique``...), which needs the host to
+learn that size. So Python state read at capture and changed later (a step counter kept on the
+host, a reassigned tensor) gives replays that differ from eager steps, which is what the tests
+look for.
 """
 
 from __future__ import annotations
@@ -16,14 +18,49 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+aten = torch.ops.aten
 HOST_READS = {
-    torch.ops.aten._local_scalar_dense.default,
-    torch.ops.aten.is_nonzero.default,
-    torch.ops.aten.lift_fresh.default,  # a tensor from host data
+    aten._local_scalar_dense.default,
+    aten.is_nonzero.default,
+    aten.lift_fresh.default,  # a tensor from host data
+    # outputs whose size depends on the data
+    aten.nonzero.default,
+    aten.argwhere.default,
+    aten.masked_select.default,
+    aten._unique2.default,
+    aten.unique_dim.default,
+    aten.unique_consecutive.default,
 }
+# calls that copy a tensor to the host: on the CPU they dispatch nothing (the tensor is there)
+HOST_COPIES = {"tolist", "numpy", "cpu", "item"}
+
+
+def _reads_host(func, args, kwargs) -> bool:
+    """Whether a dispatched operation makes the host wait for the device's data."""
+    if func in HOST_READS:
+        return True
+    if func is aten.repeat_interleave.Tensor:  # its output size is the repeats' sum
+        return kwargs.get("output_size") is None
+    if func is aten.index.Tensor:  # boolean indices select a data-dependent count
+        return any(t is not None and t.dtype == torch.bool for t in args[1])
+    return False
+
+
+class _HostCopies(TorchFunctionMode):
+    """Refuses copies to the host, which a CPU tensor makes without dispatching anything."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        # .to("cpu") by name (here every device is the CPU, so .to(agent.device) must pass)
+        to_host = name == "to" and "cpu" in (*args[1:], kwargs.get("device"))
+        if name in HOST_COPIES or to_host:
+            raise RuntimeError(f"Tensor.{name} reads the device from the host during capture")
+        return func(*args, **kwargs)
 
 
 def _written(func, args, kwargs) -> list[torch.Tensor]:
@@ -45,7 +82,7 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in HOST_READS:
+        if _reads_host(func, args, kwargs):
             raise RuntimeError(f"{func} reads the device from the host during capture")
         for tensor in _written(func, args, kwargs):
             if id(tensor) not in self.seen:
@@ -75,7 +112,7 @@ class EmulatedCapture:
     def capture(self, work: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
         state = self.generator.get_state()
         try:
-            with _Recorder() as recorder:
+            with _HostCopies(), _Recorder() as recorder:
                 result = work()
         except RuntimeError:  # surfaces, as on a GPU, as the capture's end failing in its turn
             raise RuntimeError("operation failed due to a previous error during capture")  # noqa: B904

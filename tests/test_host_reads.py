@@ -30,7 +30,28 @@ HOST_READS = {
     "argwhere",
     "masked_select",
     "unique",
+    "unique_consecutive",
 }
+
+
+def _reads_host(name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether a torch call makes the host wait for the device: by its name, or by its
+    arguments (a copy to the host, boolean indexing, a size read from the data)."""
+    if name in HOST_READS:
+        return True
+    if name == "to":
+        return "cpu" in (*args[1:], kwargs.get("device"))
+    if name == "__getitem__":
+        index = args[1] if isinstance(args[1], tuple) else (args[1],)
+        return any(torch.is_tensor(i) and i.dtype == torch.bool for i in index)
+    if name == "where":  # the one-argument form is nonzero's
+        return len(args) + len(kwargs) == 1
+    if name == "repeat_interleave":
+        repeats = args[1] if len(args) > 1 else kwargs.get("repeats")
+        return torch.is_tensor(repeats) and kwargs.get("output_size") is None
+    return False
+
+
 # the loop's periodic stages, eager by design (each runs at a period, or after a change)
 PERIODIC = ("restructure", "_costs", "_adapt_buffer")
 
@@ -43,13 +64,14 @@ class HostReads(TorchFunctionMode):
         self.found: list[str] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        if name in HOST_READS:
+        if _reads_host(name, args, kwargs):
             stack = traceback.extract_stack()[:-1]
             if not any(frame.name in PERIODIC for frame in stack):
                 where = [f for f in stack if "/dstrl/" in f.filename][-1]
                 self.found.append(f"{name} at {where.filename}:{where.lineno} ({where.line})")
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs)
 
 
 @pytest.mark.parametrize(("algo", "settings"), UPDATE_KINDS)
@@ -134,3 +156,40 @@ def test_on_a_gpu_tensor_pruning_equals_the_cpu_kernel():
     most = int(entered.flatten(1).sum(dim=1).max())
     sparse_target.prune_to_count_tensor(on_gpu, outside_gpu, most)
     assert torch.equal(on_gpu.cpu(), target)
+
+
+class _Reads(TorchFunctionMode):
+    """Counts the calls ``_reads_host`` flags."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.count += _reads_host(getattr(func, "__name__", ""), args, kwargs)
+        return func(*args, **kwargs)
+
+
+def test_the_watch_tells_host_reads_by_their_arguments():
+    w, counts, rows = torch.randn(4), torch.tensor([1, 0, 2, 1]), torch.tensor([0, 2])
+    reads = [
+        lambda: w[w > 0],
+        lambda: w[None, w > 0],
+        lambda: w.to("cpu"),
+        lambda: torch.where(w > 0),
+        lambda: w.repeat_interleave(counts),
+        lambda: w.nonzero(),
+    ]
+    fine = [
+        lambda: w[1],
+        lambda: w[rows],
+        lambda: torch.where(w > 0, w, 0.0),
+        lambda: w.repeat_interleave(counts, output_size=4),
+        lambda: w.to(torch.float64),
+    ]
+    for calls, expected in ((reads, 1), (fine, 0)):
+        for call in calls:
+            with _Reads() as watch:
+                call()
+            assert watch.count == expected
