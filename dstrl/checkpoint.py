@@ -74,7 +74,11 @@ def misfit(run_dir: Path, error: Exception) -> CheckpointError:
 
 
 def load_checkpoint(run_dir: Path) -> dict:
-    """Read ``run_dir/checkpoint.pt`` onto the CPU (random-generator states must stay there)."""
+    """Read ``run_dir/checkpoint.pt`` onto the CPU (random-generator states must stay there),
+    its tensors mapped from the file, not read into memory: a resumed run copies them into its
+    own, and evaluating or exporting reads the agents' few MB, not the whole replay buffer.
+    Drop the result once used: its mapping keeps the file's disk space after a newer
+    checkpoint replaces it."""
     path = run_dir / CHECKPOINT
     if not path.exists():
         if (run_dir / "summary.json").exists():  # finished, and its checkpoint deleted since
@@ -94,7 +98,7 @@ def load_checkpoint(run_dir: Path) -> dict:
         )
     try:
         _check_records(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:
         return _load_legacy(path)
     except (RuntimeError, ValueError, EOFError, zipfile.BadZipFile, OSError) as error:

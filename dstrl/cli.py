@@ -77,7 +77,7 @@ class ReportArgs:
 
 
 def run_train(config: TrainConfig, argv: list[str]) -> int:
-    from dstrl.train import check_config, check_new_run_dir, train
+    from dstrl.train import StoppedAtCheckpoint, check_config, check_new_run_dir, train
 
     if config.resume and config.auto_resume:
         raise ConfigError("give --resume or --auto-resume, not both")
@@ -95,7 +95,17 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
         print(f"dstrl: note: {note}", file=sys.stderr)
     try:
         summary = train(config)
-    except KeyboardInterrupt:  # after a checkpoint, which --resume continues; SIGTERM: exit 130
+    except StoppedAtCheckpoint:  # which --resume continues; SIGTERM: SystemExit(130)
+        return 130
+    except KeyboardInterrupt as stop:  # before training began, or a second Ctrl-C
+        if stop.args:
+            what = f"{stop.args[0]}: continue from the last checkpoint with"
+            print(
+                f"dstrl: {what} dstrl train --out {config.run_dir} --auto-resume", file=sys.stderr
+            )
+        else:
+            kept = "the run is as it was" if config.resume else "nothing was saved"
+            print(f"dstrl: interrupted before training began; {kept}", file=sys.stderr)
         return 130
     for method in summary["methods"].values():
         final = method["final_return"]

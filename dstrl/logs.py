@@ -19,18 +19,25 @@ class CsvLog:
     def __init__(self, path: Path, fields: list[str]) -> None:
         self.path, self.fields = path, fields
         if not path.exists():
-            with path.open("w", newline="") as f:
+            with naming(path), path.open("w", newline="") as f:
                 csv.writer(f).writerow(fields)
+
+    def _complete_rows(self) -> list[dict]:
+        """The rows on disk, less a last one that a crash or a full disk cut short."""
+        with self.path.open(newline="") as f:
+            text = f.read()
+        return list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1], newline="")))
+
+    def steps(self) -> set[int]:
+        """The steps its complete rows were logged at."""
+        return {_step(row) for row in self._complete_rows()}
 
     def truncate_after(self, step: int) -> None:
         """Forget rows logged after ``step`` (they are redone by a resumed run), and a last row
         that a crash or a full disk cut short: it lacks its line break, and what is left of it
         may read as an earlier step ("2750" cut to "27"). Atomically, so a kill meanwhile loses
         nothing."""
-        with self.path.open(newline="") as f:
-            text = f.read()
-        complete = io.StringIO(text[: text.rfind("\n") + 1], newline="")
-        rows = [row for row in csv.DictReader(complete) if _step(row) <= step]
+        rows = [row for row in self._complete_rows() if _step(row) <= step]
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, self.fields)
         writer.writeheader()

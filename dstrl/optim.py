@@ -90,6 +90,10 @@ class Adam(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
+        for moments in self.state.values():  # their own memory, not the loaded checkpoint's
+            for name, value in moments.items():
+                if isinstance(value, Tensor):
+                    moments[name] = value.clone()
         for group, step in zip(self.param_groups, self._counts, strict=True):
             step.fill_(float(group["step"]))  # in place: a captured graph keeps reading it
 

@@ -34,6 +34,7 @@ from dstrl.data.envs import (
     env_states,
     make_vector_env,
     restore_env_states,
+    unsaved_state,
 )
 from dstrl.data.replay import ReplayBuffer
 from dstrl.errors import CaptureError, CheckpointError, WorkerError
@@ -178,12 +179,30 @@ def member_methods(config: TrainConfig) -> list[str]:
     return [algo for algo in config.methods for _ in range(config.seeds)]
 
 
+class StoppedAtCheckpoint(KeyboardInterrupt):
+    """Ctrl-C stopped training at a checkpoint (the command that continues it was printed)."""
+
+
 @contextmanager
 def _deferred_interrupt():
-    """Turn Ctrl-C, SIGTERM and SIGUSR1 into a flag, so the loop can checkpoint before it
-    exits."""
+    """Turn Ctrl-C, SIGTERM, SIGUSR1 and SIGHUP into a flag, so the loop can checkpoint before
+    it exits; a second Ctrl-C stops at once (the last checkpoint stays whole: it is replaced
+    atomically)."""
     caught: list[int] = []
-    with handling([signal.SIGINT, *STOPS], lambda signum, frame: caught.append(signum)):
+
+    def defer(signum, frame):
+        if signum == signal.SIGINT and signal.SIGINT in caught:
+            raise KeyboardInterrupt("stopped at once by a second Ctrl-C")
+        caught.append(signum)
+        if signum == signal.SIGINT:
+            with suppress(Exception):  # a write the signal interrupted cannot be reentered
+                print(
+                    "\ndstrl: stopping at a checkpoint after this step (Ctrl-C again: at once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    with handling([signal.SIGINT, *STOPS], defer):
         yield caught
 
 
@@ -253,29 +272,37 @@ def _train(config: TrainConfig, stop_after: int | None) -> dict | None:
     run_dir = config.run_dir
     make_run_dir(run_dir)
     with exclusive(run_dir):
-        remove_temporaries(run_dir)
-        state = None
-        if config.resume:
-            state = load_checkpoint(run_dir)  # on the CPU; loading copies onto the device
-            missing = CHECKPOINT_KEYS - set(state)
-            if missing:
-                raise CheckpointError(
-                    f"{run_dir}/checkpoint.pt lacks {sorted(missing)}; cannot resume"
-                )
-        else:
-            check_new_run_dir(run_dir)
-        if agent.sparsity is not None and not (
-            agent.actor_sparse.weights or agent.critic_sparse.weights
-        ):
-            note = config.dense_note([agent.actor.shapes, agent.critic.shapes])
-            print(f"dstrl: note: {note}", file=sys.stderr, flush=True)
-        trainer = Trainer(config, agent, state)  # a checkpoint that does not fit fails here
-        if state is not None and state["step"] < config.steps:  # extended: not finished now
-            (run_dir / "summary.json").unlink(missing_ok=True)
-        write_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2))
-        summary = trainer.run(stop_after)
+        with _deferred_interrupt() as pending:  # a signal while the run starts: step 0
+            remove_temporaries(run_dir)
+            state = None
+            if config.resume:
+                state = load_checkpoint(run_dir)  # on the CPU; loading copies onto the device
+                missing = CHECKPOINT_KEYS - set(state)
+                if missing:
+                    raise CheckpointError(
+                        f"{run_dir}/checkpoint.pt lacks {sorted(missing)}; cannot resume"
+                    )
+            else:
+                check_new_run_dir(run_dir)
+                unsaved = unsaved_state(config.env)
+                if unsaved:
+                    print(
+                        f"dstrl: note: a resumed run will not continue {config.env} exactly: a "
+                        f"checkpoint cannot keep {', '.join(unsaved)} (numbers, arrays and lists "
+                        "of them are kept)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            if agent.sparsity is not None and not (
+                agent.actor_sparse.weights or agent.critic_sparse.weights
+            ):
+                note = config.dense_note([agent.actor.shapes, agent.critic.shapes])
+                print(f"dstrl: note: {note}", file=sys.stderr, flush=True)
+            trainer = Trainer(config, agent, state)  # a checkpoint that does not fit fails here
+            del state  # copied into the trainer; kept, it would hold the old checkpoint's file
+        summary = trainer.run(stop_after, pending)
     if trainer.signalled == signal.SIGINT:
-        raise KeyboardInterrupt
+        raise StoppedAtCheckpoint(f"stopped at step {trainer.step:,}")
     if trainer.signalled in STOPS:
         raise SystemExit(130)
     return summary
@@ -289,6 +316,14 @@ class Trainer:
         self.run_dir = run_dir = config.run_dir
         self.seeds = member_seeds(config)
         self.methods = member_methods(config)
+        workers = 0
+        if config.vector_env == "async":
+            cores = max((os.cpu_count() or 2) - 1, 1)  # one is the training process's
+            workers = config.env_workers or min(config.members, cores)
+        # worker processes are forked before the replay buffer exists: forked after, they would
+        # keep the pages of its zeros that the run's writes copy, a second buffer by the end
+        self.envs = make_vector_env(config.env, config.members, workers)
+        self.eval_envs = make_vector_env(config.env, config.members, workers)
         obs_dim = agent.actor.sizes[0]
         self.buffer = ReplayBuffer(
             config.members,
@@ -300,12 +335,6 @@ class Trainer:
         )
         self.n_step_from = round(config.n_step_start * config.learning_steps)  # in updates
         self.policy_distance: np.ndarray | None = None  # the dynamic buffer's last measurement
-        workers = 0
-        if config.vector_env == "async":
-            cores = max((os.cpu_count() or 2) - 1, 1)  # one is the training process's
-            workers = config.env_workers or min(config.members, cores)
-        self.envs = make_vector_env(config.env, config.members, workers)
-        self.eval_envs = make_vector_env(config.env, config.members, workers)
         self.stepping = SplitStep(self.envs)
         self.obs, _ = self.envs.reset(seed=self.seeds)
         space = self.envs.single_action_space
@@ -317,6 +346,8 @@ class Trainer:
         self.learning_wall, self.learning_steps = 0.0, 0  # after warm-up, evaluation excluded
         self.history: list[np.ndarray] = []
         self.last_checkpoint: int | None = None
+        self.continues = False  # resumed with steps to go: a summary it has is out of date
+        self.off_grid_end = False  # an extended run's old last evaluation, not on the grid
         self.signalled: int | None = None  # the signal that stopped the loop
         mixed = self.methods if len(config.methods) > 1 else None
         self.health = Health(self.seeds, advice(config.family, config.agent.learning_rate), mixed)
@@ -328,6 +359,14 @@ class Trainer:
                 "evaluations it held: put it back, or train the run afresh in another --out"
             )
         self.evaluations = CsvLog(evaluations, EVAL_FIELDS)
+        if state is not None:
+            held = len([s for s in self.evaluations.steps() if s <= state["step"]])
+            if held < len(state["history"]):
+                raise CheckpointError(  # a resume would append to a record with a hole
+                    f"{evaluations} holds {held} evaluations up to step {state['step']:,}, the "
+                    f"checkpoint {len(state['history'])}: it was cut short or emptied; put the "
+                    "whole file back, or train the run afresh in another --out"
+                )
         self.metrics = CsvLog(
             run_dir / "train_metrics.csv",
             [
@@ -363,7 +402,7 @@ class Trainer:
             self.agent.load_state_dict(state["agent"])
             self.buffer.load_state_dict(state["buffer"])
             restore_env_states(self.envs, state["envs"])
-            self.obs = np.asarray(state["obs"])
+            self.obs = np.array(state["obs"])
             self.step, self.wall = state["step"], state["wall_seconds"]
             flops = state["flops"]
             self.flops = list(flops) if isinstance(flops, list) else [flops]
@@ -375,10 +414,10 @@ class Trainer:
             )
             self.learning_wall = state["learning_wall"]
             self.learning_steps = state["learning_steps"]
-            self.history = [np.asarray(h) for h in state["history"]]
+            self.history = [np.array(h) for h in state["history"]]
             self.health.load_state_dict(state.get("diverged", []))
             distance = state.get("policy_distance")
-            self.policy_distance = None if distance is None else np.asarray(distance)
+            self.policy_distance = None if distance is None else np.array(distance)
         except MISFITS as error:
             raise misfit(run_dir, error) from error
         if self.health.any:
@@ -388,11 +427,10 @@ class Trainer:
         if switched is not None and self.agent.updates >= switched:
             self.n_step_from = switched
         self.last_checkpoint = self.step
+        self.continues = self.step < config.steps
         if self.step == state["steps_planned"] < config.steps and self.step % config.eval_every:
             self.history.pop()  # an extended run: its old end-of-run evaluation is off the grid
-            self.evaluations.truncate_after(self.step - 1)
-        self.evaluations.truncate_after(self.step)
-        self.metrics.truncate_after(self.step)
+            self.off_grid_end = True
 
     def _checkpoint(self, started: float) -> None:
         """Write the checkpoint, after halting any agent whose numbers are no longer finite."""
@@ -605,7 +643,9 @@ class Trainer:
         self.board.scalars(scalars, self.step)
         self.bar.set_postfix(shown, refresh=False)
 
-    def run(self, stop_after: int | None) -> dict | None:
+    def run(self, stop_after: int | None, pending: list[int] = ()) -> dict | None:
+        """Train to ``config.steps`` (or ``stop_after``), then write the summary; None if it
+        stopped early. ``pending``: signals that came before, to stop at the first step."""
         config = self.config
         self.board = TensorBoard(None)  # opened below, where a failure to write is caught
         self.bar = tqdm(
@@ -623,7 +663,10 @@ class Trainer:
             events = self.run_dir / "tensorboard" if config.tensorboard else None
             events = events if self.step < config.steps else None
             self.board = TensorBoard(events, resumed_at=self.step)
-            self._loop(stop_after, started)
+            with _deferred_interrupt() as interrupted:
+                interrupted += pending
+                self._commit()
+                self._loop(stop_after, started, interrupted)
             self.board.close()  # the last events written, or their failure one of writing
         except OSError as error:
             raise self._write_failure(error) from error
@@ -643,38 +686,52 @@ class Trainer:
         write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return summary
 
-    def _loop(self, stop_after: int | None, started: float) -> None:
+    def _commit(self) -> None:
+        """Make the run directory say what this run is before anything in it changes: a run
+        with steps to go is unfinished (an extended run's summary gone) and has its new
+        configuration, and only then do its logs lose what comes after the checkpoint (an
+        extension's old last evaluation among it). In another order, a run stopped in between
+        (a kill, a full disk) would be a finished run with evaluations missing."""
+        if self.continues:
+            (self.run_dir / "summary.json").unlink(missing_ok=True)
+        write_atomic(self.run_dir / "config.json", json.dumps(self.config.to_json(), indent=2))
+        if self.last_checkpoint is not None:
+            if self.off_grid_end:
+                self.evaluations.truncate_after(self.step - 1)
+            self.evaluations.truncate_after(self.step)
+            self.metrics.truncate_after(self.step)
+
+    def _loop(self, stop_after: int | None, started: float, interrupted: list[int]) -> None:
         config = self.config
         end = config.steps if stop_after is None else min(stop_after, config.steps)
         # the current log interval: its start (moved on by evaluations) and first step
         interval, interval_step = time.perf_counter(), self.step
-        with _deferred_interrupt() as interrupted:
-            while self.step < end and not interrupted:
-                tick = time.perf_counter()
-                step = self.step + 1  # the step this iteration takes
-                learns = step > config.start_steps
-                actions = self._begin_step()
-                if learns and config.overlap:  # transitions 1..step-1
-                    self._learn(step)
-                self._step_envs(*actions)
-                if learns and not config.overlap:  # transitions 1..step
-                    self._learn(step)
-                if learns:
-                    self.learning_wall += time.perf_counter() - tick
-                    self.learning_steps += 1
-                if self.step % config.log_every == 0:
-                    self._log(self.step - interval_step, time.perf_counter() - interval)
-                    interval, interval_step = time.perf_counter(), self.step
-                if self.step % config.eval_every == 0 or self.step == config.steps:
-                    evaluation = time.perf_counter()
-                    self._evaluate()
-                    interval += time.perf_counter() - evaluation
-                if self.step % config.checkpoint_every == 0:
-                    self._checkpoint(started)
-                self.bar.update(1)
-            if self.step != self.last_checkpoint:  # not a finished run's rerun
+        while self.step < end and not interrupted:
+            tick = time.perf_counter()
+            step = self.step + 1  # the step this iteration takes
+            learns = step > config.start_steps
+            actions = self._begin_step()
+            if learns and config.overlap:  # transitions 1..step-1
+                self._learn(step)
+            self._step_envs(*actions)
+            if learns and not config.overlap:  # transitions 1..step
+                self._learn(step)
+            if learns:
+                self.learning_wall += time.perf_counter() - tick
+                self.learning_steps += 1
+            if self.step % config.log_every == 0:
+                self._log(self.step - interval_step, time.perf_counter() - interval)
+                interval, interval_step = time.perf_counter(), self.step
+            if self.step % config.eval_every == 0 or self.step == config.steps:
+                evaluation = time.perf_counter()
+                self._evaluate()
+                interval += time.perf_counter() - evaluation
+            if self.step % config.checkpoint_every == 0:
                 self._checkpoint(started)
-            self.signalled = interrupted[0] if interrupted else None
+            self.bar.update(1)
+        if self.step != self.last_checkpoint:  # not a finished run's rerun
+            self._checkpoint(started)
+        self.signalled = interrupted[0] if interrupted else None
 
     # ---- failures -----------------------------------------------------------------------
     def _resume_command(self) -> str:

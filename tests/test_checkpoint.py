@@ -1,17 +1,23 @@
 """Checkpoints are plain data: loaded without running code, old ones converted, others refused."""
 
+import gc
 import json
 import re
+import weakref
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import dstrl.train
 from dstrl.checkpoint import check_plain, load_checkpoint
 from dstrl.cli import main
+from dstrl.data.replay import ReplayBuffer
 from dstrl.errors import CheckpointError
-from dstrl.train import train
-from tests.helpers import tiny_config
+from dstrl.train import Trainer, load_trained, train
+from tests.helpers import RLX2_TINY, tiny_config
 
 
 class Planted:
@@ -140,3 +146,69 @@ def test_a_hand_edited_config_json_that_cannot_be_is_one_line(tmp_path, capsys, 
     assert main(["train", "--out", str(run), "--resume", "--steps", "300"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1 and re.search(message, err)
+
+
+def _maps_checkpoint() -> bool:
+    """Whether this process maps a checkpoint file."""
+    gc.collect()
+    return "checkpoint.pt" in Path("/proc/self/maps").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc")
+@pytest.mark.parametrize(
+    ("algo", "settings"),
+    [
+        ("ds-td3", {}),
+        ("ds-td3", {"sparse_kernels": "sparse", "grow": "gradient", "redo_period": 40}),
+        ("ds-sac", {}),
+        ("rlx2-td3", RLX2_TINY),
+        (("td3", "static-td3", "ds-td3"), {}),
+    ],
+)
+def test_a_resumed_run_holds_neither_its_loaded_checkpoint_nor_its_file(
+    tmp_path, monkeypatch, algo, settings
+):
+    """The checkpoint is mapped, not read (its replay can be many GB), and dropped once the
+    trainer has copied it: kept, it would hold a second replay in memory for the rest of the
+    run, and the old file's disk space after the next checkpoint replaced it."""
+    config = tiny_config(tmp_path / "run", algo=algo, **settings)
+    assert train(config, stop_after=150) is None
+    loaded = []
+
+    def load(run_dir):
+        state = load_checkpoint(run_dir)
+        assert _maps_checkpoint()  # mapped, not read
+        loaded.append(weakref.ref(state["buffer"]["rows"]))
+        return state
+
+    held = []
+
+    def loop(self, *args):
+        held.append((_maps_checkpoint(), loaded[0]() is not None))
+        return loop_before(self, *args)
+
+    loop_before = Trainer._loop
+    monkeypatch.setattr(dstrl.train, "load_checkpoint", load)
+    monkeypatch.setattr(Trainer, "_loop", loop)
+    train(replace(config, resume=True))
+    assert held == [(False, False)]
+    trained = load_trained(config.run_dir)  # what eval and export read
+    assert not _maps_checkpoint() and trained.step == 400
+
+
+def test_a_full_replay_is_saved_without_a_copy_and_a_partial_one_as_its_rows():
+    buffer = ReplayBuffer(2, 4, 1, 1, torch.device("cpu"))
+    for value in range(3):
+        x = np.full((2, 1), float(value))
+        buffer.add(x, x, np.full(2, float(value)), x, np.zeros(2))
+    partial = buffer.state_dict()["rows"]
+    width = buffer.width
+    assert partial.shape == (2, 3, width)
+    assert partial.untyped_storage().nbytes() == 2 * 3 * width * 4  # not the whole allocation
+    x = np.full((2, 1), 3.0)
+    buffer.add(x, x, np.full(2, 3.0), x, np.zeros(2))
+    state = buffer.state_dict()
+    assert state["rows"].data_ptr() == buffer.rows.data_ptr()  # the buffer itself
+    restored = ReplayBuffer(2, 4, 1, 1, torch.device("cpu"))
+    restored.load_state_dict(state)
+    assert torch.equal(restored.rows, buffer.rows)

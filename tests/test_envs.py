@@ -299,3 +299,100 @@ def test_evaluation_episodes_of_different_agents_never_share_a_reset_seed():
             assert used.setdefault(reset, (seed, episode)) == (seed, episode)
     # the first 10,007 episodes keep the seeds every earlier run was evaluated with
     assert episode_seeds([0, 3], 10_006) == [1_000_000 + 10_006, 1_000_000 + 3 * 10_007 + 10_006]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="reads Linux's /proc")
+def test_environment_workers_hold_no_copy_of_the_replay_buffer(tmp_path):
+    """Forked after the replay buffer was allocated, the workers kept every page of its zeros
+    that the run's writes then copied: a second buffer by the end of a run (14 GB for five
+    Humanoid agents over 1M steps)."""
+    from dataclasses import replace
+
+    from dstrl.train import Trainer, build_agent
+    from tests.helpers import tiny_config
+
+    config = replace(
+        tiny_config(tmp_path / "run", seeds=2, steps=1_000_000),
+        vector_env="async",
+        env_workers=1,
+    )
+    (tmp_path / "run").mkdir()
+    trainer = Trainer(config, build_agent(config), None)
+    try:
+        (worker,) = trainer.envs._processes
+
+        def memory() -> int:  # kB: the worker's share of the pages it maps
+            rollup = open(f"/proc/{worker.pid}/smaps_rollup").read().split("\n")
+            return next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+
+        before = memory()
+        trainer.buffer.rows.fill_(1.0)  # as a run fills it
+        megabytes = trainer.buffer.rows.numel() * 4 / 2**20
+        assert megabytes > 50
+        # forked first, the worker holds none of it (0.01 MB); forked after, 11.5 of 69 MB
+        assert (memory() - before) / 1024 < megabytes / 20
+    finally:
+        trainer.envs.close()
+        trainer.eval_envs.close()
+
+
+DRIFT = "tests.custom_envs:dstrl-test/Drift-v0"
+
+
+def test_a_users_own_environment_is_named_by_its_module(tmp_path):
+    """``module:id``, as ``gym.make`` takes it: the CLI had no way to import the module that
+    registers a user's environment, so train, eval and export all refused it."""
+    from dstrl.cli import main
+
+    assert check_env(DRIFT)[0] == 3
+    with pytest.raises(EnvError, match="^cannot import 'no_such_module'.*on PYTHONPATH"):
+        check_env("no_such_module:Drift-v0")
+    out = str(tmp_path / "run")
+    args = ["--env", DRIFT, "--algo", "td3", "--steps", "300", "--start-steps", "100"]
+    args += ["--eval-every", "300", "--eval-episodes", "1", "--td3.hidden-sizes", "8", "8"]
+    assert main(["train", *args, "--no-progress", "--no-tensorboard", "--out", out]) == 0
+    assert main(["eval", out, "--episodes", "1"]) == 0
+    assert main(["export", out, "--out", str(tmp_path / "policy.safetensors")]) == 0
+
+
+def test_an_environment_without_a_time_limit_is_refused():
+    """Its evaluation episodes never ended: the run hung at its first evaluation."""
+    with pytest.raises(EnvError, match="has no time limit.*max_episode_steps"):
+        check_env("tests.custom_envs:dstrl-test/Endless-v0")
+
+
+def test_a_python_environment_with_state_in_a_list_resumes_exactly(tmp_path):
+    """Only numbers and arrays were kept: a list of state was dropped without a word, and the
+    resumed run went on from a fresh episode's."""
+    from dataclasses import replace
+
+    from dstrl.train import train
+    from tests.helpers import tiny_config
+
+    runs = {}
+    for name in ("straight", "resumed"):
+        config = tiny_config(tmp_path / name, algo="td3", env=DRIFT, steps=300, eval_every=150)
+        if name == "resumed":
+            assert train(config, stop_after=170) is None
+            config = replace(config, resume=True)
+        train(config)
+        runs[name] = (tmp_path / name / "evaluations.csv").read_text()
+    assert runs["straight"] == runs["resumed"]
+
+
+@pytest.mark.parametrize(
+    ("env", "unsaved"),
+    [("Normalized-v0", "its wrapper NormalizeObservation"), ("Counted-v0", "'counter' (Counter)")],
+)
+def test_a_run_says_what_of_its_environment_a_checkpoint_cannot_keep(
+    tmp_path, capsys, env, unsaved
+):
+    from dataclasses import replace
+
+    from dstrl.train import train
+    from tests.helpers import tiny_config
+
+    config = tiny_config(tmp_path / "run", algo="td3", env=f"tests.custom_envs:dstrl-test/{env}")
+    train(replace(config, steps=150, eval_every=150, start_steps=140))
+    err = capsys.readouterr().err
+    assert "a resumed run will not continue" in err and unsaved in err

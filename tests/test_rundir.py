@@ -399,6 +399,44 @@ def test_a_stale_temporary_file_is_removed_on_resume(tmp_path):
     assert not list(run.glob("*.tmp"))
 
 
+@pytest.mark.parametrize("cut", ["emptied", "half"])
+def test_a_resume_whose_evaluations_csv_was_cut_short_is_refused(tmp_path, capsys, cut):
+    """An emptied or half-written file was taken: the report then read NaN, or other numbers
+    than the summary's."""
+    run = tmp_path / "run"
+    assert train(tiny_config(run, checkpoint_every=100, eval_every=100), stop_after=300) is None
+    path = run / "evaluations.csv"
+    text = path.read_text()
+    path.write_text("" if cut == "emptied" else text[: len(text) // 2])
+    assert main(["train", "--out", str(run), "--resume"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"{path} holds " in line and "evaluations up to step 300, the checkpoint 3" in line
+    assert "cut short or emptied; put the whole file back" in line
+
+
+def test_an_extension_stopped_before_it_begins_leaves_an_unfinished_run(tmp_path, monkeypatch):
+    """An extension cut the finished run's logs back to its checkpoint before it dropped the
+    summary: a full disk (or a kill) in between left a finished run whose last evaluation was
+    gone, which the report and the sweep took as finished."""
+    run = tmp_path / "run"
+    config = tiny_config(run, steps=400, eval_every=150)  # evaluations 150, 300 and 400
+    train(config)
+    truncate = CsvLog.truncate_after
+
+    def full(self, step):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(CsvLog, "truncate_after", full)
+    extended = tiny_config(run, steps=600, eval_every=150, resume=True)
+    with pytest.raises(RunDirError, match=r"checkpoint of step 400 is intact.*--resume$"):
+        train(extended)
+    assert not (run / "summary.json").exists()  # unfinished, as its config.json says
+    assert json.loads((run / "config.json").read_text())["steps"] == 600
+    monkeypatch.setattr(CsvLog, "truncate_after", truncate)
+    assert train(extended)["steps"] == 600
+    assert sorted(CsvLog(run / "evaluations.csv", []).steps()) == [150, 300, 450, 600]
+
+
 def test_a_resume_without_its_evaluations_csv_is_refused(tmp_path, capsys):
     """It went on and wrote the evaluations from the checkpoint on only: its summary (from the
     checkpoint's history) and its report (from the file) then disagreed."""

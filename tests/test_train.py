@@ -16,6 +16,7 @@ from dstrl.agents.sac import SACConfig
 from dstrl.agents.td3 import TD3Config
 from dstrl.analysis.runs import RunError, load_runs
 from dstrl.checkpoint import load_checkpoint
+from dstrl.cli import main
 from dstrl.config import ConfigError, TrainConfig
 from dstrl.train import Trainer, flushing_subnormals, train
 from tests.helpers import RLX2_TINY, assert_same, tiny_config
@@ -493,6 +494,60 @@ def test_a_signal_stops_a_loop_of_runs_in_python(tmp_path, monkeypatch, signum, 
     monkeypatch.setattr(Trainer, "_log", log)
     resumed = train(replace(tiny_config(tmp_path / "seed0"), resume=True))
     assert resumed is not None and resumed["steps"] == 400
+
+
+def test_ctrl_c_while_a_run_starts_stops_it_at_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the seconds a run starts (environment workers, a checkpoint loading, graph
+    capture) ended it with exit 130 and no word, leaving a directory that --resume refused."""
+    costs = Trainer._costs
+
+    def interrupted(self):
+        costs(self)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(Trainer, "_costs", interrupted)
+    config = tiny_config(tmp_path / "run")
+    assert main(["train", *_cli_args(config)]) == 130
+    assert "stopped at step 0; continue with" in capsys.readouterr().out
+    assert load_checkpoint(config.run_dir)["step"] == 0
+    monkeypatch.setattr(Trainer, "_costs", costs)
+    assert train(replace(config, resume=True))["steps"] == 400
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_how_to_go_on(tmp_path, monkeypatch, capsys):
+    """The first Ctrl-C waits for the step to end (an evaluation of long episodes, say); a
+    second one stops there, the last checkpoint (step 150) whole."""
+    evaluate = Trainer._evaluate
+
+    def impatient(self):
+        if self.step == 200:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        evaluate(self)
+
+    monkeypatch.setattr(Trainer, "_evaluate", impatient)
+    config = tiny_config(tmp_path / "run")
+    assert main(["train", *_cli_args(config)]) == 130
+    err = capsys.readouterr().err
+    assert "stopping at a checkpoint after this step (Ctrl-C again: at once)" in err
+    assert "stopped at once by a second Ctrl-C: continue from the last checkpoint with" in err
+    assert f"dstrl train --out {config.run_dir} --auto-resume" in err
+    assert load_checkpoint(config.run_dir)["step"] == 150
+    monkeypatch.setattr(Trainer, "_evaluate", evaluate)
+    assert train(replace(config, auto_resume=True))["steps"] == 400
+
+
+def _cli_args(config: TrainConfig) -> list[str]:
+    """``dstrl train``'s arguments for ``tiny_config``'s run."""
+    return [
+        "--algo", *config.methods, "--env", config.env, "--steps", str(config.steps),
+        "--start-steps", str(config.start_steps), "--eval-every", str(config.eval_every),
+        "--eval-episodes", "1", "--update-period", str(config.update_period),
+        "--checkpoint-every", str(config.checkpoint_every), "--log-every", str(config.log_every),
+        "--td3.hidden-sizes", "32", "32", "--td3.batch-size", "32", "--lambdas", "1", "8",
+        "--no-progress",
+        "--no-tensorboard", "--out", str(config.run_dir),
+    ]  # fmt: skip
 
 
 def test_train_gives_back_the_callers_torch_settings(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 import warnings
 
@@ -51,10 +52,28 @@ def route_mujoco_warnings() -> None:
     mujoco.set_mju_user_warning(_mujoco_warning)
 
 
+def _import_module_of(env_id: str) -> str:
+    """The registry id of ``env_id``, after importing the module of a ``module:id`` (one that
+    registers the user's own environments, as ``gym.make`` takes it)."""
+    module, colon, name = env_id.rpartition(":")
+    if not colon:
+        return env_id
+    try:
+        importlib.import_module(module)
+    except Exception as error:  # an ImportError, or the module's own failure
+        raise EnvError(
+            f"cannot import {module!r}, the module of {env_id!r} ({type(error).__name__}: "
+            f"{error}); it must be importable here (on PYTHONPATH, or installed)"
+        ) from error
+    return name
+
+
 def check_env(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
-    """Validate ``env_id``; return (observation size, action low, action high)."""
-    if env_id not in gym.registry:
-        task = env_id.lower().split("-")[0]
+    """Validate ``env_id`` (a Gymnasium id, or ``module:id`` to import the module that
+    registers it first); return (observation size, action low, action high)."""
+    name = _import_module_of(env_id)
+    if name not in gym.registry:
+        task = name.lower().split("-")[0]
         close = [name for name in gym.registry if task in name.lower()]
         # the task itself first, newest version first (Pendulum-v1 for pendulum-v0), then others
         same = sorted((n for n in close if n.lower().split("-")[0] == task), reverse=True)
@@ -72,6 +91,7 @@ def check_env(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
         raise EnvError(f"cannot create {env_id!r}: {error}") from error
     try:
         obs_space, act_space = env.observation_space, env.action_space
+        limited = bool(_time_limits(env))
     finally:
         env.close()
     if not isinstance(act_space, gym.spaces.Box):
@@ -95,6 +115,12 @@ def check_env(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
         raise EnvError(
             f"{env_id}'s action bounds [{act_space.low}, {act_space.high}] span no finite float32 "
             "range; dstrl scales actions to them"
+        )
+    if not limited:
+        raise EnvError(
+            f"{env_id} has no time limit, so an episode that never ends would hold an "
+            "evaluation forever: register it with max_episode_steps (gymnasium.register(..., "
+            "max_episode_steps=1000))"
         )
     return obs_space.shape[0], act_space.low.astype(np.float32), act_space.high.astype(np.float32)
 
@@ -217,12 +243,69 @@ def get_env_state(env: gym.Env) -> dict:
 
 
 def _plain(value):
-    """A numeric attribute as plain data (arrays and NumPy scalars as tensors), else None."""
+    """A numeric attribute as plain data (arrays and NumPy scalars as tensors; lists, tuples
+    and dicts of such), else None."""
     if isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, np.ndarray | np.generic) and value.dtype.kind in "biuf":
         return torch.from_numpy(np.array(value))
+    if isinstance(value, list | tuple):
+        items = [_plain(item) for item in value]
+        plain = all(p is not None or v is None for p, v in zip(items, value, strict=True))
+        return type(value)(items) if plain else None
+    if isinstance(value, dict) and all(isinstance(key, str | int) for key in value):
+        items = {key: _plain(item) for key, item in value.items()}
+        plain = all(items[k] is not None or v is None for k, v in value.items())
+        return items if plain else None
     return None
+
+
+def _unplain(value):
+    """Inverse of ``_plain``: tensors back to the arrays or NumPy scalars they were."""
+    if isinstance(value, torch.Tensor):
+        return value.numpy().copy() if value.dim() else value.numpy()[()]
+    if isinstance(value, list | tuple):
+        return type(value)(_unplain(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _unplain(item) for key, item in value.items()}
+    return value
+
+
+# what Gymnasium's own wrappers of ``gym.make`` keep, besides the time limit's counter: whether
+# the environment was reset, and checks done once (after a restore, the environment was reset)
+STATELESS_WRAPPERS = ("OrderEnforcing", "PassiveEnvChecker", "Snapshots", "TimeLimit")
+# attributes of an environment that are not its state
+NOT_STATE = ("spec", "metadata", "render_mode", "action_space", "observation_space")
+
+
+def unsaved_state(env_id: str) -> list[str]:
+    """What of ``env_id``'s state a checkpoint cannot keep, so that a resumed run would not
+    continue exactly: attributes of a Python environment that are not numbers, arrays or
+    containers of them, and wrappers with state of their own (running statistics, say)."""
+    route_mujoco_warnings()
+    env = gym.make(env_id)
+    try:
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        unsaved, inner = [], env
+        while isinstance(inner, gym.Wrapper):
+            if type(inner).__name__ not in STATELESS_WRAPPERS:
+                unsaved.append(f"its wrapper {type(inner).__name__}")
+            inner = inner.env
+        base = env.unwrapped
+        if not (hasattr(base, "model") and hasattr(base, "data")):  # MuJoCo's is all kept
+            unsaved += [
+                f"its attribute {key!r} ({type(value).__name__})"
+                for key, value in vars(base).items()
+                if value is not None
+                and key not in NOT_STATE
+                and not key.startswith("_np_random")
+                and not isinstance(value, gym.Space)
+                and _plain(value) is None
+            ]
+        return unsaved
+    finally:
+        env.close()
 
 
 def set_env_state(env: gym.Env, state: dict) -> None:
@@ -240,6 +323,4 @@ def set_env_state(env: gym.Env, state: dict) -> None:
             getattr(base.data, name)[...] = np.asarray(value)
     else:
         for key, value in state["attributes"].items():
-            if isinstance(value, torch.Tensor):  # back to the array or NumPy scalar it was
-                value = value.numpy().copy() if value.dim() else value.numpy()[()]
-            setattr(base, key, value)
+            setattr(base, key, _unplain(value))

@@ -149,16 +149,25 @@ class ReplayBuffer:
 
     # ---- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The stored transitions, copied only where they must be: a full buffer on the CPU is
+        saved as it is (a copy of a 1M-step buffer would double the run's memory at its last
+        checkpoint), a partly full one as a copy of its rows (saving a view would write the
+        whole allocation), and one on a GPU by its one copy to the host."""
         state = {
-            "rows": self.rows[:, : self.size].cpu().clone(),
-            "ends": self.ends[:, : self.size].cpu().clone(),
+            "rows": self._saved(self.rows),
+            "ends": self._saved(self.ends),
             "position": self.position,
             "size": self.size,
             "sizes": torch.from_numpy(self.sizes.copy()),
         }
         if self.policy_actions is not None:
-            state["policy_actions"] = self.policy_actions[:, : self.size].cpu().clone()
+            state["policy_actions"] = self._saved(self.policy_actions)
         return state
+
+    def _saved(self, values: Tensor) -> Tensor:
+        if values.device.type != "cpu":
+            return values[:, : self.size].cpu()
+        return values if self.size == self.capacity else values[:, : self.size].clone()
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a saved buffer; into a larger one (an extended run), oldest row first.

@@ -283,7 +283,7 @@ class SparseTarget:
         reads = state.get("reads")  # absent before the sparse kernels: choose afresh
         for kernel, read, target in zip(self._kernels, reads or [], self.targets, strict=False):
             if read.numel():
-                kernel.pin(read.to(target.device))
+                kernel.pin(read.to(target.device, copy=True))  # not the checkpoint's memory
         self._loads += 1
         support_changed()  # the kernels' version includes the loads
         self._covered_at = None
