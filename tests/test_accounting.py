@@ -89,3 +89,23 @@ def test_dense_gradient_flops_only_where_connections_grow_by_gradient():
 
     assert step_flops("set", "gradient") > step_flops("set", "random")
     assert step_flops("static", "gradient") == step_flops("static", "random")
+
+
+def test_the_dense_gradients_are_charged_by_the_rule_that_grows_not_by_its_name():
+    """A growth rule of one's own that needs gradients (a SET subclass that grows by gradient)
+    was charged as SET: the cost read the config's ``grow`` name, not the rule."""
+    from dataclasses import replace
+
+    from dstrl.sparse.topology import RigL
+
+    def agent(sparsity):
+        return TD3(3, np.array([-1.0]), np.array([1.0]), 1, TD3Config((16, 16)), sparsity,
+                   torch.Generator().manual_seed(0))  # fmt: skip
+
+    config = SparsityConfig(lambdas=None, density=0.5)
+    by_name = agent(replace(config, grow="gradient")).cost()["train_flops"]
+    own = agent(config)
+    set_cost = own.cost()["train_flops"]
+    for layers in (own.actor_sparse, own.critic_sparse):
+        layers.rule = RigL(layers.rule.drop_score)
+    assert own.cost()["train_flops"] == by_name > set_cost

@@ -128,3 +128,15 @@ def test_nm_config_leaves_layers_with_an_odd_fan_in_dense():
         SparsityConfig(nm=(4, 4))
     with pytest.raises(SparsityError, match="N:M"):
         SparsityConfig(topology="prune", nm=(2, 4))
+
+
+@pytest.mark.parametrize(("inputs", "hidden", "density"), [(3, 64, 0.13), (17, 32, 0.8)])
+def test_a_layer_whose_connections_round_to_all_of_it_is_left_dense(inputs, hidden, density):
+    """Kept as sparse with no free position, it had SET drop and regrow the same connections,
+    zeroing their weights at every update while it reported none moved."""
+    generator = torch.Generator().manual_seed(0)
+    config = SparsityConfig(lambdas=None, density=density)
+    layers = config.build(StackedMLP(1, [inputs, hidden, hidden, 1], generator), generator)
+    for mask in layers.masks:
+        assert mask.sum() < mask.numel()
+    assert layers.masks  # the others stay sparse

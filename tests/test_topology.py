@@ -148,3 +148,41 @@ def test_the_core_refuses_choices_it_does_not_know(make, message):
     or deep inside torch."""
     with pytest.raises(ValueError, match=message):
         make(torch.Generator().manual_seed(0))
+
+
+def test_lowest_takes_at_most_a_whole_row():
+    """A drop bound past a tiny layer's width (round(f·n) + 1) was top-k out of range."""
+    (chosen,) = lowest([torch.tensor([[2.0, 1.0]])], [torch.tensor([2])], [torch.tensor([3])])
+    assert chosen.tolist() == [[True, True]]
+
+
+def test_set_keeps_a_connection_it_regrows_where_it_was_dropped():
+    """With fewer free positions than drops, SET regrows some just-dropped connections in
+    place: they were zeroed and their moments cleared, yet counted as no change."""
+    w = torch.tensor([[0.1, 0.2, 0.9, 0.0]])
+    m = torch.tensor([[True, True, True, False]])  # one free position, two dropped
+    change = prune_and_grow([w], [m], 2 / 3, SET("magnitude"), torch.Generator().manual_seed(0))
+    assert change.masks[0].sum() == 3
+    assert change.dropped[0].sum() == 1 and change.grown[0].tolist() == [
+        [False, False, False, True]
+    ]
+    kept = change.masks[0] & ~change.grown[0]
+    assert (kept == m & ~change.dropped[0]).all()  # the regrown one counts as never dropped
+
+
+def test_a_recycled_unit_keeps_its_n_of_m():
+    """ReDo redrew a recycled unit's connections over its whole row, breaking its N:M groups
+    for the rest of the run (SET regrows within a group what the group lost)."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(2, 6, 8)
+    mask = nm_mask(2, 6, 8, 2, 4, generator)
+    layers = MaskedLayers(
+        [weight], [mask], SET(group=4), TopologySchedule(update_period=1), generator
+    )
+    before = layers.masks[0].clone()
+    rows = torch.zeros(2, 6, dtype=torch.bool)
+    rows[:, ::2] = True
+    layers.redraw_rows(0, rows)
+    after = layers.masks[0]
+    assert (after.reshape(2, 6, 2, 4).sum(-1) == 2).all()
+    assert torch.equal(after[:, 1::2], before[:, 1::2]) and not torch.equal(after, before)

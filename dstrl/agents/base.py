@@ -491,7 +491,10 @@ class ActorCritic:
         rigl = self.sparsity is not None and self.sparsity.topology == "set"
         if rigl and self.topologies is not None:  # only agents whose topology changes pay
             rigl = all(t == "set" for t in self.topologies[members or slice(None)])
-        if rigl and self.sparsity.grow == "gradient" and not dense:
+        needs_gradients = self.critic_sparse is not None and getattr(
+            self.critic_sparse.rule, "needs_gradients", False
+        )  # the rule's own word: a rule of the user's that grows by gradient pays too
+        if rigl and needs_gradients and not dense:
             actor_missing = sum(s.dense().active - s.active for s in actor)
             critic_missing = 2 * sum(s.dense().active - s.active for s in critic)
             actor_period = self.actor_sparsity.schedule.update_period

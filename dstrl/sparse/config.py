@@ -15,7 +15,7 @@ from dstrl.sparse.distributions import (
 )
 from dstrl.sparse.engine import MaskedLayers
 from dstrl.sparse.kinds import Distribution, DropScore, Growth, TargetMode, Topology
-from dstrl.sparse.masks import nm_mask, random_mask
+from dstrl.sparse.masks import active_count, nm_mask, random_mask
 from dstrl.sparse.pruning import GradualPruning
 from dstrl.sparse.schedule import TopologySchedule
 from dstrl.sparse.topology import SET, RigL
@@ -111,15 +111,21 @@ class SparsityConfig:
     ) -> MaskedLayers:
         """Draw masks for ``network`` (a StackedMLP), zero its inactive weights, wire the rule.
 
-        A layer whose density comes out as 1 (the ER cap) is left dense: it has no inactive
-        position to grow into, so prune-and-grow could only damage it. ``dense`` and ``frozen``
+        A layer whose density comes out as 1 (the ER cap), or so close to it that its
+        connections round to all of it, is left dense: it has no inactive position to grow
+        into, so prune-and-grow could only damage it. ``dense`` and ``frozen``
         (bool, one per member) make members of a mixed population dense (every connection, kept
         so) or static (their masks never change).
         """
         shapes = network.shapes
         indices = self.sparse_layer_indices(len(shapes))
         densities = self.layer_densities(shapes)
-        chosen = [(i, d) for i, d in zip(indices, densities, strict=True) if d < 1.0]
+        # sparse where the density leaves a position free (0.9999 of a small layer rounds to all)
+        chosen = [
+            (i, d)
+            for i, d in zip(indices, densities, strict=True)
+            if active_count(d, *shapes[i]) < shapes[i][0] * shapes[i][1]
+        ]
         weights = [network.weights[i] for i, _ in chosen]
         shapes_and_densities = [(w.shape, d) for w, (_, d) in zip(weights, chosen, strict=True)]
         if self.nm is not None:

@@ -250,7 +250,8 @@ class MaskedLayers:
     @torch.no_grad()
     def redraw_rows(self, position: int, rows: Tensor) -> None:
         """Give the chosen rows (output units) of sparse weight ``position`` as many connections
-        as before, at positions drawn uniformly at random; ``rows`` is bool (*members, n_out).
+        as before, at positions drawn uniformly at random (with N:M masks, as many in each group
+        of M inputs); ``rows`` is bool (*members, n_out).
 
         Weights and optimiser moments of those rows are left to the caller, who re-initialises
         the whole row (a recycled neuron); frozen members keep their masks.
@@ -259,11 +260,13 @@ class MaskedLayers:
         if self.frozen is not None:
             rows = rows & ~self.frozen.view(-1, *[1] * (rows.dim() - 1))
         mask = self.masks[position]
-        flat = mask.reshape(-1, mask.shape[-1])
+        width = getattr(self.rule, "group", None) or mask.shape[-1]  # what keeps its count
+        flat = mask.reshape(-1, width)
         counts = flat.sum(1)
         scores = torch.rand(flat.shape, generator=self.generator, device=self.generator.device)
         drawn = lowest([scores.to(flat.device)], [counts], [counts])[0]
-        mask.copy_(torch.where(rows.reshape(-1, 1), drawn, flat).view(mask.shape))
+        chosen = rows.reshape(-1, 1).expand(-1, mask.shape[-1] // width).reshape(-1, 1)
+        mask.copy_(torch.where(chosen, drawn, flat).view(mask.shape))
         self._factors[position].copy_(mask)
         self.version += 1
 

@@ -34,7 +34,7 @@ def lowest(
     )
     wanted = torch.cat(counts)
     limit = wanted if bounds is None else torch.maximum(wanted, torch.cat(bounds))
-    most = int(limit.max()) if limit.numel() else 0
+    most = min(int(limit.max()), width) if limit.numel() else 0  # a row has no more entries
     chosen = torch.zeros(padded.shape, dtype=torch.bool, device=padded.device)
     if most > 0:
         values, index = padded.topk(most, dim=1, largest=False, sorted=True)
@@ -66,9 +66,9 @@ class SET:
     needs_gradients: ClassVar[bool] = False
     regrows_dropped: ClassVar[bool] = False
     """Whether a just-dropped connection competes for growth with the inactive positions
-    (RigL's rule): regrown, it was never dropped and keeps its weight. Otherwise (dstrl's SET)
-    it is regrown only where nothing else is free; the DS-TD3 release draws among all inactive
-    positions, the just-dropped included (README: "Growth avoids what was just dropped")."""
+    (RigL's rule). Otherwise (dstrl's SET) it is regrown only where nothing else is free; the
+    DS-TD3 release draws among all inactive positions, the just-dropped included (README:
+    "Growth avoids what was just dropped"). Either way one regrown keeps its weight."""
 
     def __post_init__(self) -> None:
         check_choice("drop score", self.drop_score, DropScore)
@@ -163,7 +163,7 @@ def prune_and_grow(
     Inputs are (rows, n) views (members flattened into rows, weights flattened into n). Growth
     prefers positions that were inactive before this update; a connection just dropped is only
     regrown when nothing else is free, unless ``rule.regrows_dropped``: then it competes with
-    them, and one regrown is neither dropped nor grown. The active count of every row is
+    them. One regrown is neither dropped nor grown. The active count of every row is
     unchanged; with ``rule.group`` (N:M masks) so is the count of every group of that many
     consecutive entries. ``gradients`` (same views, dense) are needed by rules that grow by
     gradient.
@@ -191,9 +191,10 @@ def prune_and_grow(
         )
         grown = [g.reshape(d.shape) for g, d in zip(grouped, dropped, strict=True)]
     new_masks = [(m & ~d) | g for m, d, g in zip(masks, dropped, grown, strict=True)]
-    if rule.regrows_dropped:  # a connection dropped and regrown stays as it was
-        dropped, grown = (
-            [d & ~g for d, g in zip(dropped, grown, strict=True)],
-            [g & ~d for d, g in zip(dropped, grown, strict=True)],
-        )
+    # a connection dropped and regrown (RigL's choice, or SET's where nothing else was free)
+    # stays as it was: its weight and moments kept, counted as no change
+    dropped, grown = (
+        [d & ~g for d, g in zip(dropped, grown, strict=True)],
+        [g & ~d for d, g in zip(dropped, grown, strict=True)],
+    )
     return TopologyChange(new_masks, dropped, grown)
