@@ -3,8 +3,8 @@
 What a script needs is here, each name imported on first use, so that ``import dstrl`` stays
 light: ``TrainConfig`` (with ``TD3Config`` and ``SACConfig``) to configure a run, which
 ``dstrl.train.train`` trains (``dstrl.train`` is that module's name), ``write_report`` for the
-paper's table and figures, ``load_policy`` for an exported policy, and ``ConfigError``, what a
-wrong setting raises.
+paper's table and figures, ``load_policy`` for an exported policy, and ``ConfigError`` and
+``PolicyError``, what a wrong setting and a policy file that cannot be used raise.
 """
 
 from dstrl.lazy import exports
@@ -20,6 +20,7 @@ __getattr__, __dir__, __all__ = exports(
         "SACConfig": "agents.settings",
         "write_report": "analysis.report",
         "load_policy": "policy",
+        "PolicyError": "errors",
     },
 )
 del exports

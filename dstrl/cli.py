@@ -31,7 +31,7 @@ from dstrl.resume import (
     start_or_resume,
 )
 from dstrl.rundir import CHECKPOINT, RunDirError, describe
-from dstrl.signals import STOPS, handling
+from dstrl.signals import STOPS, handling, stop_with_sweep
 from dstrl.sweep import SweepArgs, run_sweep
 
 one_paragraph_docstrings()
@@ -140,6 +140,10 @@ def run_eval(args: EvalArgs) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be positive, got {args.episodes}")
+    if not args.run.exists():
+        raise ConfigError(
+            f"{args.run} does not exist: give a run directory, or a policy file of dstrl export"
+        )
     if args.run.is_file():
         from dstrl.data.envs import EnvError, check_env
         from dstrl.policy import load_policy
@@ -147,7 +151,7 @@ def run_eval(args: EvalArgs) -> int:
         policy = load_policy(args.run)
         env_id, seeds, step, act = policy.env, policy.seeds, policy.metadata["step"], policy
         try:  # a registered id only: Gymnasium imports the module of a "module:Env-v0" id
-            check_env(env_id)
+            check_env(env_id, trusted=False)
         except EnvError as error:
             raise PolicyError(f"{args.run}: {error}") from error
         diverged = set(policy.metadata.get("diverged", []))
@@ -234,6 +238,7 @@ def _stop_by_signal(hint: str) -> Callable:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     with handling(STOPS, _stop_by_signal("; nothing was done")):  # the command line is read
+        stop_with_sweep()
         command = tyro.extras.subcommand_cli_from_dict(
             {
                 "train": TrainConfig,

@@ -180,8 +180,9 @@ def _described(hint) -> str:
 
 
 def _plain_numbers(config) -> None:
-    """NumPy's scalars in ``config`` (a seed from np.arange, say) as Python's numbers, which the
-    checks and config.json take; the agents' settings too."""
+    """NumPy's scalars in ``config`` (a seed from np.arange, say) as Python's numbers, and lists
+    as tuples (``hidden_sizes=[256, 256]``), which the checks and config.json take; the
+    agents' settings too."""
 
     def plain(value):  # a scalar only: an array is left to the checks, which name its field
         numpy = type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0
@@ -192,7 +193,7 @@ def _plain_numbers(config) -> None:
         if dataclasses.is_dataclass(value):
             _plain_numbers(value)
         else:
-            value = tuple(map(plain, value)) if isinstance(value, tuple) else plain(value)
+            value = tuple(map(plain, value)) if isinstance(value, tuple | list) else plain(value)
             object.__setattr__(config, f.name, value)  # the agents' settings are frozen
 
 
@@ -328,7 +329,9 @@ class TrainConfig:
     device: str = "cpu"
     """Torch device: cpu, cuda, cuda:1, ..."""
     threads: int = 1
-    """Torch CPU threads (1 is fastest for these small networks)."""
+    """Torch CPU threads (1 is fastest for these small networks). With one agent, more threads
+    split its matrix products and so change float rounding: what it learns is not bit-identical
+    to a run with 1."""
     vector_env: Literal["sync", "async"] = "sync"
     """Step the agents' environments one after another in this process (sync), or in worker
     processes, each stepping a block of them (async; observations through shared memory), which

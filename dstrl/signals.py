@@ -3,7 +3,10 @@ the one thread where Python lets them be set and runs them."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -33,3 +36,19 @@ def handling(signums: Iterable[int], handler: Callable) -> Iterator[None]:
         for s, h in previous.items():
             if h is not None:  # None: a handler set outside Python, which cannot be put back
                 signal.signal(s, h)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def stop_with_sweep() -> None:
+    """A run started by a sweep (``DSTRL_SWEEP_PID`` set) is sent SIGTERM, so that it stops at
+    a checkpoint, when the sweep dies: killed with SIGKILL, or by the out-of-memory killer, it
+    left its runs training on as orphans, which its rerun then found in their directories. On
+    Linux (the kernel signals a child whose parent dies); elsewhere the runs go on."""
+    sweep = os.environ.pop("DSTRL_SWEEP_PID", None)
+    if sweep is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0 and os.getppid() != int(sweep):
+        os.kill(os.getpid(), signal.SIGTERM)  # the sweep died before this was set

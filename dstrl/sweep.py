@@ -394,6 +394,10 @@ STOPPED = (130, -signal.SIGTERM, -signal.SIGINT)  # a run stopped by a signal (b
 Ended = tuple[int, str, float]  # a run's exit code, last lines of stderr, and seconds
 
 
+SWEEP_PID = "DSTRL_SWEEP_PID"
+"""Set for a sweep's runs: the sweep's pid (``dstrl.signals.stop_with_sweep``)."""
+
+
 def execute(
     cmd: list[str],
     stopped: Callable[[], bool] = lambda: False,
@@ -411,6 +415,7 @@ def execute(
         return None
     starting()
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env[SWEEP_PID] = str(os.getpid())  # the run stops at a checkpoint if this process dies
     with ExitStack() as stack:
         if log is None:
             log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "stderr.log"

@@ -425,3 +425,27 @@ def test_a_methods_ratios_and_dormant_shares_weigh_each_run_by_its_agents(tmp_pa
     others = pd.DataFrame({"step": [1, 2], "dormant/actor_h1": [0.0, None]})  # 3 agents
     mean = _agent_mean([one, others], [1, 3])
     assert mean["dormant/actor_h1"].tolist() == [pytest.approx(0.1), pytest.approx(0.4)]
+
+
+def test_a_report_that_cannot_be_written_names_where(tmp_path, monkeypatch):
+    """A full disk was "No space left on device", naming no file, after report.csv was half
+    written in place."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    synthetic_run(tmp_path / "runs" / "td3", "td3", 0, [0, 10, 20, 30])
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    with pytest.raises(RunError, match=r"^cannot write the report into .*report: No space left"):
+        write_report([tmp_path / "runs"], tmp_path / "report")
+
+
+def test_a_damaged_summary_says_how_to_write_it_again(tmp_path):
+    synthetic_run(tmp_path / "run", "td3", 0, [0, 10, 20, 30])
+    (tmp_path / "run" / "summary.json").write_text('{"algo": "td')  # cut short by a crash
+    with pytest.raises(RunError, match=r"write it again with dstrl train --out .*run --resume"):
+        write_report([tmp_path / "run"], tmp_path / "report")

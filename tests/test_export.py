@@ -10,6 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import dstrl
+from dstrl.agents.settings import TD3Config
 from dstrl.checkpoint import load_checkpoint
 from dstrl.cli import main
 from dstrl.config import TrainConfig
@@ -242,7 +243,25 @@ def test_a_script_finds_what_it_needs_in_dstrl_itself(tmp_path):
         SACConfig,
     )
     assert (dstrl.write_report, dstrl.load_policy) == (write_report, load_policy)
+    assert dstrl.PolicyError is PolicyError  # what load_policy and a policy's call raise
     assert dstrl.train.train is train  # the module: its name is the package's
     assert {"TrainConfig", "write_report", "load_policy"} <= set(dir(dstrl))
     with pytest.raises(AttributeError, match="module 'dstrl' has no attribute 'trian'"):
         dstrl.trian  # noqa: B018
+
+
+def test_eval_of_a_path_that_does_not_exist_says_so(tmp_path, capsys):
+    """It said "not a dstrl run directory (no config.json)" of a policy file never written."""
+    missing = tmp_path / "p3.safetensors"
+    assert main(["eval", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"dstrl: error: {missing} does not exist: give a run directory, or a policy file of "
+        "dstrl export\n"
+    )
+
+
+def test_settings_given_as_lists_are_taken_as_tuples():
+    """``hidden_sizes=[32, 32]``, the natural thing to type, was refused as not a tuple."""
+    config = TrainConfig(lambdas=[7, 64], td3=TD3Config(hidden_sizes=[32, 32]))
+    config.validate()
+    assert (config.lambdas, config.td3.hidden_sizes) == ((7, 64), (32, 32))

@@ -16,7 +16,7 @@ from dstrl import sweep as sweep_module
 from dstrl.checkpoint import load_checkpoint
 from dstrl.config import ConfigError, TrainConfig
 from dstrl.progress import Progress
-from dstrl.rundir import CHECKPOINT
+from dstrl.rundir import CHECKPOINT, training_now
 from dstrl.sweep import Cell, SweepArgs, execute
 from tests.helpers import lock_holder
 
@@ -521,3 +521,24 @@ def test_a_sweep_says_how_far_it_has_come_and_how_long_the_rest_will_take(tmp_pa
     lines = [line for line in result.stdout.splitlines() if line.startswith("progress: ")]
     assert lines and all(" of 600 steps, " in line for line in lines)
     assert any(line.endswith(" left") and ", about " in line for line in lines), lines
+
+
+def test_a_sweep_killed_outright_stops_its_runs_at_checkpoints(tmp_path):
+    """SIGKILL to the sweep alone (the out-of-memory killer's) left its runs training as
+    orphans; its rerun then failed them ("another dstrl process is training")."""
+    out = tmp_path / "grid"
+    process = sweep(out, "--workers", "1", steps=1_000_000, popen=True)  # hours: never done
+    first = cells(out)[0]
+    deadline = time.time() + 180
+    while not (first / "checkpoint.pt").exists():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.kill()  # the sweep alone
+    process.communicate(timeout=60)
+    deadline = time.time() + 60
+    while training_now(first) is not None:  # the run, told by the kernel, checkpoints and ends
+        assert time.time() < deadline, "the run trains on without its sweep"
+        time.sleep(0.2)
+    rows = (first / "evaluations.csv").read_text().split()[1:]
+    steps = [int(row.split(",")[0]) for row in rows]
+    assert load_checkpoint(first)["step"] >= max(steps, default=0)  # no step lost

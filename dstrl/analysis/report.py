@@ -30,6 +30,7 @@ from dstrl.analysis.runs import (
     method_settings,
 )
 from dstrl.config import family_of
+from dstrl.rundir import describe, write_atomic
 
 FIGURES = ("curves", "topology", "dormant")  # written as <figure>_<task>.png
 
@@ -359,21 +360,24 @@ def write_report(
     runs = [run for path in find_runs([Path(p) for p in paths]) for run in load_runs(path)]
     results = collect(runs)
     table = summary_table(results, baseline)
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "report.md").exists():  # an earlier report's figures, of tasks perhaps not here
-        for figure in FIGURES:
-            for path in out.glob(f"{figure}_*.png"):
-                path.unlink()
-    table.to_csv(out / "report.csv", index=False)
-    sections = ["# dstrl report", "", markdown(table), ""]
-    for env in sorted({r.env for r in results}):
-        slug = env.replace("/", "_")
-        plot_curves(results, env, out / f"curves_{slug}.png")
-        sections.append(f"![{env} learning curves](curves_{slug}.png)")
-        if plot_topology(results, env, out / f"topology_{slug}.png"):
-            sections.append(f"![{env} topology](topology_{slug}.png)")
-        if plot_dormant(results, env, out / f"dormant_{slug}.png"):
-            sections.append(f"![{env} dormant units](dormant_{slug}.png)")
-    sections += ["", "Runs:", *(f"- `{r.path}` ({r.method}){_left_out(r)}" for r in runs)]
-    (out / "report.md").write_text("\n".join(sections) + "\n")
+    try:  # the tables replaced whole, or not at all
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / "report.md").exists():  # an earlier report's figures, of tasks perhaps not here
+            for figure in FIGURES:
+                for path in out.glob(f"{figure}_*.png"):
+                    path.unlink()
+        write_atomic(out / "report.csv", table.to_csv(index=False))
+        sections = ["# dstrl report", "", markdown(table), ""]
+        for env in sorted({r.env for r in results}):
+            slug = env.replace("/", "_")
+            plot_curves(results, env, out / f"curves_{slug}.png")
+            sections.append(f"![{env} learning curves](curves_{slug}.png)")
+            if plot_topology(results, env, out / f"topology_{slug}.png"):
+                sections.append(f"![{env} topology](topology_{slug}.png)")
+            if plot_dormant(results, env, out / f"dormant_{slug}.png"):
+                sections.append(f"![{env} dormant units](dormant_{slug}.png)")
+        sections += ["", "Runs:", *(f"- `{r.path}` ({r.method}){_left_out(r)}" for r in runs)]
+        write_atomic(out / "report.md", "\n".join(sections) + "\n")
+    except OSError as error:  # a figure: a full disk, no permission
+        raise RunError(f"cannot write the report into {out}: {describe(error)}") from error
     return table

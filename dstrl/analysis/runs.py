@@ -111,9 +111,10 @@ def load_runs(path: Path) -> list[Run]:
                 "it out"
             )
         raise RunError(f"{path} is not finished (no summary.json); resume it or leave it out")
-    config = _read(path / "config.json", lambda f: json.loads(f.read_text()))
-    summary = _read(summary_path, lambda f: json.loads(f.read_text()))
-    evaluations = _read(path / "evaluations.csv", pd.read_csv)
+    rewrite = f"; write it again with dstrl train --out {path} --resume, or leave the run out"
+    config = _read(path / "config.json", lambda f: json.loads(f.read_text()), "; leave the run out")
+    summary = _read(summary_path, lambda f: json.loads(f.read_text()), rewrite)
+    evaluations = _read(path / "evaluations.csv", pd.read_csv, "; leave the run out")
     metrics_path = path / "train_metrics.csv"
     metrics = None
     if metrics_path.exists():

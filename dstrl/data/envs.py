@@ -68,9 +68,15 @@ def _import_module_of(env_id: str) -> str:
     return name
 
 
-def check_env(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
+def check_env(env_id: str, trusted: bool = True) -> tuple[int, np.ndarray, np.ndarray]:
     """Validate ``env_id`` (a Gymnasium id, or ``module:id`` to import the module that
-    registers it first); return (observation size, action low, action high)."""
+    registers it first: only if ``trusted``, the id not read from a file that came from
+    elsewhere, such as a policy file); return (observation size, action low, action high)."""
+    if not trusted and ":" in env_id:
+        raise EnvError(
+            f"unknown environment {env_id!r}: an id read from a file may not name a module to "
+            "import (its code would run); import the module yourself and use dstrl.load_policy"
+        )
     name = _import_module_of(env_id)
     if name not in gym.registry:
         task = name.lower().split("-")[0]
