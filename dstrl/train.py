@@ -27,7 +27,7 @@ from dstrl.agents.sac import SAC
 from dstrl.agents.td3 import TD3
 from dstrl.analysis.metrics import final_return, learning_curve_area, mean_std
 from dstrl.checkpoint import MISFITS, load_checkpoint, misfit, save_checkpoint
-from dstrl.config import ConfigError, TrainConfig
+from dstrl.config import ConfigError, TrainConfig, topology_of
 from dstrl.data.envs import (
     SplitStep,
     check_env,
@@ -819,7 +819,9 @@ class Trainer:
                 "train_ratio": sparse["train_flops"] / dense["train_flops"],
                 "run_ratio": run_total / dense_run if dense_run else None,
             },
-            "layer_density": dict(zip(self.layer_names, agent.layer_densities(block), strict=True)),
+            "layer_density": {}  # a dense method's, as in a run of its own
+            if topology_of(config.methods[index]) == "dense"
+            else dict(zip(self.layer_names, agent.layer_densities(block), strict=True)),
         }
 
     def _mixed(self) -> tuple[str, ...]:

@@ -68,6 +68,8 @@ def test_a_mixed_population_reports_each_method(tmp_path):
         assert len(method["final_return"]["per_seed"]) == 2
     assert summary["methods"]["td3"]["params"]["ratio"] == 1.0
     assert summary["methods"]["ds-td3"]["params"]["ratio"] < 0.9
+    assert summary["methods"]["td3"]["layer_density"] == {}  # as in a td3 run of its own
+    assert 0 < max(summary["methods"]["ds-td3"]["layer_density"].values()) < 1
     sparse_flops = summary["methods"]["static-td3"]["flops"]["run_total"]
     assert sparse_flops < summary["methods"]["td3"]["flops"]["run_total"]
     evaluations = pd.read_csv(tmp_path / "run" / "evaluations.csv")
