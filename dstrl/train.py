@@ -683,7 +683,10 @@ class Trainer:
             print(f"stopped at step {self.step:,}; continue with: {self._resume_command()}")
             return None
         summary = self._summary()
-        write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        try:
+            write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        except RunDirError as error:  # the run is done: its summary comes from the checkpoint
+            raise RunDirError(f"{error}; {self._resume_hint()}") from error
         return summary
 
     def _commit(self) -> None:

@@ -10,11 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+import dstrl.train as dstrl_train
 from dstrl import logs
 from dstrl.cli import main
 from dstrl.logs import CsvLog
@@ -472,3 +474,20 @@ def test_a_lock_whose_pid_cannot_be_written_names_the_file(tmp_path, monkeypatch
     with pytest.raises(RunDirError, match=r"^cannot write .*\.lock: No space left on device"):
         with exclusive(tmp_path):
             pass
+
+
+def test_a_summary_that_cannot_be_written_says_how_to_write_it_later(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    config = tiny_config(run, steps=200, eval_every=100)
+    real = dstrl_train.write_atomic
+
+    def full(path, *args):
+        if path.name == "summary.json":
+            raise RunDirError(f"cannot write {path}: No space left on device")
+        return real(path, *args)
+
+    monkeypatch.setattr(dstrl_train, "write_atomic", full)
+    with pytest.raises(RunDirError, match=r"No space left on device; the checkpoint of step 200"):
+        train(config)
+    monkeypatch.setattr(dstrl_train, "write_atomic", real)
+    assert train(replace(config, resume=True))["steps"] == 200  # as the line says
