@@ -170,15 +170,19 @@ def test_set_keeps_a_connection_it_regrows_where_it_was_dropped():
     assert (kept == m & ~change.dropped[0]).all()  # the regrown one counts as never dropped
 
 
-def test_a_recycled_unit_keeps_its_n_of_m():
+@pytest.mark.parametrize("static", [False, True])
+def test_a_recycled_unit_keeps_its_n_of_m(static):
     """ReDo redrew a recycled unit's connections over its whole row, breaking its N:M groups
-    for the rest of the run (SET regrows within a group what the group lost)."""
+    for the rest of the run (SET regrows within a group what the group lost); static masks
+    have no rule to take the group from."""
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(2, 6, 8)
     mask = nm_mask(2, 6, 8, 2, 4, generator)
-    layers = MaskedLayers(
-        [weight], [mask], SET(group=4), TopologySchedule(update_period=1), generator
-    )
+    if static:
+        layers = MaskedLayers([weight], [mask], generator=generator, group=4)
+    else:
+        schedule = TopologySchedule(update_period=1)
+        layers = MaskedLayers([weight], [mask], SET(group=4), schedule, generator)
     before = layers.masks[0].clone()
     rows = torch.zeros(2, 6, dtype=torch.bool)
     rows[:, ::2] = True

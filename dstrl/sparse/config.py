@@ -154,6 +154,7 @@ class SparsityConfig:
             generator,
             indices=[i for i, _ in chosen],
             kernels=self.kernels,
+            group=group,
         )
         for members in (dense, frozen):
             if members is not None and members.any():

@@ -55,6 +55,7 @@ class MaskedLayers:
         generator: torch.Generator | None = None,
         indices: list[int] | None = None,
         kernels: KernelChoice = "auto",
+        group: int | None = None,
     ) -> None:
         if len(weights) != len(masks):
             raise ValueError("one mask per sparse weight is required")
@@ -68,6 +69,8 @@ class MaskedLayers:
         self.masks = [m.to(w.device) for w, m in zip(weights, masks, strict=True)]
         self._factors = [m.to(w.dtype) for w, m in zip(weights, self.masks, strict=True)]
         self.rule = rule
+        # with N:M masks, M: a redrawn row keeps N in each group of M (static masks: no rule)
+        self.group = group if group is not None else getattr(rule, "group", None)
         self.schedule = schedule
         self.generator = generator
         self.optimizer: torch.optim.Optimizer | None = None
@@ -260,7 +263,7 @@ class MaskedLayers:
         if self.frozen is not None:
             rows = rows & ~self.frozen.view(-1, *[1] * (rows.dim() - 1))
         mask = self.masks[position]
-        width = getattr(self.rule, "group", None) or mask.shape[-1]  # what keeps its count
+        width = self.group or mask.shape[-1]  # what keeps its count
         flat = mask.reshape(-1, width)
         counts = flat.sum(1)
         scores = torch.rand(flat.shape, generator=self.generator, device=self.generator.device)
