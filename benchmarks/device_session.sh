@@ -58,6 +58,9 @@ $py -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" >>
 timeout -k 10 "$(limit 200)" $py -m pytest -q -m gpu -p no:cacheprovider tests/test_graphs.py \
   tests/test_host_reads.py >>"$out/gpu.txt" 2>&1
 finished pytest $? "$out/gpu.txt"
+if [ "$device" != cpu ] && grep -q " skipped" "$out/gpu.txt"; then # no GPU test may skip there
+  failed+=("pytest (GPU tests skipped: is CUDA working?)")
+fi
 run_loop() { # name, then loop.py's arguments
   local name=$1
   shift
