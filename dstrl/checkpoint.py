@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dstrl.errors import CheckpointError
-from dstrl.rundir import CHECKPOINT, checkpoint_lost, training_now, write_atomic
+from dstrl.rundir import CHECKPOINT, training_now, write_atomic
 
 PLAIN = (torch.Tensor, int, float, str, type(None))  # bool is an int
 
@@ -92,9 +92,6 @@ def load_checkpoint(run_dir: Path) -> dict:
                 f"{path} does not exist yet: the run is training (pid {pid}) and has not "
                 "reached its first checkpoint; wait for it"
             )
-        lost = checkpoint_lost(run_dir)
-        if lost is not None:
-            raise CheckpointError(f"{path} does not exist, yet {lost}")
         raise CheckpointError(
             f"{path} does not exist: the run never reached its first checkpoint (start it "
             "afresh with --auto-resume)"

@@ -99,10 +99,18 @@ def run_train(config: TrainConfig, argv: list[str]) -> int:
         return 130
     except KeyboardInterrupt as stop:  # before training began, or a second Ctrl-C
         if stop.args:
-            what = f"{stop.args[0]}: continue from the last checkpoint with"
-            print(
-                f"dstrl: {what} dstrl train --out {config.run_dir} --auto-resume", file=sys.stderr
-            )
+            again = f"dstrl train --out {config.run_dir} --auto-resume"
+            if (config.run_dir / "checkpoint.pt").exists():
+                print(
+                    f"dstrl: {stop.args[0]}: continue from its checkpoint with {again}",
+                    file=sys.stderr,
+                )
+            else:
+                print(
+                    f"dstrl: {stop.args[0]}, before its first checkpoint: start it again "
+                    f"with {again}",
+                    file=sys.stderr,
+                )
         else:
             kept = "the run is as it was" if config.resume else "nothing was saved"
             print(f"dstrl: interrupted before training began; {kept}", file=sys.stderr)

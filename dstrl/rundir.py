@@ -10,18 +10,14 @@ while it is held (environment workers) close their copy, which would otherwise h
 
 from __future__ import annotations
 
-import csv
 import errno
 import fcntl
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
-
-from dstrl.errors import CheckpointError
 
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
@@ -204,34 +200,10 @@ def refuse_foreign_files(run_dir: Path) -> None:
         )
 
 
-def checkpoint_lost(run_dir: Path) -> str | None:
-    """Why a run directory without its checkpoint must have had one (its logs reach past its
-    first checkpoint), or None: a run killed before its first checkpoint is not this."""
-    try:
-        every = int(json.loads((run_dir / "config.json").read_text())["checkpoint_every"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    last = 0
-    for name in ("evaluations.csv", "train_metrics.csv"):
-        with suppress(OSError, ValueError, KeyError, TypeError, csv.Error):
-            with (run_dir / name).open(newline="") as f:
-                last = max([last, *(int(row["step"]) for row in csv.DictReader(f))])
-    if last < every:
-        return None
-    return (
-        f"its logs reach step {last:,}, past its first checkpoint (--checkpoint-every "
-        f"{every:,}): {CHECKPOINT} was deleted or lost. Put it back to continue the run, or "
-        "delete the directory to train it afresh"
-    )
-
-
 def clear_unfinished_run(run_dir: Path) -> None:
     """Remove what a run killed before its first checkpoint left, so that it can start again;
-    refuse a directory that holds anything else, or one whose checkpoint was lost."""
+    refuse a directory that holds anything else."""
     refuse_foreign_files(run_dir)
-    lost = checkpoint_lost(run_dir)
-    if lost is not None:
-        raise CheckpointError(f"{run_dir} has no {CHECKPOINT}, yet {lost}")
     for path in list(run_dir.iterdir()):
         if path.name == LOCK:
             continue

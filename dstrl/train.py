@@ -14,8 +14,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -276,20 +278,15 @@ def _train(config: TrainConfig, stop_after: int | None) -> dict | None:
             remove_temporaries(run_dir)
             state = None
             if config.resume:
-                state = load_checkpoint(run_dir)  # on the CPU; loading copies onto the device
-                missing = CHECKPOINT_KEYS - set(state)
-                if missing:
-                    raise CheckpointError(
-                        f"{run_dir}/checkpoint.pt lacks {sorted(missing)}; cannot resume"
-                    )
+                state = partial(_load_state, run_dir)  # once the environment workers exist
             else:
                 check_new_run_dir(run_dir)
                 unsaved = unsaved_state(config.env)
                 if unsaved:
                     print(
                         f"dstrl: note: a resumed run will not continue {config.env} exactly: a "
-                        f"checkpoint cannot keep {', '.join(unsaved)} (numbers, arrays and lists "
-                        "of them are kept)",
+                        f"checkpoint cannot keep {', '.join(unsaved)} (numbers, arrays, and "
+                        "lists, tuples and dicts of them are kept)",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -299,7 +296,6 @@ def _train(config: TrainConfig, stop_after: int | None) -> dict | None:
                 note = config.dense_note([agent.actor.shapes, agent.critic.shapes])
                 print(f"dstrl: note: {note}", file=sys.stderr, flush=True)
             trainer = Trainer(config, agent, state)  # a checkpoint that does not fit fails here
-            del state  # copied into the trainer; kept, it would hold the old checkpoint's file
         summary = trainer.run(stop_after, pending)
     if trainer.signalled == signal.SIGINT:
         raise StoppedAtCheckpoint(f"stopped at step {trainer.step:,}")
@@ -308,10 +304,28 @@ def _train(config: TrainConfig, stop_after: int | None) -> dict | None:
     return summary
 
 
+def _load_state(run_dir: Path) -> dict:
+    """The run's checkpoint (mapped from its file, on the CPU; loading copies onto the device)."""
+    state = load_checkpoint(run_dir)
+    missing = CHECKPOINT_KEYS - set(state)
+    if missing:
+        raise CheckpointError(f"{run_dir}/checkpoint.pt lacks {sorted(missing)}; cannot resume")
+    return state
+
+
 class Trainer:
     """One run's agents, environments, replay, logs and counters, advanced stage by stage."""
 
-    def __init__(self, config: TrainConfig, agent: ActorCritic, state: dict | None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        agent: ActorCritic,
+        state: dict | Callable[[], dict] | None,
+    ) -> None:
+        """``state``: a checkpoint to continue from, or what loads it, called once the
+        environment workers are forked (forked after, each would map the whole file for the
+        rest of the run, and keep its disk space after the next checkpoint replaced it); the
+        trainer copies it, and keeps no reference to it."""
         self.config, self.agent = config, agent
         self.run_dir = run_dir = config.run_dir
         self.seeds = member_seeds(config)
@@ -324,6 +338,13 @@ class Trainer:
         # keep the pages of its zeros that the run's writes copy, a second buffer by the end
         self.envs = make_vector_env(config.env, config.members, workers)
         self.eval_envs = make_vector_env(config.env, config.members, workers)
+        if callable(state):
+            try:
+                state = state()
+            except BaseException:
+                self.envs.close()
+                self.eval_envs.close()
+                raise
         obs_dim = agent.actor.sizes[0]
         self.buffer = ReplayBuffer(
             config.members,

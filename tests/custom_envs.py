@@ -1,9 +1,13 @@
 """A user's own environments, registered when this module is imported (``--env
 tests.custom_envs:dstrl-test/Drift-v0``): state kept in a list, no time limit, a wrapper with
-running statistics, an attribute that is an object."""
+running statistics, an attribute that is an object or a namedtuple, a MuJoCo task with a goal
+of its own."""
+
+from collections import namedtuple
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 
 class Drift(gym.Env):
@@ -39,7 +43,33 @@ class Counted(Drift):
         return super().reset(seed=seed)
 
 
+Pushes = namedtuple("Pushes", "first second third")
+
+
+class Named(Drift):
+    """Its state in a namedtuple, which a checkpoint does not keep."""
+
+    def step(self, action):
+        result = super().step(action)
+        self.named = Pushes(*self.pushes)
+        return result
+
+
+class GoalCheetah(HalfCheetahEnv):
+    """HalfCheetah rewarded for its distance to a goal drawn at each reset."""
+
+    def reset_model(self):
+        self.goal = float(self.np_random.uniform(-5, 5))
+        return super().reset_model()
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = super().step(action)
+        return obs, -abs(self.data.qpos[0] - self.goal), terminated, truncated, info
+
+
 gym.register("dstrl-test/Drift-v0", entry_point=Drift, max_episode_steps=50)
+gym.register("dstrl-test/Named-v0", entry_point=Named, max_episode_steps=50)
+gym.register("dstrl-test/GoalCheetah-v0", entry_point=GoalCheetah, max_episode_steps=100)
 gym.register("dstrl-test/Endless-v0", entry_point=Drift)  # no max_episode_steps
 gym.register(
     "dstrl-test/Normalized-v0",

@@ -148,10 +148,10 @@ def test_a_hand_edited_config_json_that_cannot_be_is_one_line(tmp_path, capsys, 
     assert "Traceback" not in err and err.count("\n") == 1 and re.search(message, err)
 
 
-def _maps_checkpoint() -> bool:
-    """Whether this process maps a checkpoint file."""
+def _maps_checkpoint(pid: int | str = "self") -> bool:
+    """Whether a process (this one by default) maps a checkpoint file."""
     gc.collect()
-    return "checkpoint.pt" in Path("/proc/self/maps").read_text()
+    return "checkpoint.pt" in Path(f"/proc/{pid}/maps").read_text()
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc")
@@ -163,6 +163,7 @@ def _maps_checkpoint() -> bool:
         ("ds-sac", {}),
         ("rlx2-td3", RLX2_TINY),
         (("td3", "static-td3", "ds-td3"), {}),
+        ("ds-td3", {"vector_env": "async", "env_workers": 2}),  # nor do its workers
     ],
 )
 def test_a_resumed_run_holds_neither_its_loaded_checkpoint_nor_its_file(
@@ -184,7 +185,9 @@ def test_a_resumed_run_holds_neither_its_loaded_checkpoint_nor_its_file(
     held = []
 
     def loop(self, *args):
-        held.append((_maps_checkpoint(), loaded[0]() is not None))
+        workers = [p.pid for e in (self.envs, self.eval_envs) for p in getattr(e, "_processes", [])]
+        mapped = _maps_checkpoint() or any(_maps_checkpoint(pid) for pid in workers)
+        held.append((mapped, loaded[0]() is not None))
         return loop_before(self, *args)
 
     loop_before = Trainer._loop

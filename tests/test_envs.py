@@ -361,9 +361,11 @@ def test_an_environment_without_a_time_limit_is_refused():
         check_env("tests.custom_envs:dstrl-test/Endless-v0")
 
 
-def test_a_python_environment_with_state_in_a_list_resumes_exactly(tmp_path):
-    """Only numbers and arrays were kept: a list of state was dropped without a word, and the
-    resumed run went on from a fresh episode's."""
+@pytest.mark.parametrize("env", ["Drift-v0", "GoalCheetah-v0"])
+def test_an_environment_of_ones_own_resumes_exactly(tmp_path, env):
+    """Only numbers and arrays of a Python environment were kept: a list of state was dropped
+    without a word, and the resumed run went on from a fresh episode's. Of a MuJoCo task only
+    the physics was kept, not a goal of its own."""
     from dataclasses import replace
 
     from dstrl.train import train
@@ -371,7 +373,8 @@ def test_a_python_environment_with_state_in_a_list_resumes_exactly(tmp_path):
 
     runs = {}
     for name in ("straight", "resumed"):
-        config = tiny_config(tmp_path / name, algo="td3", env=DRIFT, steps=300, eval_every=150)
+        env_id = f"tests.custom_envs:dstrl-test/{env}"
+        config = tiny_config(tmp_path / name, algo="td3", env=env_id, steps=300, eval_every=150)
         if name == "resumed":
             assert train(config, stop_after=170) is None
             config = replace(config, resume=True)
@@ -382,7 +385,11 @@ def test_a_python_environment_with_state_in_a_list_resumes_exactly(tmp_path):
 
 @pytest.mark.parametrize(
     ("env", "unsaved"),
-    [("Normalized-v0", "its wrapper NormalizeObservation"), ("Counted-v0", "'counter' (Counter)")],
+    [
+        ("Normalized-v0", "its wrapper NormalizeObservation"),
+        ("Counted-v0", "'counter' (Counter)"),
+        ("Named-v0", "'named' (Pushes)"),
+    ],
 )
 def test_a_run_says_what_of_its_environment_a_checkpoint_cannot_keep(
     tmp_path, capsys, env, unsaved

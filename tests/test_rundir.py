@@ -451,21 +451,6 @@ def test_a_resume_without_its_evaluations_csv_is_refused(tmp_path, capsys):
     assert not (run / "evaluations.csv").exists()
 
 
-def test_a_lost_checkpoint_is_not_taken_for_a_run_that_never_reached_one(tmp_path, capsys):
-    """--auto-resume cleared a run whose checkpoint had been deleted (its logs reached past its
-    first checkpoint) and trained it from step 0; --resume told to do just that."""
-    run = tmp_path / "run"
-    assert train(tiny_config(run, checkpoint_every=100), stop_after=300) is None
-    (run / "checkpoint.pt").unlink()
-    assert main(["train", "--out", str(run), "--resume"]) == 2
-    line = _one_line(capsys.readouterr().err)
-    assert "checkpoint.pt does not exist, yet its logs reach step 300, past its first" in line
-    assert main(["train", "--algo", "ds-td3", "--env", "Pendulum-v1", "--out", str(run)] + [
-        "--auto-resume"]) == 2  # fmt: skip
-    assert "was deleted or lost. Put it back" in _one_line(capsys.readouterr().err)
-    assert (run / "evaluations.csv").exists()  # nothing cleared
-
-
 def test_a_lock_whose_pid_cannot_be_written_names_the_file(tmp_path, monkeypatch):
     def full(*args):
         raise OSError(errno.ENOSPC, "No space left on device")

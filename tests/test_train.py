@@ -530,7 +530,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_how_to_go_on(tmp_path, monkeypat
     assert main(["train", *_cli_args(config)]) == 130
     err = capsys.readouterr().err
     assert "stopping at a checkpoint after this step (Ctrl-C again: at once)" in err
-    assert "stopped at once by a second Ctrl-C: continue from the last checkpoint with" in err
+    assert "stopped at once by a second Ctrl-C: continue from its checkpoint with" in err
     assert f"dstrl train --out {config.run_dir} --auto-resume" in err
     assert load_checkpoint(config.run_dir)["step"] == 150
     monkeypatch.setattr(Trainer, "_evaluate", evaluate)

@@ -221,7 +221,8 @@ DERIVED = (
 
 def get_env_state(env: gym.Env) -> dict:
     """Everything needed to continue ``env`` exactly, as plain data (tensors, numbers, strings):
-    physics, wrapper counters, RNG."""
+    physics, wrapper counters, RNG, and the unwrapped environment's attributes that are numbers,
+    arrays, or lists, tuples and dicts of them (``unsaved_state`` names the others)."""
     base = env.unwrapped
     state: dict = {
         "elapsed": [w._elapsed_steps for w in _time_limits(env)],
@@ -238,13 +239,13 @@ def get_env_state(env: gym.Env) -> dict:
         state["mujoco_derived"] = {
             name: torch.from_numpy(getattr(data, name).copy()) for name in DERIVED
         }
-    else:  # plain Python environments (classic control): their numeric attributes
-        plain = {key: _plain(value) for key, value in vars(base).items()}
-        state["attributes"] = {
-            key: value
-            for key, value in plain.items()
-            if value is not None and not key.startswith("_np_random")
-        }
+    # the environment's own numbers (a classic-control state, a MuJoCo task's target)
+    plain = {key: _plain(value) for key, value in vars(base).items() if key not in NOT_STATE}
+    state["attributes"] = {
+        key: value
+        for key, value in plain.items()
+        if value is not None and not key.startswith("_np_random")
+    }
     return state
 
 
@@ -255,11 +256,11 @@ def _plain(value):
         return value
     if isinstance(value, np.ndarray | np.generic) and value.dtype.kind in "biuf":
         return torch.from_numpy(np.array(value))
-    if isinstance(value, list | tuple):
+    if type(value) in (list, tuple):  # exactly: a namedtuple or a subclass is not plain
         items = [_plain(item) for item in value]
         plain = all(p is not None or v is None for p, v in zip(items, value, strict=True))
         return type(value)(items) if plain else None
-    if isinstance(value, dict) and all(isinstance(key, str | int) for key in value):
+    if type(value) is dict and all(isinstance(key, str | int) for key in value):
         items = {key: _plain(item) for key, item in value.items()}
         plain = all(items[k] is not None or v is None for k, v in value.items())
         return items if plain else None
@@ -277,11 +278,20 @@ def _unplain(value):
     return value
 
 
-# what Gymnasium's own wrappers of ``gym.make`` keep, besides the time limit's counter: whether
-# the environment was reset, and checks done once (after a restore, the environment was reset)
-STATELESS_WRAPPERS = ("OrderEnforcing", "PassiveEnvChecker", "Snapshots", "TimeLimit")
-# attributes of an environment that are not its state
-NOT_STATE = ("spec", "metadata", "render_mode", "action_space", "observation_space")
+# Gymnasium's wrappers that keep nothing a checkpoint needs: ``gym.make``'s own (whether the
+# environment was reset, checks done once; the time limit's counter is kept), and those that
+# only transform what passes through them
+STATELESS_WRAPPERS = (
+    "OrderEnforcing", "PassiveEnvChecker", "Snapshots", "TimeLimit", "RescaleAction",
+    "ClipAction", "TransformAction", "TransformObservation", "TransformReward",
+    "RescaleObservation", "DtypeObservation", "FlattenObservation", "ClipReward",
+    "ReshapeObservation", "FilterObservation",
+)  # fmt: skip
+# attributes of an environment that are not its state (MuJoCo's physics is kept apart)
+NOT_STATE = (
+    "spec", "metadata", "render_mode", "action_space", "observation_space", "model", "data",
+    "mujoco_renderer",
+)  # fmt: skip
 
 
 def unsaved_state(env_id: str) -> list[str]:
@@ -298,17 +308,15 @@ def unsaved_state(env_id: str) -> list[str]:
             if type(inner).__name__ not in STATELESS_WRAPPERS:
                 unsaved.append(f"its wrapper {type(inner).__name__}")
             inner = inner.env
-        base = env.unwrapped
-        if not (hasattr(base, "model") and hasattr(base, "data")):  # MuJoCo's is all kept
-            unsaved += [
-                f"its attribute {key!r} ({type(value).__name__})"
-                for key, value in vars(base).items()
-                if value is not None
-                and key not in NOT_STATE
-                and not key.startswith("_np_random")
-                and not isinstance(value, gym.Space)
-                and _plain(value) is None
-            ]
+        unsaved += [
+            f"its attribute {key!r} ({type(value).__name__})"
+            for key, value in vars(env.unwrapped).items()
+            if value is not None
+            and key not in NOT_STATE
+            and not key.startswith("_np_random")
+            and not isinstance(value, gym.Space)
+            and _plain(value) is None
+        ]
         return unsaved
     finally:
         env.close()
@@ -327,6 +335,5 @@ def set_env_state(env: gym.Env, state: dict) -> None:
         mujoco.mj_setState(base.model, base.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
         for name, value in state.get("mujoco_derived", {}).items():  # none in older checkpoints
             getattr(base.data, name)[...] = np.asarray(value)
-    else:
-        for key, value in state["attributes"].items():
-            setattr(base, key, _unplain(value))
+    for key, value in state.get("attributes", {}).items():  # a MuJoCo task's: none before
+        setattr(base, key, _unplain(value))
