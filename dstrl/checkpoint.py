@@ -51,7 +51,9 @@ def check_plain(value, where: str = "checkpoint") -> None:
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             check_plain(item, f"{where}[{i}]")
-    elif not isinstance(value, PLAIN):
+    elif not isinstance(value, PLAIN) or (
+        isinstance(value, int | float | str) and type(value) not in (bool, int, float, str)
+    ):  # a subclass (an IntEnum) would be pickled, and then refused at load
         raise TypeError(f"{where} is a {type(value).__name__}, not plain data")
 
 
@@ -93,8 +95,9 @@ def load_checkpoint(run_dir: Path) -> dict:
                 "reached its first checkpoint; wait for it"
             )
         raise CheckpointError(
-            f"{path} does not exist: the run never reached its first checkpoint (start it "
-            "afresh with --auto-resume)"
+            f"{path} does not exist: the run never reached its first checkpoint, or it was "
+            "removed (put it back to continue; --auto-resume starts the run afresh, clearing "
+            "its logs)"
         )
     try:
         _check_records(path)

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -204,6 +205,14 @@ def clear_unfinished_run(run_dir: Path) -> None:
     """Remove what a run killed before its first checkpoint left, so that it can start again;
     refuse a directory that holds anything else."""
     refuse_foreign_files(run_dir)
+    left = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK)
+    if left:  # said, since a checkpoint deleted by hand looks the same
+        print(
+            f"dstrl: note: {run_dir} has no checkpoint: clearing what its last attempt left "
+            f"({', '.join(left)}) and starting afresh",
+            file=sys.stderr,
+            flush=True,
+        )
     for path in list(run_dir.iterdir()):
         if path.name == LOCK:
             continue

@@ -327,7 +327,7 @@ class Trainer:
         rest of the run, and keep its disk space after the next checkpoint replaced it); the
         trainer copies it, and keeps no reference to it."""
         self.config, self.agent = config, agent
-        self.run_dir = run_dir = config.run_dir
+        self.run_dir = config.run_dir
         self.seeds = member_seeds(config)
         self.methods = member_methods(config)
         workers = 0
@@ -338,13 +338,20 @@ class Trainer:
         # keep the pages of its zeros that the run's writes copy, a second buffer by the end
         self.envs = make_vector_env(config.env, config.members, workers)
         self.eval_envs = make_vector_env(config.env, config.members, workers)
+        try:  # a failure from here leaves no worker process behind
+            self._setup(config, agent, state)
+        except BaseException:
+            self.envs.close()
+            self.eval_envs.close()
+            raise
+
+    def _setup(
+        self, config: TrainConfig, agent: ActorCritic, state: dict | Callable[[], dict] | None
+    ) -> None:
+        """Everything of ``__init__`` after the environment workers are forked."""
+        run_dir = self.run_dir
         if callable(state):
-            try:
-                state = state()
-            except BaseException:
-                self.envs.close()
-                self.eval_envs.close()
-                raise
+            state = state()
         obs_dim = agent.actor.sizes[0]
         self.buffer = ReplayBuffer(
             config.members,

@@ -1,9 +1,10 @@
 """A user's own environments, registered when this module is imported (``--env
 tests.custom_envs:dstrl-test/Drift-v0``): state kept in a list, no time limit, a wrapper with
-running statistics, an attribute that is an object or a namedtuple, a MuJoCo task with a goal
-of its own."""
+running statistics, an attribute that is an object, a namedtuple or an IntEnum, a MuJoCo task
+with a goal of its own."""
 
 from collections import namedtuple
+from enum import IntEnum
 
 import gymnasium as gym
 import numpy as np
@@ -55,6 +56,19 @@ class Named(Drift):
         return result
 
 
+class Mode(IntEnum):
+    LEFT = 0
+    RIGHT = 1
+
+
+class Moded(Drift):
+    """An IntEnum attribute: an int to ``isinstance``, but pickled as its class."""
+
+    def step(self, action):
+        self.mode = Mode.RIGHT if action[0] > 0 else Mode.LEFT
+        return super().step(action)
+
+
 class GoalCheetah(HalfCheetahEnv):
     """HalfCheetah rewarded for its distance to a goal drawn at each reset."""
 
@@ -69,6 +83,7 @@ class GoalCheetah(HalfCheetahEnv):
 
 gym.register("dstrl-test/Drift-v0", entry_point=Drift, max_episode_steps=50)
 gym.register("dstrl-test/Named-v0", entry_point=Named, max_episode_steps=50)
+gym.register("dstrl-test/Moded-v0", entry_point=Moded, max_episode_steps=50)
 gym.register("dstrl-test/GoalCheetah-v0", entry_point=GoalCheetah, max_episode_steps=100)
 gym.register("dstrl-test/Endless-v0", entry_point=Drift)  # no max_episode_steps
 gym.register(

@@ -215,3 +215,13 @@ def test_a_full_replay_is_saved_without_a_copy_and_a_partial_one_as_its_rows():
     restored = ReplayBuffer(2, 4, 1, 1, torch.device("cpu"))
     restored.load_state_dict(state)
     assert torch.equal(restored.rows, buffer.rows)
+
+
+def test_a_subclass_of_a_number_is_not_plain_data():
+    """An IntEnum is an int to isinstance: saved, it was pickled as its class, and the run's own
+    checkpoint was then refused as "made or changed elsewhere"."""
+    from tests.custom_envs import Mode
+
+    check_plain({"step": 3, "ok": True, "name": "x", "value": 0.5})
+    with pytest.raises(TypeError, match=r"checkpoint\['mode'\] is a Mode, not plain data"):
+        check_plain({"mode": Mode.LEFT})

@@ -389,6 +389,7 @@ def test_an_environment_of_ones_own_resumes_exactly(tmp_path, env):
         ("Normalized-v0", "its wrapper NormalizeObservation"),
         ("Counted-v0", "'counter' (Counter)"),
         ("Named-v0", "'named' (Pushes)"),
+        ("Moded-v0", "'mode' (Mode)"),  # saved, it was pickled, and the run never loaded again
     ],
 )
 def test_a_run_says_what_of_its_environment_a_checkpoint_cannot_keep(
@@ -403,3 +404,21 @@ def test_a_run_says_what_of_its_environment_a_checkpoint_cannot_keep(
     train(replace(config, steps=150, eval_every=150, start_steps=140))
     err = capsys.readouterr().err
     assert "a resumed run will not continue" in err and unsaved in err
+
+
+def test_a_resume_that_fails_leaves_no_environment_workers(tmp_path):
+    """From Python, a resume refused after the workers were forked (its evaluations.csv gone)
+    left them running in the caller's process."""
+    import multiprocessing
+    from dataclasses import replace
+
+    from dstrl.errors import CheckpointError
+    from dstrl.train import train
+    from tests.helpers import tiny_config
+
+    config = replace(tiny_config(tmp_path / "run", seeds=2), vector_env="async", env_workers=2)
+    assert train(config, stop_after=250) is None
+    (tmp_path / "run" / "evaluations.csv").unlink()
+    with pytest.raises(CheckpointError, match="evaluations.csv is missing"):
+        train(replace(config, resume=True))
+    assert multiprocessing.active_children() == []

@@ -476,3 +476,16 @@ def test_a_summary_that_cannot_be_written_says_how_to_write_it_later(tmp_path, m
         train(config)
     monkeypatch.setattr(dstrl_train, "write_atomic", real)
     assert train(replace(config, resume=True))["steps"] == 200  # as the line says
+
+
+def test_auto_resume_says_what_it_clears(tmp_path, capsys):
+    """A run directory without a checkpoint is cleared and started afresh: without a word, also
+    where the checkpoint had been removed by hand (or not copied back from a cluster)."""
+    run = tmp_path / "run"
+    assert train(tiny_config(run, checkpoint_every=100), stop_after=300) is None
+    (run / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    assert main(["train", *TINY, "--out", str(run), "--auto-resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"dstrl: note: {run} has no checkpoint: clearing what its last attempt left" in err
+    assert "evaluations.csv" in err and "train_metrics.csv" in err

@@ -252,7 +252,7 @@ def get_env_state(env: gym.Env) -> dict:
 def _plain(value):
     """A numeric attribute as plain data (arrays and NumPy scalars as tensors; lists, tuples
     and dicts of such), else None."""
-    if isinstance(value, bool | int | float | str):
+    if type(value) in (bool, int, float, str):  # exactly: an IntEnum would be pickled
         return value
     if isinstance(value, np.ndarray | np.generic) and value.dtype.kind in "biuf":
         return torch.from_numpy(np.array(value))
