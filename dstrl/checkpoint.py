@@ -18,7 +18,13 @@ import numpy as np
 import torch
 
 from dstrl.errors import CheckpointError
-from dstrl.rundir import CHECKPOINT, training_now, write_atomic
+from dstrl.rundir import (
+    CHECKPOINT,
+    CHECKPOINTED,
+    removed_checkpoint,
+    training_now,
+    write_atomic,
+)
 
 PLAIN = (torch.Tensor, int, float, str, type(None))  # bool is an int
 
@@ -61,6 +67,8 @@ def save_checkpoint(state: dict, run_dir: Path) -> None:
     """Write ``run_dir/checkpoint.pt`` atomically (see ``dstrl.rundir.write_atomic``)."""
     check_plain(state)
     write_atomic(run_dir / CHECKPOINT, lambda f: torch.save(state, f))
+    if not (run_dir / CHECKPOINTED).exists():
+        write_atomic(run_dir / CHECKPOINTED, "")
 
 
 MISFITS = (RuntimeError, ValueError, KeyError, TypeError, IndexError)
@@ -94,10 +102,12 @@ def load_checkpoint(run_dir: Path) -> dict:
                 f"{path} does not exist yet: the run is training (pid {pid}) and has not "
                 "reached its first checkpoint; wait for it"
             )
+        removed = removed_checkpoint(run_dir)
+        if removed is not None:
+            raise CheckpointError(removed)
         raise CheckpointError(
-            f"{path} does not exist: the run never reached its first checkpoint, or it was "
-            "removed (put it back to continue; --auto-resume starts the run afresh, clearing "
-            "its logs)"
+            f"{path} does not exist: the run never reached its first checkpoint (start it "
+            "afresh with --auto-resume)"
         )
     try:
         _check_records(path)

@@ -20,8 +20,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
+from dstrl.errors import CheckpointError
+
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINTED = ".checkpointed"
+"""Written once the first checkpoint is: a run directory without its checkpoint but with this
+had one, which was removed (not copied back from a cluster, say), and must not be cleared."""
 
 
 class RunDirError(RuntimeError):
@@ -185,7 +190,7 @@ def refuse_foreign_files(run_dir: Path) -> None:
     foreign = [
         p.name
         for p in sorted(run_dir.iterdir())
-        if p.name not in UNFINISHED_RUN_FILES and not p.name.endswith(".tmp")
+        if p.name not in {*UNFINISHED_RUN_FILES, CHECKPOINTED} and not p.name.endswith(".tmp")
     ]
     events = run_dir / "tensorboard"
     if events.is_dir():  # clearing removes it whole: it must hold TensorBoard's files alone
@@ -201,9 +206,22 @@ def refuse_foreign_files(run_dir: Path) -> None:
         )
 
 
+def removed_checkpoint(run_dir: Path) -> str | None:
+    """Why ``run_dir``'s missing checkpoint was removed rather than never written, or None."""
+    if not (run_dir / CHECKPOINTED).exists():
+        return None
+    return (
+        f"{run_dir}/{CHECKPOINT} was written and has been removed since: put it back to "
+        f"continue the run, or delete {run_dir} to train it afresh"
+    )
+
+
 def clear_unfinished_run(run_dir: Path) -> None:
     """Remove what a run killed before its first checkpoint left, so that it can start again;
-    refuse a directory that holds anything else."""
+    refuse a directory that holds anything else, or whose checkpoint was removed."""
+    removed = removed_checkpoint(run_dir)
+    if removed is not None:
+        raise CheckpointError(removed)
     refuse_foreign_files(run_dir)
     left = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK)
     if left:  # said, since a checkpoint deleted by hand looks the same

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -479,13 +480,47 @@ def test_a_summary_that_cannot_be_written_says_how_to_write_it_later(tmp_path, m
 
 
 def test_auto_resume_says_what_it_clears(tmp_path, capsys):
-    """A run directory without a checkpoint is cleared and started afresh: without a word, also
-    where the checkpoint had been removed by hand (or not copied back from a cluster)."""
+    """A run directory left by an attempt killed before its first checkpoint is cleared and
+    started afresh: it was done without a word."""
     run = tmp_path / "run"
-    assert train(tiny_config(run, checkpoint_every=100), stop_after=300) is None
-    (run / "checkpoint.pt").unlink()
+    assert train(tiny_config(tmp_path / "done", checkpoint_every=100), stop_after=300) is None
+    run.mkdir()  # what an attempt killed before its first checkpoint leaves
+    for name in ("config.json", "evaluations.csv", "train_metrics.csv"):
+        shutil.copy(tmp_path / "done" / name, run / name)
     capsys.readouterr()
     assert main(["train", *TINY, "--out", str(run), "--auto-resume"]) == 0
     err = capsys.readouterr().err
     assert f"dstrl: note: {run} has no checkpoint: clearing what its last attempt left" in err
     assert "evaluations.csv" in err and "train_metrics.csv" in err
+
+
+def test_a_removed_checkpoint_is_told_apart_from_none_written(tmp_path, capsys):
+    """--auto-resume cleared a run whose checkpoint had been removed (not copied back from a
+    cluster, say) and trained it from step 0; --resume said it never reached one."""
+    run = tmp_path / "run"
+    assert train(tiny_config(run, checkpoint_every=100), stop_after=300) is None
+    (run / "checkpoint.pt").unlink()
+    for command in (["--resume"], [*TINY, "--auto-resume"]):
+        assert main(["train", "--out", str(run), *command]) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert line.endswith(
+            f"{run}/checkpoint.pt was written and has been removed since: put "
+            f"it back to continue the run, or delete {run} to train it afresh"
+        )
+    assert (run / "evaluations.csv").read_text().count("\n") > 1  # nothing cleared
+
+
+def test_a_first_checkpoint_that_failed_leaves_a_run_to_start_again(tmp_path, monkeypatch):
+    """A full disk at the first checkpoint: the run says to start it again with --auto-resume,
+    which must then do so (a guess from the logs refused it)."""
+    run = tmp_path / "run"
+    save = torch.save
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(RunDirError, match="start the run again with --auto-resume"):
+        train(tiny_config(run, checkpoint_every=200, eval_every=200))
+    monkeypatch.setattr(torch, "save", save)
+    assert train(tiny_config(run, checkpoint_every=200, eval_every=200, auto_resume=True))
