@@ -26,7 +26,7 @@ from dstrl.rundir import (
     write_atomic,
 )
 
-PLAIN = (torch.Tensor, int, float, str, type(None))  # bool is an int
+PLAIN = (bool, int, float, str, type(None))  # besides tensors
 
 
 def _legacy_globals() -> dict[str, object]:
@@ -57,9 +57,8 @@ def check_plain(value, where: str = "checkpoint") -> None:
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             check_plain(item, f"{where}[{i}]")
-    elif not isinstance(value, PLAIN) or (
-        isinstance(value, int | float | str) and type(value) not in (bool, int, float, str)
-    ):  # a subclass (an IntEnum) would be pickled, and then refused at load
+    elif not (isinstance(value, torch.Tensor) or type(value) in PLAIN):
+        # exactly these types: a subclass (an IntEnum) would be pickled, then refused at load
         raise TypeError(f"{where} is a {type(value).__name__}, not plain data")
 
 
@@ -182,7 +181,7 @@ def to_plain(value):
         return {k: v for k, v in converted.items() if v is not _DROP}
     if isinstance(value, list | tuple):
         return type(value)(v for v in map(to_plain, value) if v is not _DROP)
-    return value if isinstance(value, PLAIN) else _DROP
+    return value if isinstance(value, (torch.Tensor, *PLAIN)) else _DROP
 
 
 _DROP = object()

@@ -224,7 +224,7 @@ def clear_unfinished_run(run_dir: Path) -> None:
         raise CheckpointError(removed)
     refuse_foreign_files(run_dir)
     left = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK)
-    if left:  # said, since a checkpoint deleted by hand looks the same
+    if left:  # said: logs of many steps may go
         print(
             f"dstrl: note: {run_dir} has no checkpoint: clearing what its last attempt left "
             f"({', '.join(left)}) and starting afresh",

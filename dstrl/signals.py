@@ -39,6 +39,8 @@ def handling(signums: Iterable[int], handler: Callable) -> Iterator[None]:
 
 
 PR_SET_PDEATHSIG = 1
+SWEEP_PID = "DSTRL_SWEEP_PID"
+"""Set for a sweep's runs: the sweep's pid, which ``stop_with_sweep`` watches."""
 
 
 def stop_with_sweep() -> None:
@@ -46,7 +48,7 @@ def stop_with_sweep() -> None:
     a checkpoint, when the sweep dies: killed with SIGKILL, or by the out-of-memory killer, it
     left its runs training on as orphans, which its rerun then found in their directories. On
     Linux (the kernel signals a child whose parent dies); elsewhere the runs go on."""
-    sweep = os.environ.pop("DSTRL_SWEEP_PID", None)
+    sweep = os.environ.pop(SWEEP_PID, None)
     if sweep is None or not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)

@@ -40,7 +40,7 @@ from dstrl.helptext import DEFAULT_IN_DOCSTRING
 from dstrl.progress import Progress
 from dstrl.resume import resume_config
 from dstrl.rundir import CHECKPOINT, exclusive, make_run_dir
-from dstrl.signals import STOPS, handling
+from dstrl.signals import STOPS, SWEEP_PID, handling
 
 # Options that the sweep sets itself for every run.
 RESERVED = {
@@ -392,10 +392,6 @@ def _finished(cell: Cell, args: SweepArgs, options: list[str]) -> bool:
 
 STOPPED = (130, -signal.SIGTERM, -signal.SIGINT)  # a run stopped by a signal (before it began)
 Ended = tuple[int, str, float]  # a run's exit code, last lines of stderr, and seconds
-
-
-SWEEP_PID = "DSTRL_SWEEP_PID"
-"""Set for a sweep's runs: the sweep's pid (``dstrl.signals.stop_with_sweep``)."""
 
 
 def execute(

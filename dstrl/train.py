@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from functools import partial
@@ -671,7 +671,7 @@ class Trainer:
         self.board.scalars(scalars, self.step)
         self.bar.set_postfix(shown, refresh=False)
 
-    def run(self, stop_after: int | None, pending: list[int] = ()) -> dict | None:
+    def run(self, stop_after: int | None, pending: Iterable[int] = ()) -> dict | None:
         """Train to ``config.steps`` (or ``stop_after``), then write the summary; None if it
         stopped early. ``pending``: signals that came before, to stop at the first step."""
         config = self.config
